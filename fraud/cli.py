@@ -1,0 +1,241 @@
+"""`fraud`: one entry point for the whole scorer.
+
+  fraud services up|down|status   real Kafka, schema registry, Redis and MLflow on 127.0.0.1
+  fraud topics                    create topics, register Avro schemas
+  fraud simulate                  labelled synthetic history to a file, or live to Kafka
+  fraud train                     train, register, promote when better
+  fraud worker                    the Faust scoring worker, with the ops API on :5000
+  fraud api                       the ops API alone
+  fraud tail                      decoded verdicts from the verdict topic
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from fraud.settings import ROOT, Settings
+
+log = logging.getLogger("fraud")
+
+
+def cmd_services(args, settings: Settings) -> int:
+    os.execv(str(ROOT / "scripts" / "services"), ["services", *args.action])
+
+
+def cmd_topics(args, settings: Settings) -> int:
+    from streams.topics import ensure_topics, register_schemas
+
+    created = ensure_topics(settings)
+    print(f"topics created: {', '.join(created) or 'none (all existed)'}")
+    for subject, schema_id in register_schemas(settings).items():
+        print(f"schema {subject}: id {schema_id} (BACKWARD)")
+    return 0
+
+
+def _simulation(args):
+    from models.simulate import SimulationConfig, simulate
+
+    return simulate(SimulationConfig(customers=args.customers, terminals=args.terminals,
+                                     days=args.days, seed=args.seed))
+
+
+def _load_history(path: str):
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise SystemExit(f"--data {path}: no such file")
+    frame = pd.read_parquet(p) if p.suffix in (".parquet", ".pq") else pd.read_csv(p)
+    if "timestamp" in frame.columns and not str(frame["timestamp"].dtype).startswith("int"):
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("int64") // 1_000_000
+    return frame
+
+
+def cmd_simulate(args, settings: Settings) -> int:
+    history = _simulation(args)
+    if args.count:
+        history = history.head(args.count)
+    print(f"simulated {len(history)} transactions, {int(history.is_fraud.sum())} frauds", file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        history.to_parquet(out) if out.suffix == ".parquet" else history.to_csv(out, index=False)
+        print(f"wrote {out}", file=sys.stderr)
+    if args.kafka:
+        from tqdm import tqdm
+
+        from models.simulate import transaction_records
+        from schemas.codec import AvroCodec, SchemaRegistry, load_schema
+        from streams.produce import producer_for, replay
+        from streams.topics import ensure_topics
+
+        ensure_topics(settings)
+        registry = SchemaRegistry(settings.schema_registry_url)
+        codec = AvroCodec(registry, load_schema("transaction"), f"{settings.transactions_topic}-value")
+        codec.register()
+        feedback = None
+        if args.feedback:
+            fcodec = AvroCodec(registry, load_schema("feedback"), f"{settings.feedback_topic}-value")
+            fcodec.register()
+            feedback = (settings.feedback_topic, fcodec)
+        with tqdm(total=len(history), unit="txn", disable=args.quiet) as bar:
+            sent = replay(producer_for(settings.kafka_bootstrap), settings.transactions_topic, codec,
+                          transaction_records(history), rate=args.rate, on_sent=bar.update,
+                          feedback=feedback, labels=history["is_fraud"].tolist())
+        print(f"produced {sent} transactions to {settings.transactions_topic}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args, settings: Settings) -> int:
+    from models.serving import quiet_mlflow_client_env
+    from models.train import TrainParams, train_and_register
+
+    quiet_mlflow_client_env(settings.mlflow_uri, timeout_seconds=30)
+    jobs = None
+    if args.job_id:
+        from ops_api.jobs import JobStore
+
+        jobs = JobStore(settings.redis_url)
+        jobs.update(args.job_id, status="running", progress=0.01, message="loading data")
+
+    def progress(fraction: float, message: str) -> None:
+        log.info("%3.0f%% %s", fraction * 100, message)
+        if jobs:
+            jobs.update(args.job_id, progress=round(fraction, 3), message=message)
+
+    try:
+        history = _load_history(args.data) if args.data else _simulation(args)
+        params = TrainParams(n_estimators=args.n_estimators, max_depth=args.max_depth,
+                             learning_rate=args.learning_rate, seed=args.seed)
+        result = train_and_register(
+            history, tracking_uri=settings.mlflow_uri, model_name=settings.model_name,
+            experiment=settings.experiment, params=params, alias=settings.model_alias,
+            promote=not args.no_promote, progress=progress,
+            tags={"job_id": args.job_id} if args.job_id else None)
+    except Exception as exc:
+        if jobs:
+            jobs.update(args.job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    summary = {"version": result.version, "run_id": result.run_id, "promoted": result.promoted,
+               "reason": result.reason, "metrics": result.metrics}
+    if jobs:
+        jobs.update(args.job_id, status="succeeded", progress=1.0, message=result.reason, result=summary)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    import faust
+
+    from models.serving import quiet_mlflow_client_env
+    quiet_mlflow_client_env(settings.mlflow_uri)
+    from streams.app import app  # built from the same environment as `settings`
+
+    faust.Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+    return 0
+
+
+def cmd_api(args, settings: Settings) -> int:
+    from aiohttp import web
+
+    from ops_api.app import create_api
+    from streams.metrics import Metrics
+
+    web.run_app(create_api(settings, Metrics()), host=settings.api_host, port=settings.api_port,
+                access_log=None)
+    return 0
+
+
+def cmd_tail(args, settings: Settings) -> int:
+    import uuid
+
+    from confluent_kafka import Consumer
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    topic = args.topic or settings.verdicts_topic
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"tail-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest" if args.from_beginning else "latest",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    shown = 0
+    try:
+        while not args.count or shown < args.count:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            value = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
+            print(json.dumps(value, default=str), flush=True)
+            shown += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def _add_simulation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--customers", type=int, default=1000)
+    p.add_argument("--terminals", type=int, default=2000)
+    p.add_argument("--days", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="fraud", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("services", help="start/stop the local Kafka, registry, Redis and MLflow")
+    p.add_argument("action", nargs="+", help="up | down | status | logs | reset")
+    p.set_defaults(func=cmd_services)
+
+    sub.add_parser("topics", help="create topics and register schemas").set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("simulate", help="labelled synthetic transactions to a file and/or Kafka")
+    _add_simulation_args(p)
+    p.add_argument("--count", type=int, default=0, help="only the first N transactions")
+    p.add_argument("--out", help="write the history here (.parquet or .csv)")
+    p.add_argument("--kafka", action="store_true", help="produce to the transactions topic")
+    p.add_argument("--rate", type=float, default=0.0, help="transactions per second (0: as fast as possible)")
+    p.add_argument("--feedback", action="store_true", help="also produce each label to the feedback topic")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="train on a history, register in MLflow, promote when better")
+    _add_simulation_args(p)
+    p.add_argument("--data", help="Parquet or CSV with Transaction fields and is_fraud (default: simulate)")
+    p.add_argument("--n-estimators", type=int, default=100)
+    p.add_argument("--max-depth", type=int, default=6)
+    p.add_argument("--learning-rate", type=float, default=0.3)
+    p.add_argument("--no-promote", action="store_true", help="register only; leave the champion alias")
+    p.add_argument("--job-id", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("worker", help="run the scoring worker (and the ops API)")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_worker)
+
+    sub.add_parser("api", help="run the ops API on its own").set_defaults(func=cmd_api)
+
+    p = sub.add_parser("tail", help="print decoded verdicts")
+    p.add_argument("--topic", help="default: the verdict topic")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--count", type=int, default=0, help="stop after N (0: run until interrupted)")
+    p.set_defaults(func=cmd_tail)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("mlflow", "httpx", "httpx2", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    sys.exit(args.func(args, Settings()) or 0)

@@ -1,0 +1,42 @@
+"""One frozen settings object, read from the environment (prefix FRAUD_) once at the entry point."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    schema_registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    mlflow_uri: str = "http://127.0.0.1:5002"
+
+    app_id: str = "fraud-scorer"
+    transactions_topic: str = "transactions"
+    verdicts_topic: str = "fraud-verdicts"
+    feedback_topic: str = "fraud-feedback"
+    dlq_topic: str = "transactions-dlq"
+    partitions: int = 6
+
+    model_name: str = "fraud-xgb"
+    model_alias: str = "champion"
+    model_poll_seconds: float = 10.0
+    model_cache_dir: Path = ROOT / ".services" / "model-cache"
+    experiment: str = "fraud-scorer"
+
+    batch_max: int = 1000
+    batch_within_seconds: float = 0.02
+    commit_interval_seconds: float = 0.5
+    review_threshold: float = 0.5
+    decline_threshold: float = 0.9
+    xgb_threads: int = 1
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 5000
+    state_dir: Path = ROOT / ".services" / "faust"
+    worker_id: str = Field(default_factory=lambda: __import__("socket").gethostname())

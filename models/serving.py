@@ -1,0 +1,157 @@
+"""The live model: loaded from the MLflow registry by alias, cached on disk, swapped atomically.
+
+The worker and the ops API are handed one `ModelHandle`. Scoring reads `handle.current` once per batch,
+so a swap between two batches never mixes versions inside a batch and never drops a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+
+from streams.features import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """No model could be loaded from the registry nor from the local cache."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    booster: xgb.Booster
+    name: str
+    version: str
+    source: str  # "registry" or "cache"
+    run_id: str = ""
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Fraud probabilities for a batch: one vectorised call."""
+        return self.booster.inplace_predict(features, validate_features=False).astype(np.float64)
+
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        """Per-feature log-odds contributions (last column: bias), one call per batch."""
+        matrix = xgb.DMatrix(features, feature_names=list(FEATURE_NAMES))
+        return self.booster.predict(matrix, pred_contribs=True)
+
+
+class ModelHandle:
+    """Holds the live model; `swap` replaces it in one reference assignment."""
+
+    def __init__(self, model: LoadedModel | None = None):
+        self._model = model
+        self.swaps = 0
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._model
+
+    def swap(self, model: LoadedModel) -> None:
+        previous = self._model
+        self._model = model
+        self.swaps += 1
+        log.info("model %s v%s live (%s); was %s", model.name, model.version, model.source,
+                 f"v{previous.version}" if previous else "none")
+
+
+def quiet_mlflow_client_env(tracking_uri: str, timeout_seconds: int = 5) -> None:
+    """Point every MLflow call in this process at our server, failing fast when it is down.
+
+    Some MLflow code paths ignore a client's explicit URIs and fall back to the process default
+    (a local sqlite file), so the default is set too.
+    """
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    os.environ["MLFLOW_REGISTRY_URI"] = tracking_uri
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_seconds))
+
+
+class ModelSource:
+    """Where models come from: the registry (by alias) with a disk cache behind it."""
+
+    def __init__(self, tracking_uri: str, name: str, alias: str, cache_dir: Path, nthread: int = 1):
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.name = name
+        self.alias = alias
+        self.cache_dir = Path(cache_dir)
+        self.nthread = nthread
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._lock = threading.Lock()
+
+    def alias_version(self) -> tuple[str, str]:
+        """(version, run_id) the alias points at now; raises when MLflow is unreachable."""
+        mv = self.client.get_model_version_by_alias(self.name, self.alias)
+        return str(mv.version), mv.run_id or ""
+
+    def load_version(self, version: str, run_id: str = "") -> LoadedModel:
+        """Download a registered version into the cache and load it as a native Booster."""
+        import mlflow.artifacts
+
+        with self._lock:
+            target = self.cache_dir / self.name / version
+            if not (target / "MLmodel").exists():
+                staging = target.with_suffix(".partial")
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{self.name}/{version}", dst_path=str(staging),
+                    tracking_uri=self.tracking_uri,
+                )
+                shutil.rmtree(target, ignore_errors=True)
+                staging.rename(target)
+            model = LoadedModel(self._read_booster(target), self.name, version, "registry", run_id)
+            (self.cache_dir / self.name / "current.json").write_text(
+                json.dumps({"version": version, "run_id": run_id}))
+            return model
+
+    def load_alias(self) -> LoadedModel:
+        version, run_id = self.alias_version()
+        return self.load_version(version, run_id)
+
+    def load_cached(self) -> LoadedModel:
+        pointer = self.cache_dir / self.name / "current.json"
+        if not pointer.exists():
+            raise ModelUnavailable(f"no cached model for {self.name} in {self.cache_dir}")
+        meta = json.loads(pointer.read_text())
+        booster = self._read_booster(self.cache_dir / self.name / meta["version"])
+        return LoadedModel(booster, self.name, meta["version"], "cache", meta.get("run_id", ""))
+
+    def load_at_start(self) -> LoadedModel:
+        """The alias's version from the registry; the cached one when the registry cannot be reached."""
+        try:
+            return self.load_alias()
+        except Exception as exc:
+            log.warning("cannot load %s@%s from MLflow (%s); trying the local cache",
+                        self.name, self.alias, exc)
+            try:
+                return self.load_cached()
+            except Exception as cache_exc:
+                raise ModelUnavailable(
+                    f"{self.name}@{self.alias}: registry failed ({exc}); cache failed ({cache_exc})"
+                ) from cache_exc
+
+    def _read_booster(self, model_dir: Path) -> xgb.Booster:
+        import yaml
+
+        spec = yaml.safe_load((model_dir / "MLmodel").read_text())
+        data = spec["flavors"]["xgboost"]["data"]
+        booster = xgb.Booster(model_file=str(model_dir / data))
+        booster.set_param({"nthread": self.nthread})
+        if tuple(booster.feature_names or ()) != FEATURE_NAMES:
+            raise ModelUnavailable(
+                f"model in {model_dir} expects features {booster.feature_names}, "
+                f"this scorer computes {list(FEATURE_NAMES)}"
+            )
+        return booster

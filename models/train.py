@@ -1,0 +1,178 @@
+"""Train, register and (when it is better) promote a model.
+
+Features come from `streams.features.feature_matrix`, the functions the stream runs. A new version is
+registered on every run; the `champion` alias moves to it only when it beats the current champion on
+the same held-out data (or when there is no champion yet).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from models.simulate import transaction_records
+from streams.features import FEATURE_NAMES, feature_matrix
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    n_estimators: int = 100
+    max_depth: int = 6
+    learning_rate: float = 0.3
+    tree_method: str = "hist"
+    base_score: float = 0.5
+    test_fraction: float = 0.2
+    nthread: int = 2
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    version: str
+    run_id: str
+    metrics: dict
+    promoted: bool
+    champion_before: str | None
+    reason: str
+    extra: dict = field(default_factory=dict)
+
+
+class TrainingError(Exception):
+    """Training could not run on the data given."""
+
+
+def split_by_time(history: pd.DataFrame, test_fraction: float) -> np.ndarray:
+    """Boolean mask of the held-out rows: the latest `test_fraction` of the history's time span."""
+    ts = history["timestamp"].to_numpy()
+    cut = ts.min() + (ts.max() - ts.min()) * (1 - test_fraction)
+    return ts > cut
+
+
+def metrics_of(y: np.ndarray, scores: np.ndarray) -> dict:
+    if len(np.unique(y)) < 2:
+        raise TrainingError("held-out data has a single class; give a longer history")
+    return {
+        "auc_roc": float(roc_auc_score(y, scores)),
+        "average_precision": float(average_precision_score(y, scores)),
+        "n_test": int(len(y)),
+        "test_fraud_rate": float(np.mean(y)),
+    }
+
+
+def fit(X: np.ndarray, y: np.ndarray, params: TrainParams) -> xgb.Booster:
+    train = xgb.DMatrix(X, label=y, feature_names=list(FEATURE_NAMES))
+    booster = xgb.train(
+        {
+            "objective": "binary:logistic",
+            "eval_metric": "aucpr",
+            "max_depth": params.max_depth,
+            "learning_rate": params.learning_rate,
+            "tree_method": params.tree_method,
+            "base_score": params.base_score,
+            "nthread": params.nthread,
+            "seed": params.seed,
+        },
+        train,
+        num_boost_round=params.n_estimators,
+    )
+    return booster
+
+
+def train_and_register(
+    history: pd.DataFrame,
+    *,
+    tracking_uri: str,
+    model_name: str,
+    experiment: str,
+    params: TrainParams = TrainParams(),
+    alias: str = "champion",
+    promote: bool = True,
+    progress: Progress = lambda fraction, message: None,
+    tags: dict | None = None,
+) -> TrainResult:
+    """Train on a labelled history (Transaction fields + `is_fraud`), log and register the model."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    if "is_fraud" not in history.columns:
+        raise TrainingError("history has no is_fraud label column")
+    history = history.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    progress(0.05, f"computing features for {len(history)} transactions")
+    X = feature_matrix(transaction_records(history))
+    y = history["is_fraud"].to_numpy().astype(np.int32)
+    held_out = split_by_time(history, params.test_fraction)
+    if y[~held_out].sum() == 0:
+        raise TrainingError("training part of the history has no fraud")
+
+    progress(0.35, "training XGBoost")
+    booster = fit(X[~held_out], y[~held_out], params)
+    scores = booster.inplace_predict(X[held_out])
+    metrics = metrics_of(y[held_out], scores)
+    metrics["n_train"] = int((~held_out).sum())
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    champion_before, champion_metrics = _champion_on(client, model_name, alias, X[held_out], y[held_out])
+
+    progress(0.6, "logging to MLflow")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(tags=tags or {}) as run:
+        mlflow.log_params({**asdict(params), "features": ",".join(FEATURE_NAMES)})
+        mlflow.log_metrics(metrics)
+        if champion_metrics:
+            mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
+        example = pd.DataFrame(X[held_out][:5], columns=list(FEATURE_NAMES))
+        info = mlflow.xgboost.log_model(
+            booster, name="model", signature=infer_signature(example, scores[:5]),
+            input_example=example, model_format="ubj", registered_model_name=model_name,
+        )
+        version = str(info.registered_model_version)
+
+    progress(0.9, "deciding promotion")
+    if not promote:
+        promoted, reason = False, "promotion not requested"
+    elif champion_metrics is None:
+        promoted, reason = True, "no champion yet"
+    elif metrics["average_precision"] > champion_metrics["average_precision"]:
+        promoted, reason = True, (
+            f"average precision {metrics['average_precision']:.4f} beats champion "
+            f"v{champion_before} {champion_metrics['average_precision']:.4f}")
+    else:
+        promoted, reason = False, (
+            f"average precision {metrics['average_precision']:.4f} does not beat champion "
+            f"v{champion_before} {champion_metrics['average_precision']:.4f}")
+    if promoted:
+        client.set_registered_model_alias(model_name, alias, version)
+    client.set_model_version_tag(model_name, version, "promotion", reason)
+    progress(1.0, reason)
+    return TrainResult(version, run.info.run_id, metrics, promoted, champion_before, reason)
+
+
+def _champion_on(client, name: str, alias: str, X: np.ndarray, y: np.ndarray):
+    """(version, metrics) of the current champion on the held-out data, or (None, None)."""
+    import mlflow.xgboost
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        booster = mlflow.xgboost.load_model(f"models:/{name}/{mv.version}", dst_path=tmp)
+    if tuple(booster.feature_names or ()) != FEATURE_NAMES:
+        log.warning("champion v%s uses other features; any new model replaces it", mv.version)
+        return str(mv.version), {"average_precision": -1.0}
+    return str(mv.version), metrics_of(y, booster.inplace_predict(X))

@@ -1,0 +1,286 @@
+"""The ops side-API (aiohttp): health, metrics, info, training jobs.
+
+It runs inside the worker process (`fraud worker`), where it sees the live stream and model, and on its
+own (`fraud api`), where stream status comes from the workers' heartbeats in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+from confluent_kafka.admin import AdminClient
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from fraud.settings import Settings
+from ops_api.jobs import TrainingJobs, TrainRequest
+from streams.metrics import Metrics
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+HEARTBEAT_KEY = "fraud:workers:{}"
+HEARTBEAT_SECONDS = 5.0
+CHECK_TIMEOUT = 3.0
+
+
+@dataclass
+class StreamView:
+    """What the worker tells the API about its stream; absent when the API runs on its own."""
+
+    assigned: Callable[[], list[int]]
+    lag: Callable[[], dict]
+    model: Callable[[], Any]
+    model_error: Callable[[], str]
+
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+REDIS = web.AppKey("redis", aioredis.Redis)
+JOBS = web.AppKey("jobs", TrainingJobs)
+STREAM = web.AppKey("stream", object)
+ADMIN = web.AppKey("admin", AdminClient)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+
+
+def error(status: int, message: str, **extra) -> web.Response:
+    return web.json_response({"error": {"status": status, "message": message, **extra}}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ValidationError as exc:
+        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+                  for e in exc.errors()]
+        return error(422, "invalid request: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields),
+                     fields=fields)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason)
+    except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+        return error(503, f"redis unavailable: {exc}")
+    except Exception as exc:  # the API must answer, whatever broke
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error(500, f"{type(exc).__name__}: {exc}")
+
+
+async def _timed(name: str, check: Awaitable[dict]) -> tuple[str, dict]:
+    started = time.perf_counter()
+    try:
+        result = await asyncio.wait_for(check, CHECK_TIMEOUT)
+    except Exception as exc:
+        result = {"status": "down", "error": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__}
+    result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return name, result
+
+
+async def _check_kafka(app: web.Application) -> dict:
+    md = await asyncio.get_running_loop().run_in_executor(None, lambda: app[ADMIN].list_topics(timeout=2))
+    return {"status": "ok", "brokers": len(md.brokers)}
+
+
+async def _check_registry(app: web.Application) -> dict:
+    url = app[SETTINGS].schema_registry_url.rstrip("/") + "/subjects"
+    async with app[HTTP].get(url) as resp:
+        resp.raise_for_status()
+        return {"status": "ok", "subjects": len(await resp.json())}
+
+
+async def _check_redis(app: web.Application) -> dict:
+    await app[REDIS].ping()
+    return {"status": "ok"}
+
+
+async def _check_mlflow(app: web.Application) -> dict:
+    async with app[HTTP].get(app[SETTINGS].mlflow_uri.rstrip("/") + "/health") as resp:
+        resp.raise_for_status()
+        return {"status": "ok"}
+
+
+def _model_status(stream: StreamView | None) -> dict:
+    if stream is None:
+        return {"status": "not in this process"}
+    model = stream.model()
+    if model is None:
+        return {"status": "down", "error": stream.model_error() or "not loaded yet"}
+    status = {"status": "ok" if model.source == "registry" else "degraded", "name": model.name,
+              "version": model.version, "source": model.source}
+    if model.source == "cache":
+        status["note"] = "serving the locally cached model: MLflow was unreachable"
+    if stream.model_error():
+        status["warning"] = stream.model_error()
+    return status
+
+
+async def _workers(app: web.Application) -> list[dict]:
+    keys = [k async for k in app[REDIS].scan_iter(match=HEARTBEAT_KEY.format("*"), count=100)]
+    raws = await app[REDIS].mget(keys) if keys else []
+    return [json.loads(r) for r in raws if r]
+
+
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    stream: StreamView | None = app[STREAM]
+    components = dict(await asyncio.gather(
+        _timed("kafka", _check_kafka(app)), _timed("schema_registry", _check_registry(app)),
+        _timed("redis", _check_redis(app)), _timed("mlflow", _check_mlflow(app))))
+    components["model"] = _model_status(stream)
+    if stream is not None:
+        lag = stream.lag()
+        components["stream"] = {"status": "ok" if stream.assigned() else "waiting for partitions",
+                                "assigned_partitions": stream.assigned(), "consumer_lag": lag,
+                                "total_lag": sum(lag.values())}
+    else:
+        _, workers = await _timed("workers", _worker_summary(app))
+        components["stream"] = workers
+    states = {c.get("status") for c in components.values()}
+    overall = "down" if components["model"].get("status") == "down" else (
+        "ok" if states <= {"ok", "not in this process"} else "degraded")
+    body = {"status": overall, "components": components, "time": time.time()}
+    return web.json_response(body, status=503 if overall == "down" else 200)
+
+
+async def _worker_summary(app: web.Application) -> dict:
+    workers = await _workers(app)
+    return {"status": "ok" if workers else "no live workers", "workers": workers}
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    stream: StreamView | None = request.app[STREAM]
+    if stream is None:
+        return web.json_response({"status": "ready", "role": "api"})
+    reasons = []
+    if stream.model() is None:
+        reasons.append("model not loaded: " + (stream.model_error() or "loading"))
+    if not stream.assigned():
+        reasons.append("no partitions assigned")
+    if reasons:
+        return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
+    return web.json_response({"status": "ready", "assigned_partitions": stream.assigned()})
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def metrics_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[METRICS].summary())
+
+
+async def info(request: web.Request) -> web.Response:
+    s: Settings = request.app[SETTINGS]
+    stream: StreamView | None = request.app[STREAM]
+    model = stream.model() if stream else None
+    return web.json_response({
+        "service": "fraud-scorer", "version": VERSION, "role": "worker" if stream else "api",
+        "worker_id": s.worker_id,
+        "topics": {"transactions": s.transactions_topic, "verdicts": s.verdicts_topic,
+                   "feedback": s.feedback_topic, "dead_letters": s.dlq_topic},
+        "model": {"name": s.model_name, "alias": s.model_alias,
+                  "live_version": model.version if model else None},
+        "thresholds": {"review": s.review_threshold, "decline": s.decline_threshold},
+        "batch": {"max": s.batch_max, "within_seconds": s.batch_within_seconds},
+    })
+
+
+async def start_training(request: web.Request) -> web.Response:
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except json.JSONDecodeError as exc:
+        return error(400, f"body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return error(400, "body must be a JSON object")
+    job = await request.app[JOBS].start(TrainRequest.model_validate(body))
+    request.app[METRICS].training_jobs.inc()
+    return web.json_response(job, status=202)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = await request.app[JOBS].get(request.match_info["job_id"])
+    if job is None:
+        return error(404, f"no training job {request.match_info['job_id']}")
+    return web.json_response(job)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+        return error(400, "query parameter limit: an integer from 1 to 500")
+    return web.json_response({"jobs": await request.app[JOBS].list(int(raw))})
+
+
+def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None = None) -> web.Application:
+    app = web.Application(middlewares=[json_errors])
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[STREAM] = stream
+
+    async def resources(app: web.Application):
+        app[REDIS] = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                             socket_timeout=2, socket_connect_timeout=2)
+        app[JOBS] = TrainingJobs(app[REDIS], env=dict(os.environ))
+        app[ADMIN] = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT))
+        heartbeat = asyncio.create_task(_heartbeat(app)) if stream else None
+        yield
+        if heartbeat:
+            heartbeat.cancel()
+        await app[JOBS].close()
+        await app[HTTP].close()
+        await app[REDIS].aclose()
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics/prometheus", prometheus)
+    app.router.add_get("/metrics", metrics_json)
+    app.router.add_get("/info", info)
+    app.router.add_post("/api/v1/training/train", start_training)
+    app.router.add_get("/api/v1/training/jobs", list_jobs)
+    app.router.add_get("/api/v1/training/jobs/{job_id}", get_job)
+    return app
+
+
+async def _heartbeat(app: web.Application) -> None:
+    """The worker's status in Redis, for API replicas that run without a stream."""
+    settings, stream = app[SETTINGS], app[STREAM]
+    while True:
+        model = stream.model()
+        beat = {"worker_id": settings.worker_id, "pid": os.getpid(), "at": time.time(),
+                "assigned_partitions": stream.assigned(), "total_lag": sum(stream.lag().values()),
+                "model_version": model.version if model else None}
+        try:
+            await app[REDIS].set(HEARTBEAT_KEY.format(settings.worker_id), json.dumps(beat),
+                                 ex=int(HEARTBEAT_SECONDS * 3))
+        except Exception as exc:  # Redis down: the stream goes on, health says so
+            log.warning("heartbeat to redis failed: %s", exc)
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def serve(api: web.Application, host: str, port: int) -> None:
+    """Run the API until cancelled."""
+    runner = web.AppRunner(api, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("ops API on http://%s:%d", host, port)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

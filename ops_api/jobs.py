@@ -1,0 +1,120 @@
+"""Training jobs: requested over HTTP, run as child processes, their state kept in Redis.
+
+Any API replica reads the same job state. A job's process writes its own progress; the replica that
+started it marks it failed if the process dies without saying how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+import uuid
+from typing import Literal
+
+import redis
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+JOB_KEY = "fraud:training:job:{}"
+JOB_INDEX = "fraud:training:jobs"
+JOB_TTL_SECONDS = 7 * 86_400
+FINAL = ("succeeded", "failed")
+
+
+class TrainRequest(BaseModel):
+    """Body of POST /api/v1/training/train. Without data_path, trains on a fresh simulated history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_path: str | None = Field(None, description="Parquet or CSV of Transaction fields plus is_fraud")
+    customers: int = Field(1_000, ge=10, le=100_000)
+    terminals: int = Field(2_000, ge=10, le=200_000)
+    days: int = Field(60, ge=7, le=366)
+    seed: int = Field(0, ge=0)
+    n_estimators: int = Field(100, ge=1, le=5_000)
+    max_depth: int = Field(6, ge=1, le=16)
+    learning_rate: float = Field(0.3, gt=0, le=1)
+    promote: bool = True
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+def job_record(job_id: str, request: TrainRequest) -> dict:
+    now = time.time()
+    return {"job_id": job_id, "status": "queued", "progress": 0.0, "message": "queued",
+            "request": request.model_dump(), "created_at": now, "updated_at": now, "result": None,
+            "error": None}
+
+
+class JobStore:
+    """Synchronous access, for the training process itself."""
+
+    def __init__(self, redis_url: str):
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
+
+    def update(self, job_id: str, **fields) -> None:
+        key = JOB_KEY.format(job_id)
+        record = json.loads(self.redis.get(key) or "{}")
+        record.update(fields, updated_at=time.time())
+        self.redis.set(key, json.dumps(record), ex=JOB_TTL_SECONDS)
+
+
+class TrainingJobs:
+    """The API side: create, list, read jobs and run their processes."""
+
+    def __init__(self, redis_client: aioredis.Redis, env: dict[str, str] | None = None):
+        self.redis = redis_client
+        self.env = env
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self, request: TrainRequest) -> dict:
+        job_id = uuid.uuid4().hex[:12]
+        record = job_record(job_id, request)
+        await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
+        await self.redis.zadd(JOB_INDEX, {job_id: record["created_at"]})
+        task = asyncio.create_task(self._run(job_id, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return record
+
+    async def get(self, job_id: str) -> dict | None:
+        raw = await self.redis.get(JOB_KEY.format(job_id))
+        return json.loads(raw) if raw else None
+
+    async def list(self, limit: int = 50) -> list[dict]:
+        ids = await self.redis.zrevrange(JOB_INDEX, 0, limit - 1)
+        if not ids:
+            return []
+        raws = await self.redis.mget([JOB_KEY.format(i) for i in ids])
+        return [json.loads(r) for r in raws if r]
+
+    async def _run(self, job_id: str, request: TrainRequest) -> None:
+        args = [sys.executable, "-m", "fraud", "train", "--job-id", job_id,
+                "--customers", str(request.customers), "--terminals", str(request.terminals),
+                "--days", str(request.days), "--seed", str(request.seed),
+                "--n-estimators", str(request.n_estimators), "--max-depth", str(request.max_depth),
+                "--learning-rate", str(request.learning_rate)]
+        if request.data_path:
+            args += ["--data", request.data_path]
+        if not request.promote:
+            args.append("--no-promote")
+        proc = await asyncio.create_subprocess_exec(
+            *args, env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, stderr = await proc.communicate()
+        record = await self.get(job_id) or {}
+        if record.get("status") not in FINAL:
+            tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
+            record.update(status="failed", updated_at=time.time(),
+                          error=f"training process exited with {proc.returncode}: " + " | ".join(tail))
+            await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
+            log.error("training job %s failed: %s", job_id, record["error"])
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()

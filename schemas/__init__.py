@@ -1,0 +1,1 @@
+"""Wire contracts (Avro schemas) and their Confluent-framed codec."""

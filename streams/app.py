@@ -1,0 +1,273 @@
+"""The Faust app: transactions in, verdicts out, one micro-batch at a time.
+
+bytes -> decode -> features (card history in a changelog-backed table) -> score -> decide -> encode
+-> `fraud-verdicts`; anything that cannot be scored goes to the DLQ with its reason. Under
+exactly-once, every verdict and dead letter is produced in the Kafka transaction of the partition its
+transaction came from, the same transaction that commits that partition's offsets.
+
+`faust -A streams.app worker` runs the module-level `app`; `fraud worker` does the same with the ops
+API alongside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import faust
+import numpy as np
+from faust.streams import _current_event
+from faust.types import TP
+
+from fraud.settings import Settings
+from models.serving import LoadedModel, ModelHandle, ModelSource, ModelUnavailable
+from schemas.codec import AvroCodec, CodecError, RegistryUnavailable, SchemaRegistry, load_schema
+from streams.decision import Thresholds, decide, top_reasons
+from streams.features import (FEATURE_NAMES, N_FEATURES, customer_features, empty_history,
+                              invalid_transaction_reason, remember)
+from streams.metrics import Metrics
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 2.0
+
+
+@dataclass
+class Runtime:
+    """Everything the agents and the ops API share in one worker process."""
+
+    settings: Settings
+    metrics: Metrics
+    registry: SchemaRegistry
+    models: ModelHandle
+    model_source: ModelSource
+    transactions: AvroCodec = field(init=False)
+    verdicts: AvroCodec = field(init=False)
+    feedback: AvroCodec = field(init=False)
+    last_offsets: dict = field(default_factory=dict)
+    lag: dict = field(default_factory=dict)
+    model_error: str = ""
+    started_at: float = field(default_factory=time.time)
+    _ready: bool = False
+    _readying: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self):
+        s = self.settings
+        self.transactions = AvroCodec(self.registry, load_schema("transaction"), f"{s.transactions_topic}-value")
+        self.verdicts = AvroCodec(self.registry, load_schema("verdict"), f"{s.verdicts_topic}-value")
+        self.feedback = AvroCodec(self.registry, load_schema("feedback"), f"{s.feedback_topic}-value")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Runtime":
+        return cls(
+            settings=settings,
+            metrics=Metrics(),
+            registry=SchemaRegistry(settings.schema_registry_url),
+            models=ModelHandle(),
+            model_source=ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias,
+                                     settings.model_cache_dir, settings.xgb_threads),
+        )
+
+    async def ensure_ready(self) -> None:
+        """Register our schemas and load the model, retrying until both are done."""
+        loop = asyncio.get_running_loop()
+        async with self._readying:  # both agents wait on the one load
+            await self._become_ready(loop)
+
+    async def _become_ready(self, loop) -> None:
+        while not self._ready:
+            try:
+                for codec in (self.transactions, self.verdicts, self.feedback):
+                    if codec.schema_id is None:
+                        await loop.run_in_executor(None, codec.register)
+                if self.models.current is None:
+                    self.install(await loop.run_in_executor(None, self.model_source.load_at_start))
+                self._ready = True
+            except (RegistryUnavailable, ModelUnavailable, CodecError) as exc:
+                self.model_error = str(exc)
+                log.error("not ready, retrying in %.0fs: %s", RETRY_SECONDS, exc)
+                await asyncio.sleep(RETRY_SECONDS)
+
+    def install(self, model: LoadedModel) -> None:
+        self.models.swap(model)
+        self.model_error = ""
+        self.metrics.model_swaps.inc()
+        self.metrics.model_version.labels(model.name).set(float(model.version))
+
+    async def follow_alias(self) -> None:
+        """Swap to the version the alias points at, if it moved. MLflow being down changes nothing."""
+        loop = asyncio.get_running_loop()
+        current = self.models.current
+        try:
+            version, run_id = await loop.run_in_executor(None, self.model_source.alias_version)
+            if current is not None and current.version == version:
+                if current.source == "cache":  # the registry is back: say so in health
+                    self.models.swap(LoadedModel(current.booster, current.name, version, "registry", run_id))
+                return
+            self.install(await loop.run_in_executor(None, self.model_source.load_version, version, run_id))
+        except Exception as exc:
+            self.model_error = f"cannot follow {self.settings.model_name}@{self.settings.model_alias}: {exc}"
+            log.warning(self.model_error)
+
+
+def _transactional_id(app: faust.App, tp: TP) -> str:
+    # The id faust's TransactionManager gives the producer of a source partition.
+    return f"{app.conf.id}-{app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
+    runtime = runtime or Runtime.from_settings(settings)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        processing_guarantee="exactly_once",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        autodiscover=False,
+        datadir=str(settings.state_dir / settings.app_id),
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval_seconds,
+        producer_linger_ms=2,
+        table_standby_replicas=0,
+    )
+    app.runtime = runtime
+    metrics = runtime.metrics
+    thresholds = Thresholds(settings.review_threshold, settings.decline_threshold)
+
+    transactions = app.topic(settings.transactions_topic, key_type=bytes, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw")
+    feedback = app.topic(settings.feedback_topic, key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw")
+    histories = app.Table("customer-history", default=None, partitions=settings.partitions)
+    labels = app.Table("feedback-labels", default=None, partitions=settings.partitions)
+
+    async def publish(topic: str, key, value: bytes, headers, source: TP):
+        tid = _transactional_id(app, source) if app.in_transaction else None
+        return await app.producer.send(topic, key, value, None, None, headers, transactional_id=tid)
+
+    async def dead_letter(event, reason: str):
+        msg = event.message
+        headers = [
+            ("dlq.reason", reason.encode()),
+            ("dlq.source.topic", msg.topic.encode()),
+            ("dlq.source.partition", str(msg.partition).encode()),
+            ("dlq.source.offset", str(msg.offset).encode()),
+            ("dlq.failed_at", str(int(time.time() * 1000)).encode()),
+        ]
+        metrics.dead_letters.labels(msg.topic).inc()
+        log.warning("DLQ %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+        return await publish(settings.dlq_topic, msg.key, msg.value, headers, msg.tp)
+
+    @app.agent(transactions)
+    async def score_transactions(stream):
+        await runtime.ensure_ready()
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_seconds):
+            metrics.consumed.inc(len(events))
+            started = time.perf_counter()
+            model = runtime.models.current  # one version for the whole batch
+            accepted, txns = [], []
+            rows = np.empty((len(events), N_FEATURES), dtype=np.float64)
+            for event in events:
+                try:
+                    txn = runtime.transactions.decode(event.value)
+                    reason = invalid_transaction_reason(txn)
+                except CodecError as exc:
+                    reason = str(exc)
+                if reason:
+                    await dead_letter(event, reason)
+                    continue
+                _current_event.set(weakref.ref(event))  # table writes go to this event's partition
+                key = txn["customer_id"]
+                history = histories.get(key) or empty_history()
+                rows[len(txns)] = customer_features(history, txn)
+                histories[key] = remember(history, txn)
+                accepted.append(event)
+                txns.append(txn)
+            if txns:
+                await publish_verdicts(model, accepted, txns, rows[: len(txns)], started)
+            for event in events:
+                runtime.last_offsets[event.message.tp] = event.message.offset
+
+    async def publish_verdicts(model: LoadedModel, events, txns, rows: np.ndarray, started: float):
+        scores = model.scores(rows)
+        decisions = decide(scores, thresholds)
+        reasons = top_reasons(model.contributions(rows), rows, FEATURE_NAMES)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        metrics.batch_size.observe(len(txns))
+        now_ms = int(time.time() * 1000)
+        for event, txn, score, decision, why in zip(events, txns, scores.tolist(), decisions, reasons):
+            latency_ms = max(0.0, now_ms - event.message.timestamp * 1000.0)
+            verdict = {
+                "transaction_id": txn["transaction_id"],
+                "customer_id": txn["customer_id"],
+                "score": score,
+                "decision": decision,
+                "model_name": model.name,
+                "model_version": model.version,
+                "reasons": why,
+                "transaction_timestamp": txn["timestamp"],
+                "scored_at": now_ms,
+                "latency_ms": latency_ms,
+            }
+            await publish(settings.verdicts_topic, txn["transaction_id"].encode(),
+                          runtime.verdicts.encode(verdict), None, event.message.tp)
+            metrics.decisions.labels(decision).inc()
+            metrics.latency.observe(latency_ms)
+        metrics.scored.labels(model.version).inc(len(txns))
+
+    @app.agent(feedback)
+    async def record_feedback(stream):
+        await runtime.ensure_ready()
+        async for event in stream.events():
+            try:
+                label = runtime.feedback.decode(event.value)
+            except CodecError as exc:
+                await dead_letter(event, str(exc))
+                continue
+            labels[label["transaction_id"]] = {
+                "label": label["label"], "source": label["source"], "reported_at": label["reported_at"]}
+            metrics.feedback.labels(label["label"], label["source"]).inc()
+
+    @app.task
+    async def serve_ops_api():
+        from ops_api.app import StreamView, create_api, serve
+
+        def assigned() -> list[int]:
+            try:
+                return sorted(tp.partition for tp in app.consumer.assignment()
+                              if tp.topic == settings.transactions_topic)
+            except Exception:  # consumer not started yet
+                return []
+
+        view = StreamView(assigned=assigned, lag=lambda: dict(runtime.lag),
+                          model=lambda: runtime.models.current, model_error=lambda: runtime.model_error)
+        if settings.api_port:
+            await serve(create_api(settings, metrics, view), settings.api_host, settings.api_port)
+
+    @app.timer(interval=settings.model_poll_seconds)
+    async def follow_model_alias():
+        if runtime._ready:
+            await runtime.follow_alias()
+
+    @app.timer(interval=2.0)
+    async def measure_lag():
+        for tp in app.consumer.assignment():
+            if tp.topic != settings.transactions_topic:
+                continue
+            highwater = app.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            done = runtime.last_offsets.get(tp)
+            position = done + 1 if done is not None else (app.consumer._committed_offset.get(tp) or 0)
+            runtime.lag[tp.partition] = max(0, highwater - position)
+            metrics.lag.labels(str(tp.partition)).set(runtime.lag[tp.partition])
+
+    return app
+
+
+app = create_app(Settings())

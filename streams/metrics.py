@@ -1,0 +1,43 @@
+"""The scorer's Prometheus metrics, on a registry of their own that the ops API exposes."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000)
+BATCH_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("fraud_transactions_consumed", "Transaction messages read", registry=r)
+        self.scored = Counter("fraud_transactions_scored", "Transactions scored", ["model_version"], registry=r)
+        self.decisions = Counter("fraud_decisions", "Verdicts by decision", ["decision"], registry=r)
+        self.dead_letters = Counter("fraud_dead_letters", "Messages sent to the DLQ", ["topic"], registry=r)
+        self.feedback = Counter("fraud_feedback_labels", "Feedback labels recorded", ["label", "source"], registry=r)
+        self.latency = Histogram(
+            "fraud_end_to_end_latency_ms", "Produce time of a transaction to its verdict being sent",
+            buckets=LATENCY_BUCKETS_MS, registry=r)
+        self.batch_seconds = Histogram(
+            "fraud_batch_scoring_seconds", "Features + model + decisions for one micro-batch",
+            buckets=BATCH_BUCKETS_S, registry=r)
+        self.batch_size = Histogram(
+            "fraud_batch_size", "Transactions per micro-batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=r)
+        self.lag = Gauge("fraud_consumer_lag", "Messages behind the end of the partition", ["partition"], registry=r)
+        self.model_version = Gauge("fraud_model_version", "Version of the live model", ["model"], registry=r)
+        self.model_swaps = Counter("fraud_model_swaps", "Live model replacements", registry=r)
+        self.training_jobs = Counter("fraud_training_jobs", "Training jobs started", registry=r)
+
+    def summary(self) -> dict:
+        """The counters as plain JSON numbers, for /metrics."""
+        out: dict = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith(("_created", "_bucket")):
+                    continue
+                key = sample.name + "".join(f"[{k}={v}]" for k, v in sorted(sample.labels.items()))
+                out[key] = sample.value
+        return out

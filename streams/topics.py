@@ -1,0 +1,47 @@
+"""The scorer's topics and their schemas, created and registered idempotently."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from fraud.settings import Settings
+from schemas.codec import AvroCodec, SchemaRegistry, load_schema
+
+WEEK_MS = str(7 * 86_400_000)
+
+
+def topic_specs(settings: Settings) -> dict[str, dict]:
+    """Topic name -> config. The DLQ keeps messages for 30 days: long enough to investigate."""
+    return {
+        settings.transactions_topic: {"retention.ms": WEEK_MS},
+        settings.verdicts_topic: {"retention.ms": WEEK_MS},
+        settings.feedback_topic: {"retention.ms": str(90 * 86_400_000)},
+        settings.dlq_topic: {"retention.ms": str(30 * 86_400_000)},
+    }
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create the missing topics; return the names created."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [NewTopic(name, settings.partitions, 1, config=config)
+              for name, config in topic_specs(settings).items() if name not in existing]
+    created = []
+    for name, future in (admin.create_topics(wanted, request_timeout=timeout).items() if wanted else []):
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    return created
+
+
+def register_schemas(settings: Settings) -> dict[str, int]:
+    """Register Transaction, Verdict and Feedback under `<topic>-value` with BACKWARD compatibility."""
+    registry = SchemaRegistry(settings.schema_registry_url)
+    pairs = {settings.transactions_topic: "transaction", settings.verdicts_topic: "verdict",
+             settings.feedback_topic: "feedback"}
+    return {f"{topic}-value": AvroCodec(registry, load_schema(name), f"{topic}-value").register()
+            for topic, name in pairs.items()}
