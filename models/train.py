@@ -108,6 +108,8 @@ def train_and_register(
 
     if "is_fraud" not in history.columns:
         raise TrainingError("history has no is_fraud label column")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     history = history.sort_values("timestamp", kind="stable").reset_index(drop=True)
     progress(0.05, f"computing features for {len(history)} transactions")
     X = feature_matrix(transaction_records(history))
@@ -126,8 +128,6 @@ def train_and_register(
     champion_before, champion_metrics = _champion_on(client, model_name, alias, X[held_out], y[held_out])
 
     progress(0.6, "logging to MLflow")
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(tags=tags or {}) as run:
         mlflow.log_params({**asdict(params), "features": ",".join(FEATURE_NAMES)})

@@ -1,0 +1,160 @@
+"""One real worker, real Kafka, registry, Redis and MLflow: transactions in, verdicts and dead letters out."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import pytest
+from mlflow import MlflowClient
+
+from schemas.codec import load_schema
+from tests.conftest import WorkerProcess, unique_settings
+from tests.integration.conftest import (produce_raw, produce_transactions, read_committed,
+                                        simulated_transactions, train_version, verdicts_by_id)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(services, small_history, tmp_path_factory):
+    """A registered champion and a running worker on topics of this module's own."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    settings = unique_settings(tmp)
+    version = train_version(settings, small_history, n_estimators=30)
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    # An older, compatible version of the Transaction schema is registered first: records written
+    # with it must still be decoded and scored once the worker registers the current one.
+    old_schema = _older_transaction_schema()
+    produce_transactions(settings, [_old_record(i) for i in range(20)], schema=old_schema)
+    worker = WorkerProcess(settings, tmp / "worker.log").start()
+    worker.wait_ready()
+    yield settings, worker, version
+    worker.stop()
+
+
+def _older_transaction_schema() -> dict:
+    schema = load_schema("transaction")
+    kept = {"transaction_id", "customer_id", "terminal_id", "merchant_id", "amount", "timestamp"}
+    return {**schema, "fields": [f for f in schema["fields"] if f["name"] in kept]}
+
+
+def _old_record(i: int) -> dict:
+    return {"transaction_id": f"old-{i}", "customer_id": f"OLD{i % 3}", "terminal_id": "T1",
+            "merchant_id": "M1", "amount": 10.0 + i, "timestamp": 1_700_000_000_000 + i * 60_000}
+
+
+def test_every_transaction_gets_exactly_one_verdict_naming_a_registered_version(stack):
+    settings, worker, version = stack
+    records = simulated_transactions(seed=11, count=1500, prefix="exact")
+    produce_transactions(settings, records)
+
+    verdicts = [v for v in read_committed(settings, settings.verdicts_topic, expected=1520)
+                if v["transaction_id"].startswith("exact-")]
+    by_id = verdicts_by_id(verdicts)
+
+    assert set(by_id) == {r["transaction_id"] for r in records}
+    assert all(len(v) == 1 for v in by_id.values()), "a transaction got more than one verdict"
+    registered = {mv.version for mv in MlflowClient(settings.mlflow_uri).search_model_versions(
+        f"name='{settings.model_name}'")}
+    for verdict in verdicts:
+        assert verdict["model_name"] == settings.model_name
+        assert verdict["model_version"] in registered
+        assert 0.0 <= verdict["score"] <= 1.0
+        assert verdict["decision"] in ("APPROVE", "REVIEW", "DECLINE")
+        assert len(verdict["reasons"]) == 3
+        assert verdict["latency_ms"] >= 0
+
+
+def test_records_written_with_an_older_schema_version_are_scored(stack):
+    settings, worker, version = stack
+    verdicts = [v for v in read_committed(settings, settings.verdicts_topic, expected=20)
+                if v["transaction_id"].startswith("old-")]
+    assert sorted(v["transaction_id"] for v in verdicts) == sorted(f"old-{i}" for i in range(20))
+
+
+def test_malformed_messages_go_to_the_dlq_and_the_good_ones_around_them_are_scored(stack):
+    settings, worker, version = stack
+    good = simulated_transactions(seed=12, count=60, prefix="dlq-good")
+    produce_transactions(settings, good[:20])
+    bad_amount = {**good[0], "transaction_id": "dlq-bad-negative", "amount": -5.0}
+    nan_amount = {**good[1], "transaction_id": "dlq-bad-nan", "amount": math.nan}
+    produce_transactions(settings, [bad_amount, nan_amount])
+    produce_raw(settings, [
+        (b"C1", b"this is not avro"),
+        (b"C1", b"\x00" + struct.pack(">I", 987654) + b"\x02ab"),  # unknown schema id
+        (b"C1", b""),
+    ])
+    produce_transactions(settings, good[20:])
+
+    dead = read_committed(settings, settings.dlq_topic, expected=5, decode=False)
+    reasons = sorted(dict(m.headers())["dlq.reason"].decode() for m in dead)
+    assert len(dead) == 5, reasons
+    assert any("amount: negative" in r for r in reasons)
+    assert any("amount: not a finite number" in r for r in reasons)
+    assert any("magic byte" in r for r in reasons)
+    assert any("unknown schema id 987654" in r for r in reasons)
+    assert any("empty message" in r for r in reasons)
+    assert {dict(m.headers())["dlq.source.topic"].decode() for m in dead} == {settings.transactions_topic}
+    assert b"this is not avro" in {m.value() for m in dead}, "the original bytes are kept"
+
+    verdicts = [v for v in read_committed(settings, settings.verdicts_topic, expected=1)
+                if v["transaction_id"].startswith("dlq-")]
+    assert sorted(v["transaction_id"] for v in verdicts) == sorted(r["transaction_id"] for r in good)
+
+
+def test_ops_api_reports_the_running_worker(stack):
+    settings, worker, version = stack
+    status, health = worker.get("/health")
+    assert status == 200, health
+    components = health["components"]
+    for name in ("kafka", "schema_registry", "redis", "mlflow"):
+        assert components[name]["status"] == "ok", (name, components[name])
+    assert components["model"]["version"] == version
+    assert components["model"]["source"] == "registry"
+    assert components["stream"]["assigned_partitions"] == [0, 1, 2]
+
+    assert worker.get("/health/live")[0] == 200
+    assert worker.get("/health/ready") == (200, {"status": "ready", "assigned_partitions": [0, 1, 2]})
+
+    import urllib.request
+    with urllib.request.urlopen(worker.base + "/metrics/prometheus") as resp:
+        text = resp.read().decode()
+    scored = [line for line in text.splitlines() if line.startswith("fraud_transactions_scored_total{")]
+    assert scored and float(scored[0].rsplit(" ", 1)[1]) > 0
+    assert "fraud_end_to_end_latency_ms_bucket" in text
+    assert "fraud_batch_scoring_seconds_bucket" in text
+    assert "fraud_consumer_lag{" in text
+
+    status, info = worker.get("/info")
+    assert status == 200 and info["model"]["live_version"] == version
+    status, summary = worker.get("/metrics")
+    assert status == 200 and summary["fraud_transactions_consumed_total"] > 0
+
+
+def test_bad_training_requests_get_a_json_error_naming_the_field(stack):
+    settings, worker, version = stack
+    import urllib.request
+
+    def post(body: bytes):
+        req = urllib.request.Request(worker.base + "/api/v1/training/train", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    status, body = post(json.dumps({"days": 2}).encode())
+    assert status == 422 and body["error"]["fields"][0]["field"] == "days"
+    status, body = post(json.dumps({"n_estimatorz": 5}).encode())
+    assert status == 422 and body["error"]["fields"][0]["field"] == "n_estimatorz"
+    status, body = post(b"{not json")
+    assert status == 400 and "JSON" in body["error"]["message"]
+    status, body = worker.get("/api/v1/training/jobs/does-not-exist")
+    assert status == 404 and "does-not-exist" in body["error"]["message"]
+    status, body = worker.get("/api/v1/training/jobs?limit=zero")
+    assert status == 400 and "limit" in body["error"]["message"]
