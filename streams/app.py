@@ -52,6 +52,14 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     _ready: bool = False
     _readying: asyncio.Lock = field(default_factory=asyncio.Lock)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Let the batch in hand finish, so its verdicts and state join its transaction."""
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.error("batch still running after %.0fs of shutdown; its messages will be redelivered", timeout)
 
     def __post_init__(self):
         s = self.settings
@@ -117,10 +125,21 @@ def _transactional_id(app: faust.App, tp: TP) -> str:
     return f"{app.conf.id}-{app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
 
 
+class ScorerApp(faust.App):
+    runtime: Runtime
+
+    async def on_stop(self) -> None:
+        # faust commits and ends the partition transactions as it stops its consumer: finish the
+        # batch in hand first.
+        await self.runtime.drain()
+        await super().on_stop()
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     runtime = runtime or Runtime.from_settings(settings)
+    runtime.idle.set()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = ScorerApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -167,31 +186,41 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def score_transactions(stream):
         await runtime.ensure_ready()
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_seconds):
-            metrics.consumed.inc(len(events))
-            started = time.perf_counter()
-            model = runtime.models.current  # one version for the whole batch
-            accepted, txns = [], []
-            rows = np.empty((len(events), N_FEATURES), dtype=np.float64)
-            for event in events:
-                try:
-                    txn = runtime.transactions.decode(event.value)
-                    reason = invalid_transaction_reason(txn)
-                except CodecError as exc:
-                    reason = str(exc)
-                if reason:
-                    await dead_letter(event, reason)
-                    continue
-                _current_event.set(weakref.ref(event))  # table writes go to this event's partition
-                key = txn["customer_id"]
-                history = histories.get(key) or empty_history()
-                rows[len(txns)] = customer_features(history, txn)
-                histories[key] = remember(history, txn)
-                accepted.append(event)
-                txns.append(txn)
-            if txns:
-                await publish_verdicts(model, accepted, txns, rows[: len(txns)], started)
-            for event in events:
-                runtime.last_offsets[event.message.tp] = event.message.offset
+            runtime.idle.clear()
+            try:
+                await score_batch(events)
+                # Table changelog writes wait in faust's buffer: put them in this batch's transactions
+                # before the batch is acknowledged and its offsets can be committed.
+                await app.producer.buffer.flush()
+            finally:
+                runtime.idle.set()
+
+    async def score_batch(events):
+        metrics.consumed.inc(len(events))
+        started = time.perf_counter()
+        model = runtime.models.current  # one version for the whole batch
+        accepted, txns = [], []
+        rows = np.empty((len(events), N_FEATURES), dtype=np.float64)
+        for event in events:
+            try:
+                txn = runtime.transactions.decode(event.value)
+                reason = invalid_transaction_reason(txn)
+            except CodecError as exc:
+                reason = str(exc)
+            if reason:
+                await dead_letter(event, reason)
+                continue
+            _current_event.set(weakref.ref(event))  # table writes go to this event's partition
+            key = txn["customer_id"]
+            history = histories.get(key) or empty_history()
+            rows[len(txns)] = customer_features(history, txn)
+            histories[key] = remember(history, txn)
+            accepted.append(event)
+            txns.append(txn)
+        if txns:
+            await publish_verdicts(model, accepted, txns, rows[: len(txns)], started)
+        for event in events:
+            runtime.last_offsets[event.message.tp] = event.message.offset
 
     async def publish_verdicts(model: LoadedModel, events, txns, rows: np.ndarray, started: float):
         scores = model.scores(rows)

@@ -54,7 +54,10 @@ def produce_raw(settings: Settings, values: list[tuple[bytes, bytes]]) -> None:
 def read_committed(settings: Settings, topic: str, expected: int, timeout: float = 90,
                    decode: bool = True) -> list:
     """Every committed message on `topic` from the start, until `expected` arrived and 3 quiet seconds
-    passed (to catch duplicates), or until `timeout`."""
+    passed (to catch duplicates), or until `timeout`.
+
+    A record is counted once per (partition, offset): a consumer may be handed the same offset twice,
+    which says nothing about what the topic holds."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"check-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "isolation.level": "read_committed",
                          "enable.auto.commit": False})
@@ -62,6 +65,7 @@ def read_committed(settings: Settings, topic: str, expected: int, timeout: float
     deserialize = AvroDeserializer(registry_client(settings)) if decode else None
     ctx = SerializationContext(topic, MessageField.VALUE)
     out: list = []
+    seen: set[tuple[int, int]] = set()
     deadline = time.monotonic() + timeout
     quiet_since = None
     try:
@@ -73,8 +77,9 @@ def read_committed(settings: Settings, topic: str, expected: int, timeout: float
                     if time.monotonic() - quiet_since > 3:
                         break
                 continue
-            if msg.error():
+            if msg.error() or (msg.partition(), msg.offset()) in seen:
                 continue
+            seen.add((msg.partition(), msg.offset()))
             quiet_since = None
             out.append(deserialize(msg.value(), ctx) if decode else msg)
     finally:
@@ -97,9 +102,10 @@ def simulated_transactions(seed: int, count: int, prefix: str) -> list[dict]:
     return records
 
 
-def train_version(settings: Settings, history, **params) -> str:
+def train_version(settings: Settings, history, promote: bool = True, **params) -> str:
     result = train_and_register(history, tracking_uri=settings.mlflow_uri, model_name=settings.model_name,
-                                experiment=settings.experiment, params=TrainParams(**params))
+                                experiment=settings.experiment, params=TrainParams(**params),
+                                promote=promote)
     return result.version
 
 

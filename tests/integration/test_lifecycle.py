@@ -1,0 +1,149 @@
+"""The worker across changes: a new champion mid-stream, a restart mid-stream, a training job over HTTP,
+and a start with MLflow unreachable."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+
+import pytest
+from mlflow import MlflowClient
+
+from streams.topics import ensure_topics
+from tests.conftest import WorkerProcess, unique_settings
+from tests.integration.conftest import (produce_transactions, read_committed, simulated_transactions,
+                                        train_version, verdicts_by_id)
+
+pytestmark = pytest.mark.integration
+
+
+def _wait_for_model_version(worker: WorkerProcess, version: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, health = worker.get("/health")
+        if health["components"]["model"].get("version") == version:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"worker did not swap to v{version}:\n{worker.log_tail()}")
+
+
+def test_moving_the_alias_mid_stream_switches_later_verdicts_with_none_lost(services, small_history, tmp_path):
+    settings = unique_settings(tmp_path)
+    first = train_version(settings, small_history, n_estimators=20)
+    second = train_version(settings, small_history, promote=False, n_estimators=40, max_depth=4)
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        records = simulated_transactions(seed=21, count=2400, prefix="alias")
+        producing = threading.Thread(target=produce_transactions, args=(settings, records), kwargs={"rate": 400})
+        producing.start()
+        time.sleep(2)
+        client = MlflowClient(settings.mlflow_uri)
+        client.set_registered_model_alias(settings.model_name, "champion", second)
+        _wait_for_model_version(worker, second)
+        producing.join()
+
+        verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records))
+    finally:
+        worker.stop()
+    by_id = verdicts_by_id(verdicts)
+    assert set(by_id) == {r["transaction_id"] for r in records}
+    assert all(len(v) == 1 for v in by_id.values()), "a transaction got more than one verdict"
+    versions = {v["model_version"] for v in verdicts}
+    assert versions == {first, second}, versions
+    last_old = max(v["scored_at"] for v in verdicts if v["model_version"] == first)
+    first_new = min(v["scored_at"] for v in verdicts if v["model_version"] == second)
+    assert last_old <= first_new, "the old version scored after the new one went live"
+
+
+def test_a_worker_restarted_mid_stream_leaves_exactly_one_committed_verdict_per_transaction(
+        services, small_history, tmp_path):
+    settings = unique_settings(tmp_path)
+    train_version(settings, small_history, n_estimators=20)
+    ensure_topics(settings)
+    records = simulated_transactions(seed=22, count=3000, prefix="restart")
+    worker = WorkerProcess(settings, tmp_path / "worker-1.log").start()
+    try:
+        worker.wait_ready()
+        producing = threading.Thread(target=produce_transactions, args=(settings, records), kwargs={"rate": 500})
+        producing.start()
+        time.sleep(2.5)
+        assert worker.stop() == 0, worker.log_tail()
+        worker = WorkerProcess(settings, tmp_path / "worker-2.log").start()
+        worker.wait_ready()
+        producing.join()
+        verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records), timeout=120)
+    finally:
+        worker.stop()
+    by_id = verdicts_by_id(verdicts)
+    missing = {r["transaction_id"] for r in records} - set(by_id)
+    duplicated = {k: len(v) for k, v in by_id.items() if len(v) > 1}
+    assert not missing, f"{len(missing)} transactions without a verdict"
+    assert not duplicated, f"{len(duplicated)} transactions with several verdicts"
+    assert len(verdicts) == len(records)
+
+
+def test_a_training_job_started_over_http_registers_a_new_version(services, small_history, tmp_path):
+    settings = unique_settings(tmp_path)
+    first = train_version(settings, small_history, n_estimators=10)
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        body = json.dumps({"customers": 300, "terminals": 600, "days": 30, "seed": 3,
+                           "n_estimators": 60}).encode()
+        req = urllib.request.Request(worker.base + "/api/v1/training/train", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as resp:
+            assert resp.status == 202
+            job = json.loads(resp.read())
+        assert job["status"] == "queued"
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            status, job = worker.get(f"/api/v1/training/jobs/{job['job_id']}")
+            assert status == 200
+            if job["status"] in ("succeeded", "failed"):
+                break
+            time.sleep(1)
+        assert job["status"] == "succeeded", job
+        status, listing = worker.get("/api/v1/training/jobs")
+        assert job["job_id"] in [j["job_id"] for j in listing["jobs"]]
+    finally:
+        worker.stop()
+    new_version = job["result"]["version"]
+    versions = {mv.version for mv in MlflowClient(settings.mlflow_uri).search_model_versions(
+        f"name='{settings.model_name}'")}
+    assert versions == {first, new_version} and new_version != first
+    run = MlflowClient(settings.mlflow_uri).get_run(job["result"]["run_id"])
+    assert run.data.tags["job_id"] == job["job_id"]
+    assert "auc_roc" in run.data.metrics and "average_precision" in run.data.metrics
+
+
+def test_a_worker_starts_on_its_cached_model_when_mlflow_is_unreachable(services, small_history, tmp_path):
+    settings = unique_settings(tmp_path)
+    version = train_version(settings, small_history, n_estimators=10)
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker-1.log").start()
+    worker.wait_ready()
+    worker.stop()
+
+    offline = settings.model_copy(update={"mlflow_uri": "http://127.0.0.1:9"})  # nothing listens there
+    worker = WorkerProcess(offline, tmp_path / "worker-2.log").start()
+    try:
+        worker.wait_ready()
+        status, health = worker.get("/health")
+        model = health["components"]["model"]
+        assert (model["version"], model["source"], model["status"]) == (version, "cache", "degraded")
+        assert health["components"]["mlflow"]["status"] == "down"
+        assert health["status"] == "degraded"
+        records = simulated_transactions(seed=23, count=50, prefix="offline")
+        produce_transactions(offline, records)
+        verdicts = read_committed(offline, offline.verdicts_topic, expected=50)
+    finally:
+        worker.stop()
+    assert {v["transaction_id"] for v in verdicts} == {r["transaction_id"] for r in records}
+    assert {v["model_version"] for v in verdicts} == {version}
