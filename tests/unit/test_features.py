@@ -1,0 +1,119 @@
+"""Features of a transaction given its card's history: the functions training and serving share."""
+
+import math
+
+import numpy as np
+import pytest
+
+from streams.features import (DAY_MS, FEATURE_NAMES, NO_PREVIOUS_SECONDS, calendar_features,
+                              customer_features, empty_history, feature_matrix,
+                              invalid_transaction_reason, remember)
+
+T0 = 1_522_540_800_000  # 2018-04-01 00:00 UTC, a Sunday
+
+
+def txn(t_ms, amount=10.0, terminal="T1", customer="C1", **extra):
+    return {"transaction_id": f"x{t_ms}", "customer_id": customer, "terminal_id": terminal,
+            "amount": amount, "timestamp": t_ms, **extra}
+
+
+def features_after(history_txns, current):
+    history = empty_history()
+    for t in history_txns:
+        remember(history, t)
+    return dict(zip(FEATURE_NAMES, customer_features(history, current)))
+
+
+@pytest.mark.parametrize("timestamp, weekend, night", [
+    (T0, 1.0, 1.0),                                # Sunday 00:00
+    (T0 + 6 * 3_600_000 + 59 * 60_000, 1.0, 1.0),  # Sunday 06:59
+    (T0 + 7 * 3_600_000, 1.0, 0.0),                # Sunday 07:00
+    (T0 + DAY_MS + 12 * 3_600_000, 0.0, 0.0),      # Monday noon
+    (T0 - DAY_MS + 3_600_000, 1.0, 1.0),           # Saturday 01:00
+    (T0 + 5 * DAY_MS + 23 * 3_600_000, 0.0, 0.0),  # Friday 23:00
+])
+def test_weekend_and_night_follow_the_utc_calendar(timestamp, weekend, night):
+    assert calendar_features(timestamp) == (weekend, night)
+
+
+def test_a_first_transaction_sees_only_itself():
+    f = features_after([], txn(T0, amount=42.0))
+    assert f["customer_nb_tx_1d"] == f["customer_nb_tx_7d"] == f["customer_nb_tx_30d"] == 1.0
+    assert f["customer_avg_amount_1d"] == 42.0
+    assert f["seconds_since_previous"] == NO_PREVIOUS_SECONDS
+    assert f["amount_zscore_30d"] == 0.0
+    assert f["distinct_terminals_1d"] == 1.0
+
+
+@pytest.mark.parametrize("age_ms, in_1d, in_7d, in_30d", [
+    (1_000, True, True, True),
+    (DAY_MS - 1, True, True, True),
+    (DAY_MS, False, True, True),          # exactly one day old: outside (now - 1d, now]
+    (7 * DAY_MS - 1, False, True, True),
+    (7 * DAY_MS, False, False, True),
+    (30 * DAY_MS - 1, False, False, True),
+    (30 * DAY_MS, False, False, False),
+])
+def test_windows_count_earlier_transactions_strictly_inside_the_trailing_window(age_ms, in_1d, in_7d, in_30d):
+    now = T0 + 40 * DAY_MS
+    f = features_after([txn(now - age_ms, amount=100.0)], txn(now, amount=20.0))
+    assert f["customer_nb_tx_1d"] == 1 + in_1d
+    assert f["customer_nb_tx_7d"] == 1 + in_7d
+    assert f["customer_nb_tx_30d"] == 1 + in_30d
+    assert f["customer_avg_amount_1d"] == (120.0 / 2 if in_1d else 20.0)
+
+
+def test_seconds_since_previous_and_distinct_terminals():
+    history = [txn(T0, terminal="A"), txn(T0 + 60_000, terminal="B"), txn(T0 + 120_000, terminal="A")]
+    f = features_after(history, txn(T0 + 180_000, terminal="C"))
+    assert f["seconds_since_previous"] == 60.0
+    assert f["distinct_terminals_1d"] == 3.0
+
+
+def test_amount_zscore_measures_against_the_previous_30_days():
+    history = [txn(T0 + i * 1000, amount=a) for i, a in enumerate([10.0, 20.0, 30.0])]
+    f = features_after(history, txn(T0 + 10_000, amount=40.0))
+    assert f["amount_zscore_30d"] == pytest.approx((40.0 - 20.0) / 10.0)
+
+
+def test_a_late_event_sees_only_what_happened_before_it():
+    history = [txn(T0), txn(T0 + 2 * DAY_MS)]
+    late = txn(T0 + DAY_MS // 2)
+    f = features_after(history, late)
+    assert f["customer_nb_tx_30d"] == 2.0  # itself and T0, not the later one
+    h = empty_history()
+    for t in history + [late]:
+        remember(h, t)
+    assert h["t"] == sorted(h["t"])
+
+
+def test_history_forgets_what_left_the_longest_window():
+    h = empty_history()
+    for i in range(40):
+        remember(h, txn(T0 + i * DAY_MS))
+    assert len(h["t"]) == 30 and h["t"][0] == T0 + 10 * DAY_MS
+
+
+def test_feature_matrix_replays_each_card_separately_in_order():
+    txns = [txn(T0, customer="A", amount=10.0), txn(T0 + 1000, customer="B", amount=50.0),
+            txn(T0 + 2000, customer="A", amount=30.0)]
+    X = feature_matrix(txns)
+    assert X.shape == (3, len(FEATURE_NAMES))
+    i = FEATURE_NAMES.index("customer_nb_tx_1d")
+    assert X[:, i].tolist() == [1.0, 1.0, 2.0]
+    j = FEATURE_NAMES.index("customer_avg_amount_1d")
+    assert X[2, j] == 20.0
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({}, None),
+    ({"amount": -0.01}, "field amount: negative"),
+    ({"amount": math.nan}, "field amount: not a finite number"),
+    ({"amount": math.inf}, "field amount: not a finite number"),
+    ({"transaction_id": ""}, "field transaction_id: empty"),
+    ({"customer_id": ""}, "field customer_id: empty"),
+    ({"timestamp": 0}, "field timestamp: not a positive"),
+])
+def test_invalid_transactions_are_named_by_field(change, reason):
+    result = invalid_transaction_reason({**txn(T0), **change})
+    assert (result is None) if reason is None else result.startswith(reason)
