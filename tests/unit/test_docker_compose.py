@@ -73,7 +73,8 @@ def environment(service: dict) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
-    return {k: None if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()}
+    return {k: None if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in env.items()}
 
 
 def command(service: dict) -> list[str]:
@@ -280,7 +281,8 @@ def test_compose_ports_match_the_local_services_script(services):
 
     # Inside the network, each service listens where the scorer is told to look.
     assert published_ports(services["schema-registry"])[script["REGISTRY"]] == script["REGISTRY"]
-    assert url_port(environment(services["schema-registry"])["SCHEMA_REGISTRY_LISTENERS"]) == script["REGISTRY"]
+    registry_listener = environment(services["schema-registry"])["SCHEMA_REGISTRY_LISTENERS"]
+    assert url_port(registry_listener) == script["REGISTRY"]
     assert published_ports(services["redis"])[script["REDIS"]] == script["REDIS"]
     assert published_ports(services["mlflow"])[script["MLFLOW"]] == script["MLFLOW"]
     mlflow_cmd = command(services["mlflow"])
@@ -356,7 +358,7 @@ def test_every_scorer_service_gets_every_service_address(services):
         env = environment(services[name])
         for key, value in expected.items():
             assert env.get(key) == value, f"{name}: {key}={env.get(key)!r}, expected {value!r}"
-        assert "/apis/ccompat" not in env["FRAUD_SCHEMA_REGISTRY_URL"], "Confluent's registry has no ccompat path"
+        assert "/apis/ccompat" not in env["FRAUD_SCHEMA_REGISTRY_URL"], "Confluent's API is at the root"
         unknown = {k for k in env if k.startswith("FRAUD_")} - fields
         assert not unknown, f"{name}: {unknown} are not fraud.settings.Settings fields"
         for key in expected:
@@ -374,7 +376,7 @@ def test_scorer_state_lives_on_a_writable_volume(compose, services):
             path = PurePosixPath(env[key])
             hits = [t for t in volume_targets if t == path or t in path.parents]
             assert hits, f"{name}: {key}={path} is on no volume"
-            assert all(volume_targets[t] in named_volumes for t in hits), f"{name}: {key} not on a named volume"
+            assert all(volume_targets[t] in named_volumes for t in hits), f"{name}: {key} on no named volume"
 
     # The image creates those dirs for its non-root user, so a fresh named volume inherits the owner.
     final = dockerfile_stages(DOCKERFILE.read_text())[-1]
@@ -400,7 +402,8 @@ def test_dependencies_name_services_and_wait_on_what_they_can_report(services):
 
 
 def test_scorer_services_start_in_order_topics_train_worker_simulate(services):
-    assert depends_on(services["topics"]) == {"kafka": "service_healthy", "schema-registry": "service_healthy"}
+    assert depends_on(services["topics"]) == {"kafka": "service_healthy",
+                                              "schema-registry": "service_healthy"}
     assert depends_on(services["trainer"])["topics"] == "service_completed_successfully"
     assert {"mlflow", "redis"} <= set(depends_on(services["trainer"]))
     assert depends_on(services["worker"])["trainer"] == "service_completed_successfully"
@@ -413,13 +416,15 @@ def test_backing_services_use_the_agreed_images_and_settings(services):
     assert services["schema-registry"]["image"] == "confluentinc/cp-schema-registry:7.7.1"
     registry = environment(services["schema-registry"])
     assert registry["SCHEMA_REGISTRY_HOST_NAME"] == "schema-registry"
-    assert registry["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"] == f"kafka:{services_script_ports()['KAFKA']}"
+    kafka_port = services_script_ports()["KAFKA"]
+    assert registry["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"] == f"kafka:{kafka_port}"
 
     assert services["kafka-ui"]["image"].startswith("ghcr.io/kafbat/kafka-ui:")
     ui = environment(services["kafka-ui"])
     assert ui["KAFKA_CLUSTERS_0_NAME"]
-    assert ui["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"] == environment(services["worker"])["FRAUD_KAFKA_BOOTSTRAP"]
-    assert ui["KAFKA_CLUSTERS_0_SCHEMAREGISTRY"] == environment(services["worker"])["FRAUD_SCHEMA_REGISTRY_URL"]
+    scorer = environment(services["worker"])
+    assert ui["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"] == scorer["FRAUD_KAFKA_BOOTSTRAP"]
+    assert ui["KAFKA_CLUSTERS_0_SCHEMAREGISTRY"] == scorer["FRAUD_SCHEMA_REGISTRY_URL"]
 
     assert services["postgres"]["image"] == "postgres:16"
     assert services["redis"]["image"] == "redis:7"
@@ -440,7 +445,8 @@ def test_mlflow_server_uses_postgres_and_the_client_version_of_the_scorer(servic
 
     port = services_script_ports()["MLFLOW"]
     allowed = set(option("--allowed-hosts").split(","))
-    assert {"mlflow", f"mlflow:{port}", "localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}"} <= allowed
+    hosts = {"mlflow", "localhost", "127.0.0.1"}
+    assert hosts | {f"{host}:{port}" for host in hosts} <= allowed
 
     build = services["mlflow"]["build"]
     dockerfile = (ROOT / build["context"] / build["dockerfile"]).read_text()
@@ -456,7 +462,8 @@ def test_compose_files_and_build_contexts_exist(services):
         if build:
             context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
             assert context.is_dir(), f"{name}: no build context {context}"
-            dockerfile = context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")
+            in_context = build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+            dockerfile = context / in_context
             assert dockerfile.is_file(), f"{name}: no {dockerfile}"
         for source, _ in mounts(service):
             if source.startswith((".", "/")):
@@ -471,14 +478,15 @@ def test_grafana_dashboard_queries_only_metrics_the_scorer_exports():
         names = promql_metric_names(expr)
         assert names, f"panel {title!r}: no metric in {expr!r}"
         unknown = names - exported
-        assert not unknown, f"panel {title!r} queries {sorted(unknown)}, which streams/metrics.py does not export"
+        assert not unknown, f"panel {title!r} queries {sorted(unknown)}, not in streams/metrics.py"
 
 
 def test_the_promql_name_check_catches_a_misspelt_metric():
     assert promql_metric_names(
         'histogram_quantile(0.99, sum by (le) (rate(fraud_end_to_end_latency_ms_bucket{job="x"}[1m])))'
     ) == {"fraud_end_to_end_latency_ms_bucket"}
-    assert promql_metric_names("sum(rate(a_total[5m])) / ignoring(x) sum(b_count offset 5m)") == {"a_total", "b_count"}
+    assert promql_metric_names("sum(rate(a_total[5m])) / ignoring(x) sum(b_count offset 5m)") == {
+        "a_total", "b_count"}
     assert "fraud_decision_total" not in exported_metric_names()
     assert "fraud_consumer_lag_total" not in exported_metric_names()       # a gauge has no _total
     assert "fraud_decisions_total" in exported_metric_names()
@@ -517,7 +525,8 @@ def test_grafana_provisioning_finds_the_dashboard_and_the_prometheus_datasource(
 
     board = json.loads(DASHBOARD.read_text())
     uids = {json.dumps(p.get("datasource"), sort_keys=True) for p in board["panels"]}
-    uids |= {json.dumps(t.get("datasource"), sort_keys=True) for p in board["panels"] for t in p.get("targets", [])}
+    uids |= {json.dumps(t.get("datasource"), sort_keys=True)
+             for p in board["panels"] for t in p.get("targets", [])}
     assert uids == {json.dumps({"type": "prometheus", "uid": prometheus[0]["uid"]}, sort_keys=True)}
     assert board["uid"] and board["title"]
 
@@ -558,12 +567,14 @@ def test_dockerfile_builds_in_stages_and_installs_with_the_constraints():
     assert instructions(final, "FROM")[0].split()[0] == "python:3.11-slim"
     # The venv's interpreter links point into the base image: both stages must use the same one.
     assert instructions(builder, "FROM")[0].split()[0] == instructions(final, "FROM")[0].split()[0]
-    requires = re.search(r'requires-python\s*=\s*">=(\d+\.\d+)', (ROOT / "pyproject.toml").read_text()).group(1)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    requires = re.search(r'requires-python\s*=\s*">=(\d+\.\d+)', pyproject).group(1)
     assert instructions(final, "FROM")[0].startswith(f"python:{requires}")
     builder_name = instructions(builder, "FROM")[0].split()[-1]
-    assert any(re.search(r"pip install\b.*-c constraints\.txt\s+\.(\s|$)", run) for run in instructions(builder, "RUN"))
+    assert any(re.search(r"pip install\b.*-c constraints\.txt\s+\.(\s|$)", run)
+               for run in instructions(builder, "RUN"))
     copies = instructions(final, "COPY")
-    assert any(f"--from={builder_name}" in c and "/opt/venv" in c for c in copies), "venv not copied from builder"
+    assert any(f"--from={builder_name}" in c and "/opt/venv" in c for c in copies), "no venv from builder"
     assert "/app" == instructions(final, "WORKDIR")[-1]
     assert exec_form(instructions(final, "ENTRYPOINT")[-1]) == ["fraud"]
     assert exec_form(instructions(final, "CMD")[-1]) == ["worker"]
