@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     review_threshold: float = 0.5
     decline_threshold: float = 0.9
     xgb_threads: int = 1
+    exact_reasons: bool = False  # exact TreeSHAP for reasons instead of the per-path approximation
 
     api_host: str = "127.0.0.1"
     api_port: int = 5000

@@ -38,10 +38,14 @@ class LoadedModel:
         """Fraud probabilities for a batch: one vectorised call."""
         return self.booster.inplace_predict(features, validate_features=False).astype(np.float64)
 
-    def contributions(self, features: np.ndarray) -> np.ndarray:
-        """Per-feature log-odds contributions (last column: bias), one call per batch."""
+    def contributions(self, features: np.ndarray, exact: bool = False) -> np.ndarray:
+        """Per-feature log-odds contributions (last column: bias), one call per batch.
+
+        The default is XGBoost's approximate (Saabas) attribution, which follows each row's path
+        through the trees; exact TreeSHAP costs far more per row (benchmarks/hot_path.py measures both).
+        """
         matrix = xgb.DMatrix(features, feature_names=list(FEATURE_NAMES))
-        return self.booster.predict(matrix, pred_contribs=True)
+        return self.booster.predict(matrix, pred_contribs=True, approx_contribs=not exact)
 
 
 class ModelHandle:

@@ -225,7 +225,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def publish_verdicts(model: LoadedModel, events, txns, rows: np.ndarray, started: float):
         scores = model.scores(rows)
         decisions = decide(scores, thresholds)
-        reasons = top_reasons(model.contributions(rows), rows, FEATURE_NAMES)
+        reasons = top_reasons(model.contributions(rows, exact=settings.exact_reasons), rows, FEATURE_NAMES)
         metrics.batch_seconds.observe(time.perf_counter() - started)
         metrics.batch_size.observe(len(txns))
         now_ms = int(time.time() * 1000)

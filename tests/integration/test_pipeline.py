@@ -158,3 +158,40 @@ def test_bad_training_requests_get_a_json_error_naming_the_field(stack):
     assert status == 404 and "does-not-exist" in body["error"]["message"]
     status, body = worker.get("/api/v1/training/jobs?limit=zero")
     assert status == 400 and "limit" in body["error"]["message"]
+
+
+def test_feedback_labels_are_recorded_and_malformed_feedback_goes_to_the_dlq(stack):
+    settings, worker, version = stack
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from tests.integration.conftest import registry_client
+
+    serialize = AvroSerializer(registry_client(settings), json.dumps(load_schema("feedback")))
+    ctx = SerializationContext(settings.feedback_topic, MessageField.VALUE)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    labels = [("fb-1", "FRAUD", "chargeback"), ("fb-2", "LEGIT", "analyst"), ("fb-3", "FRAUD", "chargeback")]
+    for tid, label, source in labels:
+        producer.produce(settings.feedback_topic, key=tid.encode(), value=serialize(
+            {"transaction_id": tid, "label": label, "source": source, "reported_at": 1_700_000_000_000,
+             "customer_id": None, "terminal_id": None}, ctx))
+    producer.produce(settings.feedback_topic, key=b"fb-bad", value=b"\x00\x00\x00\x00")
+    assert producer.flush(30) == 0
+
+    import time
+    deadline = time.monotonic() + 30
+    dead = []
+    while not dead and time.monotonic() < deadline:
+        dead = [m for m in read_committed(settings, settings.dlq_topic, expected=1, timeout=5, decode=False)
+                if dict(m.headers())["dlq.source.topic"].decode() == settings.feedback_topic]
+    assert len(dead) == 1 and "shorter than the Confluent header" in dict(dead[0].headers())["dlq.reason"].decode()
+    assert dead[0].value() == b"\x00\x00\x00\x00"
+    while time.monotonic() < deadline:
+        summary = worker.get("/metrics")[1]
+        fraud = summary.get("fraud_feedback_labels_total[label=FRAUD,source=chargeback]", 0)
+        legit = summary.get("fraud_feedback_labels_total[label=LEGIT,source=analyst]", 0)
+        if (fraud, legit) == (2, 1):
+            break
+        time.sleep(0.5)
+    assert (fraud, legit) == (2, 1)

@@ -1,0 +1,117 @@
+"""The scoring hot path in one process, per event versus micro-batched, measured in the same run.
+
+    .venv/bin/python benchmarks/hot_path.py [--transactions 20000] [--trees 100] [--repeat 3]
+
+Each variant runs decode -> validate -> features (card history) -> score -> decide -> reasons ->
+encode over the same Confluent-framed Avro messages. The baseline scores one event at a time; the
+others score micro-batches with one model call per batch. No broker is involved: this isolates the
+Python and model cost per transaction. Figures are medians over --repeat runs, with ratios to the
+baseline of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from models.serving import LoadedModel
+from models.simulate import SimulationConfig, simulate, transaction_records
+from models.train import TrainParams, fit
+from schemas.codec import AvroCodec, CodecError, _parse, load_schema
+from streams.decision import Thresholds, decide, top_reasons
+from streams.features import (FEATURE_NAMES, N_FEATURES, customer_features, empty_history,
+                              feature_matrix, invalid_transaction_reason, remember)
+
+
+class LocalRegistry:
+    """Schema ids in memory: the benchmark measures the codec, not registry round trips."""
+
+    def __init__(self):
+        self.schemas: dict[int, dict] = {}
+
+    def register(self, subject, schema, compatibility="BACKWARD"):
+        self.schemas[len(self.schemas) + 1] = _parse(schema)
+        return len(self.schemas)
+
+    def writer_schema(self, schema_id):
+        try:
+            return self.schemas[schema_id]
+        except KeyError:
+            raise CodecError(f"unknown schema id {schema_id}") from None
+
+
+def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bool) -> float:
+    """Seconds to turn all messages into encoded verdicts, `batch` at a time."""
+    txn_codec, verdict_codec = codecs
+    thresholds = Thresholds()
+    histories: dict[str, dict] = {}
+    out = []
+    started = time.perf_counter()
+    for at in range(0, len(messages), batch):
+        chunk = messages[at: at + batch]
+        rows = np.empty((len(chunk), N_FEATURES))
+        txns = []
+        for data in chunk:
+            txn = txn_codec.decode(data)
+            if invalid_transaction_reason(txn):
+                continue
+            history = histories.get(txn["customer_id"]) or empty_history()
+            rows[len(txns)] = customer_features(history, txn)
+            histories[txn["customer_id"]] = remember(history, txn)
+            txns.append(txn)
+        rows = rows[: len(txns)]
+        scores = model.scores(rows)
+        decisions = decide(scores, thresholds)
+        reasons = top_reasons(model.contributions(rows, exact=exact), rows, FEATURE_NAMES)
+        now = int(time.time() * 1000)
+        for txn, score, decision, why in zip(txns, scores.tolist(), decisions, reasons):
+            out.append(verdict_codec.encode({
+                "transaction_id": txn["transaction_id"], "customer_id": txn["customer_id"],
+                "score": score, "decision": decision, "model_name": model.name,
+                "model_version": model.version, "reasons": why, "transaction_timestamp": txn["timestamp"],
+                "scored_at": now, "latency_ms": 0.0}))
+    elapsed = time.perf_counter() - started
+    assert len(out) == len(messages)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transactions", type=int, default=20_000)
+    parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    history = simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=0))
+    booster = fit(feature_matrix(transaction_records(history)), history["is_fraud"].to_numpy(),
+                  TrainParams(n_estimators=args.trees))
+    booster.set_param({"nthread": 1})
+    model = LoadedModel(booster, "bench", "1", "memory")
+
+    registry = LocalRegistry()
+    txn_codec = AvroCodec(registry, load_schema("transaction"), "t-value")
+    verdict_codec = AvroCodec(registry, load_schema("verdict"), "v-value")
+    txn_codec.register(), verdict_codec.register()
+    stream = transaction_records(simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=1)))
+    messages = [txn_codec.encode(t) for t in stream[: args.transactions]]
+    codecs = (txn_codec, verdict_codec)
+
+    variants = [("per event (baseline)", 1, False), ("batch 100", 100, False), ("batch 500", 500, False),
+                ("batch 1000", 1000, False), ("batch 500, exact TreeSHAP reasons", 500, True)]
+    print(f"{len(messages)} transactions, {args.trees} trees depth 6, 1 XGBoost thread, "
+          f"median of {args.repeat} runs")
+    print(f"{'variant':38} {'txn/s':>10} {'us/txn':>8} {'vs baseline':>12}")
+    baseline = None
+    for name, batch, exact in variants:
+        n = len(messages) if batch > 1 else min(len(messages), 5_000)
+        seconds = statistics.median(run(messages[:n], codecs, model, batch, exact) for _ in range(args.repeat))
+        rate = n / seconds
+        baseline = baseline or rate
+        print(f"{name:38} {rate:10.0f} {1e6 / rate:8.1f} {rate / baseline:11.1f}x")
+
+
+if __name__ == "__main__":
+    main()
