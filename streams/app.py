@@ -52,12 +52,16 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     _ready: bool = False
     _readying: asyncio.Lock = field(default_factory=asyncio.Lock)
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # Held while a batch is processed and acknowledged, and by every offset commit: a Kafka
+    # transaction then holds all of a batch's verdicts, dead letters and state changes together with
+    # its offsets, or none of them.
+    batch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Let the batch in hand finish, so its verdicts and state join its transaction."""
         try:
-            await asyncio.wait_for(self.idle.wait(), timeout)
+            await asyncio.wait_for(self.batch_lock.acquire(), timeout)
+            self.batch_lock.release()
         except asyncio.TimeoutError:
             log.error("batch still running after %.0fs of shutdown; its messages will be redelivered", timeout)
 
@@ -128,6 +132,20 @@ def _transactional_id(app: faust.App, tp: TP) -> str:
 class ScorerApp(faust.App):
     runtime: Runtime
 
+    def guard_commits(self) -> None:
+        """Make faust's transactional offset commits wait for the batch in hand (once per process)."""
+        transactions = self.consumer.transactions
+        if getattr(transactions, "guarded_by_batches", False):
+            return
+        commit, lock = transactions.commit, self.runtime.batch_lock
+
+        async def commit_between_batches(offsets, start_new_transaction: bool = True) -> bool:
+            async with lock:
+                return await commit(offsets, start_new_transaction=start_new_transaction)
+
+        transactions.commit = commit_between_batches
+        transactions.guarded_by_batches = True
+
     async def on_stop(self) -> None:
         # faust commits and ends the partition transactions as it stops its consumer: finish the
         # batch in hand first.
@@ -137,7 +155,6 @@ class ScorerApp(faust.App):
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     runtime = runtime or Runtime.from_settings(settings)
-    runtime.idle.set()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = ScorerApp(
         settings.app_id,
@@ -185,15 +202,19 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     @app.agent(transactions)
     async def score_transactions(stream):
         await runtime.ensure_ready()
+        if app.in_transaction:
+            app.guard_commits()
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_seconds):
-            runtime.idle.clear()
-            try:
+            async with runtime.batch_lock:
                 await score_batch(events)
-                # Table changelog writes wait in faust's buffer: put them in this batch's transactions
-                # before the batch is acknowledged and its offsets can be committed.
-                await app.producer.buffer.flush()
-            finally:
-                runtime.idle.set()
+                await settle(stream, events)
+
+    async def settle(stream, events) -> None:
+        # Table changelog writes wait in faust's buffer: put them in the transactions now, then
+        # acknowledge, all before a commit can run (take_events' own later ack is then a no-op).
+        await app.producer.buffer.flush()
+        for event in events:
+            await stream.ack(event)
 
     async def score_batch(events):
         metrics.consumed.inc(len(events))
@@ -253,14 +274,19 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def record_feedback(stream):
         await runtime.ensure_ready()
         async for event in stream.events():
-            try:
-                label = runtime.feedback.decode(event.value)
-            except CodecError as exc:
-                await dead_letter(event, str(exc))
-                continue
-            labels[label["transaction_id"]] = {
-                "label": label["label"], "source": label["source"], "reported_at": label["reported_at"]}
-            metrics.feedback.labels(label["label"], label["source"]).inc()
+            async with runtime.batch_lock:
+                await record_label(event)
+                await settle(stream, [event])
+
+    async def record_label(event) -> None:
+        try:
+            label = runtime.feedback.decode(event.value)
+        except CodecError as exc:
+            await dead_letter(event, str(exc))
+            return
+        labels[label["transaction_id"]] = {
+            "label": label["label"], "source": label["source"], "reported_at": label["reported_at"]}
+        metrics.feedback.labels(label["label"], label["source"]).inc()
 
     @app.task
     async def serve_ops_api():

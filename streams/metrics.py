@@ -38,6 +38,7 @@ class Metrics:
             for sample in family.samples:
                 if sample.name.endswith(("_created", "_bucket")):
                     continue
-                key = sample.name + "".join(f"[{k}={v}]" for k, v in sorted(sample.labels.items()))
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                key = f"{sample.name}{{{labels}}}" if labels else sample.name
                 out[key] = sample.value
         return out

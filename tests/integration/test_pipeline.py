@@ -189,8 +189,8 @@ def test_feedback_labels_are_recorded_and_malformed_feedback_goes_to_the_dlq(sta
     assert dead[0].value() == b"\x00\x00\x00\x00"
     while time.monotonic() < deadline:
         summary = worker.get("/metrics")[1]
-        fraud = summary.get("fraud_feedback_labels_total[label=FRAUD,source=chargeback]", 0)
-        legit = summary.get("fraud_feedback_labels_total[label=LEGIT,source=analyst]", 0)
+        fraud = summary.get("fraud_feedback_labels_total{label=FRAUD,source=chargeback}", 0)
+        legit = summary.get("fraud_feedback_labels_total{label=LEGIT,source=analyst}", 0)
         if (fraud, legit) == (2, 1):
             break
         time.sleep(0.5)
