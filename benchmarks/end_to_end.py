@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.simulate import SimulationConfig, simulate, transaction_records  # noqa: E402
 from models.train import TrainParams, train_and_register  # noqa: E402
 from schemas.codec import AvroCodec, SchemaRegistry, load_schema  # noqa: E402
-from streams.produce import producer_for, replay  # noqa: E402
+from streams.produce import producer_for, replay, transaction_messages  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 from tests.conftest import WorkerProcess, unique_settings  # noqa: E402
 
@@ -62,7 +62,7 @@ def variant(name: str, batch_max: int, model_name: str, backlog: list[dict], pac
     codec = AvroCodec(registry, load_schema("transaction"), f"{settings.transactions_topic}-value")
     codec.register()
     producer = producer_for(settings.kafka_bootstrap)
-    replay(producer, settings.transactions_topic, codec, backlog)
+    replay(producer, transaction_messages(settings.transactions_topic, codec, backlog))
 
     worker = WorkerProcess(settings, tmp / f"{name.replace(' ', '-')}.log").start()
     try:
@@ -72,8 +72,9 @@ def variant(name: str, batch_max: int, model_name: str, backlog: list[dict], pac
         scored = sorted(v["scored_at"] for _, v in verdicts)
         throughput = len(backlog) / max(1e-3, (scored[-1] - scored[0]) / 1000)
 
-        sender = threading.Thread(target=replay, args=(producer, settings.transactions_topic, codec, paced),
-                                  kwargs={"rate": rate})
+        sender = threading.Thread(target=replay, kwargs={
+            "producer": producer, "messages": transaction_messages(settings.transactions_topic, codec, paced),
+            "rate": rate})
         sender.start()
         live = collect(settings, len(backlog) + len(paced), timeout=600)[len(backlog):]
         sender.join()

@@ -69,9 +69,8 @@ def cmd_simulate(args, settings: Settings) -> int:
     if args.kafka:
         from tqdm import tqdm
 
-        from models.simulate import transaction_records
         from schemas.codec import AvroCodec, SchemaRegistry, load_schema
-        from streams.produce import producer_for, replay
+        from streams.produce import history_messages, producer_for, replay
         from streams.topics import ensure_topics
 
         ensure_topics(settings)
@@ -83,10 +82,10 @@ def cmd_simulate(args, settings: Settings) -> int:
             fcodec = AvroCodec(registry, load_schema("feedback"), f"{settings.feedback_topic}-value")
             fcodec.register()
             feedback = (settings.feedback_topic, fcodec)
+        messages = history_messages(history, (settings.transactions_topic, codec), feedback,
+                                    feedback_delay_ms=int(args.feedback_delay_days * 86_400_000))
         with tqdm(total=len(history), unit="txn", disable=args.quiet) as bar:
-            sent = replay(producer_for(settings.kafka_bootstrap), settings.transactions_topic, codec,
-                          transaction_records(history), rate=args.rate, on_sent=bar.update,
-                          feedback=feedback, labels=history["is_fraud"].tolist())
+            sent = replay(producer_for(settings.kafka_bootstrap), messages, rate=args.rate, on_sent=bar.update)
         print(f"produced {sent} transactions to {settings.transactions_topic}", file=sys.stderr)
     return 0
 
@@ -126,6 +125,29 @@ def cmd_train(args, settings: Settings) -> int:
     if jobs:
         jobs.update(args.job_id, status="succeeded", progress=1.0, message=result.reason, result=summary)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_evaluate(args, settings: Settings) -> int:
+    import numpy as np
+
+    from models.evaluate import Protocol, evaluate_seed
+    from models.train import TrainParams
+
+    params = TrainParams(n_estimators=args.n_estimators, max_depth=args.max_depth,
+                         learning_rate=args.learning_rate, tree_method=args.tree_method)
+    protocol = Protocol()
+    rows = []
+    for seed in args.seeds:
+        metrics, _, _ = evaluate_seed(seed, params, protocol)
+        rows.append(metrics)
+        print(f"seed {seed}: AUC ROC {metrics['auc_roc']:.3f}  AP {metrics['average_precision']:.3f}  "
+              f"CP@100 {metrics['card_precision_at_100']:.3f}  ({metrics['n_train']} train, "
+              f"{metrics['n_test']} test, {metrics['n_test_frauds']} test frauds)", flush=True)
+    summary = {k: (float(np.mean([r[k] for r in rows])), float(np.std([r[k] for r in rows])))
+               for k in ("auc_roc", "average_precision", "card_precision_at_100")}
+    print("mean over %d seeds: %s" % (len(rows), "  ".join(
+        f"{k} {m:.3f} +- {sd:.3f}" for k, (m, sd) in summary.items())))
     return 0
 
 
@@ -206,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kafka", action="store_true", help="produce to the transactions topic")
     p.add_argument("--rate", type=float, default=0.0, help="transactions per second (0: as fast as possible)")
     p.add_argument("--feedback", action="store_true", help="also produce each label to the feedback topic")
+    p.add_argument("--feedback-delay-days", type=float, default=7.0,
+                   help="event time between a transaction and its label (default 7 days)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)
 
@@ -218,6 +242,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-promote", action="store_true", help="register only; leave the champion alias")
     p.add_argument("--job-id", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="the handbook protocol on simulated histories, over several seeds")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--n-estimators", type=int, default=100)
+    p.add_argument("--max-depth", type=int, default=6)
+    p.add_argument("--learning-rate", type=float, default=0.3)
+    p.add_argument("--tree-method", default="exact", choices=["exact", "hist", "approx"])
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("worker", help="run the scoring worker (and the ops API)")
     p.add_argument("--loglevel", default="info")

@@ -1,15 +1,22 @@
-"""Replay transactions (and their labels) to Kafka at a chosen rate, as a payment system would."""
+"""Replay a labelled history to Kafka at a chosen rate, as a payment system and its back office would:
+transactions in event-time order, each label following its transaction after a delay of event time."""
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
+import numpy as np
+import pandas as pd
 from confluent_kafka import Producer
 
+from models.simulate import transaction_records
 from schemas.codec import AvroCodec
 
 FLUSH_EVERY = 10_000
+DAY_MS = 86_400_000
+
+Message = tuple[str, bytes, bytes, bool]  # topic, key, value, is_transaction
 
 
 def producer_for(bootstrap: str) -> Producer:
@@ -17,36 +24,51 @@ def producer_for(bootstrap: str) -> Producer:
                      "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
 
 
-def replay(
-    producer: Producer,
-    topic: str,
-    codec: AvroCodec,
-    transactions: Iterable[dict],
-    *,
-    rate: float = 0.0,
-    on_sent: Callable[[int], None] = lambda n: None,
-    feedback: tuple[str, AvroCodec] | None = None,
-    labels: Iterable[int] | None = None,
-) -> int:
-    """Produce each transaction keyed by customer_id; `rate` per second (0: as fast as possible).
-
-    With `feedback=(topic, codec)` and `labels`, a Feedback record follows each transaction.
-    """
-    started = time.monotonic()
-    label_iter = iter(labels) if labels is not None else None
-    sent = 0
+def transaction_messages(topic: str, codec: AvroCodec, transactions: Iterable[dict]) -> Iterator[Message]:
     for txn in transactions:
-        if rate > 0:
+        yield topic, txn["customer_id"].encode(), codec.encode(txn), True
+
+
+def history_messages(history: pd.DataFrame, transactions: tuple[str, AvroCodec],
+                     feedback: tuple[str, AvroCodec] | None = None,
+                     feedback_delay_ms: int = 7 * DAY_MS) -> Iterator[Message]:
+    """Transactions keyed by card; with `feedback`, each one's label `feedback_delay_ms` of event time
+    later (reported_at = transaction time + delay), merged in event-time order."""
+    records = transaction_records(history)
+    if feedback is None:
+        yield from transaction_messages(transactions[0], transactions[1], records)
+        return
+    ts = history["timestamp"].to_numpy()
+    n = len(records)
+    times = np.concatenate([ts, ts + feedback_delay_ms])
+    order = np.lexsort((np.arange(2 * n), times))  # by time; a transaction before a label at the same time
+    labels = history["is_fraud"].to_numpy()
+    for i in order.tolist():
+        if i < n:
+            txn = records[i]
+            yield transactions[0], txn["customer_id"].encode(), transactions[1].encode(txn), True
+        else:
+            txn = records[i - n]
+            record = {"transaction_id": txn["transaction_id"], "label": "FRAUD" if labels[i - n] else "LEGIT",
+                      "source": "simulator", "reported_at": int(times[i]),
+                      "customer_id": txn["customer_id"], "terminal_id": txn["terminal_id"]}
+            yield feedback[0], txn["transaction_id"].encode(), feedback[1].encode(record), False
+
+
+def replay(producer: Producer, messages: Iterable[Message], *, rate: float = 0.0,
+           on_sent: Callable[[int], None] = lambda n: None) -> int:
+    """Produce `messages`, pacing transactions at `rate` per second (0: as fast as possible).
+    Returns the number of transactions sent."""
+    started = time.monotonic()
+    sent = 0
+    for topic, key, value, is_transaction in messages:
+        if is_transaction and rate > 0:
             ahead = sent / rate - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
-        _produce(producer, topic, txn["customer_id"].encode(), codec.encode(txn))
-        if feedback is not None and label_iter is not None:
-            fraud = next(label_iter)
-            record = {"transaction_id": txn["transaction_id"], "label": "FRAUD" if fraud else "LEGIT",
-                      "source": "simulator", "reported_at": int(time.time() * 1000),
-                      "customer_id": txn["customer_id"], "terminal_id": txn["terminal_id"]}
-            _produce(producer, feedback[0], txn["transaction_id"].encode(), feedback[1].encode(record))
+        _produce(producer, topic, key, value)
+        if not is_transaction:
+            continue
         sent += 1
         if sent % 100 == 0:
             producer.poll(0)

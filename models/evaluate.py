@@ -1,0 +1,109 @@
+"""Offline evaluation on the fraud handbook's protocol, so results compare with its published table.
+
+Train on 7 days (from 2018-07-25 on the default simulation), leave a 7-day gap (labels are known a
+week late), test on the next 7 days. Cards already known to be compromised are removed from each test
+day: those with a fraud in the training days, and those with a fraud on the day before the gap
+started for that test day, cumulatively. Metrics: AUC ROC, average precision and card
+precision@100 (per test day, the share of true frauds among the 100 cards with the highest score,
+cards detected on earlier days left out; averaged over the days).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Protocol:
+    train_start: str = "2018-07-25"
+    train_days: int = 7
+    delay_days: int = 7
+    test_days: int = 7
+    top_k: int = 100
+
+    def start_ms(self) -> int:
+        return int(pd.Timestamp(self.train_start, tz="UTC").value // 1_000_000)
+
+
+def day_index(timestamps_ms: np.ndarray, origin_ms: int) -> np.ndarray:
+    """Whole UTC days since `origin_ms` (negative before it)."""
+    return np.floor_divide(np.asarray(timestamps_ms) - origin_ms, DAY_MS)
+
+
+def split(history: pd.DataFrame, protocol: Protocol = Protocol()) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, test) over `history` rows; test rows of known compromised cards removed."""
+    day = day_index(history["timestamp"].to_numpy(), protocol.start_ms())
+    fraud = history["is_fraud"].to_numpy() == 1
+    cards = history["customer_id"].to_numpy()
+    train = (day >= 0) & (day < protocol.train_days)
+    known = set(cards[train & fraud])
+    test = np.zeros(len(history), dtype=bool)
+    first_test_day = protocol.train_days + protocol.delay_days
+    for i in range(protocol.test_days):
+        # Labels of the day before this test day's gap began are known by now.
+        known |= set(cards[(day == protocol.train_days + i - 1) & fraud])
+        today = day == first_test_day + i
+        test |= today & ~np.isin(cards, list(known))
+    return train, test
+
+
+def card_precision_at_k(days: np.ndarray, cards: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                        k: int = 100) -> float:
+    """Mean over days of the fraud share among the k cards ranked highest by their best score that
+    day; cards caught on an earlier day are left out of later days."""
+    frame = pd.DataFrame({"day": days, "card": cards, "label": labels, "score": scores})
+    detected: set = set()
+    precisions = []
+    for _, today in frame.groupby("day", sort=True):
+        per_card = today.groupby("card").agg(score=("score", "max"), label=("label", "max"))
+        per_card = per_card[~per_card.index.isin(detected)]
+        top = per_card.sort_values("score", ascending=False, kind="stable").head(k)
+        precisions.append(top["label"].sum() / k)
+        detected |= set(top.index[top["label"] == 1])
+    return float(np.mean(precisions)) if precisions else 0.0
+
+
+def evaluation_metrics(history: pd.DataFrame, test: np.ndarray, scores: np.ndarray, protocol: Protocol = Protocol()) -> dict:
+    """AUC ROC, average precision and card precision@k of `scores` (one per test row)."""
+    rows = history[test]
+    labels = rows["is_fraud"].to_numpy()
+    days = day_index(rows["timestamp"].to_numpy(), protocol.start_ms())
+    return {
+        "auc_roc": float(roc_auc_score(labels, scores)),
+        "average_precision": float(average_precision_score(labels, scores)),
+        f"card_precision_at_{protocol.top_k}": card_precision_at_k(
+            days, rows["customer_id"].to_numpy(), labels, scores, protocol.top_k),
+        "n_test": int(test.sum()),
+        "n_test_frauds": int(labels.sum()),
+    }
+
+
+def protocol_rows(history: pd.DataFrame, protocol: Protocol = Protocol(), lookback_days: int = 30) -> pd.DataFrame:
+    """The part of a history the protocol reads: its 21 days plus the lookback the features need."""
+    start = protocol.start_ms() - lookback_days * DAY_MS
+    end = protocol.start_ms() + (protocol.train_days + protocol.delay_days + protocol.test_days) * DAY_MS
+    ts = history["timestamp"].to_numpy()
+    return history[(ts >= start) & (ts < end)].reset_index(drop=True)
+
+
+def evaluate_seed(seed: int, params, protocol: Protocol = Protocol()) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Simulate the default history with `seed`, train on the protocol's train days, score its test
+    days. Returns (metrics, test labels, test scores)."""
+    from models.simulate import SimulationConfig, simulate, transaction_records
+    from models.train import fit
+    from streams.features import feature_matrix
+
+    history = protocol_rows(simulate(SimulationConfig(seed=seed)), protocol)
+    X = feature_matrix(transaction_records(history))
+    train, test = split(history, protocol)
+    booster = fit(X[train], history["is_fraud"].to_numpy()[train], params)
+    scores = booster.inplace_predict(X[test])
+    metrics = evaluation_metrics(history, test, scores, protocol)
+    metrics["n_train"] = int(train.sum())
+    return metrics, history["is_fraud"].to_numpy()[test], scores

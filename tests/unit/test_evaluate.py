@@ -1,0 +1,60 @@
+"""The handbook's evaluation protocol and card precision@k, on cases small enough to check by hand."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.evaluate import DAY_MS, Protocol, card_precision_at_k, evaluation_metrics, split
+
+P = Protocol(train_start="2018-07-25", train_days=2, delay_days=1, test_days=2, top_k=2)
+D0 = P.start_ms()
+
+
+def frame(rows):
+    """rows: (day, card, fraud)"""
+    return pd.DataFrame({"timestamp": [D0 + d * DAY_MS + 3_600_000 for d, _, _ in rows],
+                         "customer_id": [c for _, c, _ in rows], "is_fraud": [f for _, _, f in rows]})
+
+
+def test_card_precision_ranks_cards_by_their_best_score_each_day():
+    days = np.array([0, 0, 0, 0, 0])
+    cards = np.array(["a", "a", "b", "c", "d"])
+    labels = np.array([0, 1, 0, 1, 0])
+    scores = np.array([0.1, 0.9, 0.8, 0.7, 0.2])
+    # a (best 0.9, has a fraud) and b (0.8, no fraud) are the top 2: precision 1/2
+    assert card_precision_at_k(days, cards, labels, scores, k=2) == 0.5
+
+
+def test_card_precision_leaves_out_cards_caught_on_earlier_days():
+    days = np.array([0, 0, 1, 1, 1])
+    cards = np.array(["a", "b", "a", "b", "c"])
+    labels = np.array([1, 0, 1, 0, 1])
+    scores = np.array([0.9, 0.1, 0.9, 0.8, 0.5])
+    # day 0: top 2 = a (fraud), b -> 1/2, a detected. day 1: a left out; top 2 = b, c (fraud) -> 1/2
+    assert card_precision_at_k(days, cards, labels, scores, k=2) == 0.5
+
+
+def test_split_trains_on_the_train_days_and_tests_after_the_gap_without_known_compromised_cards():
+    history = frame([
+        (-1, "x", 0),   # before the train window: in neither
+        (0, "a", 1),    # train; a becomes known
+        (1, "b", 0),    # train; b is a fraud later, on day 2 (the gap)
+        (2, "b", 1),    # gap: in neither, but known from test day 1 on (day 2 = train_days + 1 - 1)
+        (3, "a", 0),    # test day 0: a known since training -> removed
+        (3, "b", 0),    # test day 0: b not known yet -> kept
+        (3, "c", 1),    # kept
+        (4, "b", 1),    # test day 1: b now known -> removed
+        (4, "c", 0),    # kept (c's fraud on day 3 is not known yet)
+    ])
+    train, test = split(history, P)
+    assert train.tolist() == [False, True, True, False, False, False, False, False, False]
+    assert test.tolist() == [False, False, False, False, False, True, True, False, True]
+
+
+def test_evaluation_metrics_on_a_perfect_ranking():
+    history = frame([(3, "a", 0), (3, "b", 1), (4, "c", 0), (4, "d", 1)])
+    test = np.ones(4, dtype=bool)
+    m = evaluation_metrics(history, test, np.array([0.1, 0.9, 0.2, 0.8]), P)
+    assert m["auc_roc"] == 1.0 and m["average_precision"] == 1.0
+    assert m["card_precision_at_2"] == 0.5  # one fraud card a day among the top 2
+    assert (m["n_test"], m["n_test_frauds"]) == (4, 2)
