@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from streams.topics import ensure_topics
-from tests.conftest import WorkerProcess, unique_settings
+from tests.conftest import WorkerProcess, free_port, unique_settings
 from tests.integration.conftest import (produce_transactions, read_committed, simulated_transactions,
                                         train_version, verdicts_by_id)
 
@@ -151,3 +151,34 @@ def test_a_worker_starts_on_its_cached_model_when_mlflow_is_unreachable(services
         worker.stop()
     assert {v["transaction_id"] for v in verdicts} == {r["transaction_id"] for r in records}
     assert {v["model_version"] for v in verdicts} == {version}
+
+
+def test_a_second_worker_joining_and_leaving_mid_stream_leaves_exactly_one_verdict_per_transaction(
+        services, small_history, tmp_path):
+    settings = unique_settings(tmp_path, partitions=6)
+    train_version(settings, small_history, n_estimators=20)
+    ensure_topics(settings)
+    records = simulated_transactions(seed=24, count=4000, prefix="rebalance")
+    first = WorkerProcess(settings, tmp_path / "worker-1.log").start()
+    second = WorkerProcess(settings.model_copy(update={"api_port": free_port(), "worker_id": "second"}),
+                           tmp_path / "worker-2.log")
+    try:
+        first.wait_ready()
+        producing = threading.Thread(target=produce_transactions, args=(settings, records), kwargs={"rate": 500})
+        producing.start()
+        time.sleep(2)
+        second.start()
+        second.wait_ready()  # partitions are now shared between the two
+        assert len(first.get("/health/ready")[1].get("assigned_partitions", [])) < 6
+        time.sleep(2)
+        second.stop(signal.SIGKILL)  # and taken back by the first when the group notices
+        producing.join()
+        verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records), timeout=180)
+    finally:
+        second.stop()
+        first.stop()
+    by_id = verdicts_by_id(verdicts)
+    missing = {r["transaction_id"] for r in records} - set(by_id)
+    duplicated = {k: len(v) for k, v in by_id.items() if len(v) > 1}
+    assert not missing, f"{len(missing)} transactions without a verdict"
+    assert not duplicated, f"{len(duplicated)} transactions with several verdicts"
