@@ -151,6 +151,44 @@ def cmd_evaluate(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_rules(args, settings: Settings) -> int:
+    import time
+
+    from confluent_kafka import Producer
+
+    from streams.rules import RulesFollower, parse_rule
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    if args.action == "list":
+        follower = RulesFollower(settings.kafka_bootstrap, settings.rules_topic).start()
+        follower.caught_up.wait(15)
+        follower.stop()
+        for rule_id, rule in sorted(follower.records.items()):
+            print(f"{rule_id}\t{json.dumps(rule)}")
+        print(f"{len(follower.records)} rules in force on {settings.rules_topic}", file=sys.stderr)
+        return 0
+    if args.action == "remove":
+        rule_id, value = args.args[0], None
+    elif args.action in ("block-card", "block-terminal"):
+        kind = args.action.replace("-", "_")
+        rule_id, value = f"{kind}:{args.args[0]}", {"type": kind, "value": args.args[0]}
+    else:  # ceiling MCC AMOUNT
+        mcc, amount = args.args
+        rule_id = f"amount_ceiling:{mcc}"
+        value = {"type": "amount_ceiling", "merchant_category": mcc, "max_amount": float(amount)}
+    if value is not None:
+        parse_rule(json.dumps(value))
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    producer.produce(settings.rules_topic, key=rule_id.encode(),
+                     value=None if value is None else json.dumps(value).encode(),
+                     timestamp=int(time.time() * 1000))
+    if producer.flush(15):
+        raise SystemExit("rule not delivered to Kafka")
+    print(f"{'removed' if value is None else 'set'} {rule_id}")
+    return 0
+
+
 def cmd_worker(args, settings: Settings) -> int:
     import faust
 
@@ -250,6 +288,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=0.3)
     p.add_argument("--tree-method", default="exact", choices=["exact", "hist", "approx"])
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("rules", help="list or change the hard rules (block lists, amount ceilings)")
+    rules = p.add_subparsers(dest="action", required=True)
+    rules.add_parser("list")
+    rules.add_parser("block-card").add_argument("args", nargs=1, metavar="CUSTOMER_ID")
+    rules.add_parser("block-terminal").add_argument("args", nargs=1, metavar="TERMINAL_ID")
+    rules.add_parser("ceiling").add_argument("args", nargs=2, metavar=("MERCHANT_CATEGORY", "MAX_AMOUNT"))
+    rules.add_parser("remove").add_argument("args", nargs=1, metavar="RULE_ID")
+    p.set_defaults(func=cmd_rules)
 
     p = sub.add_parser("worker", help="run the scoring worker (and the ops API)")
     p.add_argument("--loglevel", default="info")

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     verdicts_topic: str = "fraud-verdicts"
     feedback_topic: str = "fraud-feedback"
     dlq_topic: str = "transactions-dlq"
+    rules_topic: str = "fraud-rules"
     partitions: int = 6
 
     model_name: str = "fraud-xgb"

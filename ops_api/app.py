@@ -40,6 +40,7 @@ class StreamView:
     lag: Callable[[], dict]
     model: Callable[[], Any]
     model_error: Callable[[], str]
+    rules: Callable[[], Any]
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -137,6 +138,10 @@ async def health(request: web.Request) -> web.Response:
         _timed("redis", _check_redis(app)), _timed("mlflow", _check_mlflow(app))))
     components["model"] = _model_status(stream)
     if stream is not None:
+        follower = stream.rules()
+        components["rules"] = {"status": "ok" if follower.caught_up.is_set() else "loading",
+                               "topic": follower.topic, "rules": follower.rules.count,
+                               "invalid_records": follower.invalid}
         lag = stream.lag()
         components["stream"] = {"status": "ok" if stream.assigned() else "waiting for partitions",
                                 "assigned_partitions": stream.assigned(), "consumer_lag": lag,
@@ -144,7 +149,7 @@ async def health(request: web.Request) -> web.Response:
     else:
         _, workers = await _timed("workers", _worker_summary(app))
         components["stream"] = workers
-    states = {c.get("status") for c in components.values()}
+    states = {c.get("status") for c in components.values()} - {"loading"}
     overall = "down" if components["model"].get("status") == "down" else (
         "ok" if states <= {"ok", "not in this process"} else "degraded")
     body = {"status": overall, "components": components, "time": time.time()}
@@ -195,6 +200,7 @@ async def info(request: web.Request) -> web.Response:
         "model": {"name": s.model_name, "alias": s.model_alias,
                   "live_version": model.version if model else None},
         "thresholds": {"review": s.review_threshold, "decline": s.decline_threshold},
+        "rules": {"topic": s.rules_topic, "in_force": stream.rules().rules.count if stream else None},
         "batch": {"max": s.batch_max, "within_seconds": s.batch_within_seconds},
     })
 

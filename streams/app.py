@@ -29,6 +29,7 @@ from streams.decision import Thresholds, decide, top_reasons
 from streams.features import (FEATURE_NAMES, N_FEATURES, customer_features, empty_history,
                               invalid_transaction_reason, remember)
 from streams.metrics import Metrics
+from streams.rules import RulesFollower, apply_rules
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
@@ -43,6 +44,7 @@ class Runtime:
     registry: SchemaRegistry
     models: ModelHandle
     model_source: ModelSource
+    rules: RulesFollower
     transactions: AvroCodec = field(init=False)
     verdicts: AvroCodec = field(init=False)
     feedback: AvroCodec = field(init=False)
@@ -80,6 +82,7 @@ class Runtime:
             models=ModelHandle(),
             model_source=ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias,
                                      settings.model_cache_dir, settings.xgb_threads),
+            rules=RulesFollower(settings.kafka_bootstrap, settings.rules_topic),
         )
 
     async def ensure_ready(self) -> None:
@@ -245,12 +248,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     async def publish_verdicts(model: LoadedModel, events, txns, rows: np.ndarray, started: float):
         scores = model.scores(rows)
-        decisions = decide(scores, thresholds)
+        decisions, fired = apply_rules(runtime.rules.rules, txns, decide(scores, thresholds))
         reasons = top_reasons(model.contributions(rows, exact=settings.exact_reasons), rows, FEATURE_NAMES)
         metrics.batch_seconds.observe(time.perf_counter() - started)
         metrics.batch_size.observe(len(txns))
         now_ms = int(time.time() * 1000)
-        for event, txn, score, decision, why in zip(events, txns, scores.tolist(), decisions, reasons):
+        for event, txn, score, decision, why, broken in zip(events, txns, scores.tolist(), decisions, reasons, fired):
             latency_ms = max(0.0, now_ms - event.message.timestamp * 1000.0)
             verdict = {
                 "transaction_id": txn["transaction_id"],
@@ -260,6 +263,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 "model_name": model.name,
                 "model_version": model.version,
                 "reasons": why,
+                "rules": broken,
                 "transaction_timestamp": txn["timestamp"],
                 "scored_at": now_ms,
                 "latency_ms": latency_ms,
@@ -267,6 +271,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             await publish(settings.verdicts_topic, txn["transaction_id"].encode(),
                           runtime.verdicts.encode(verdict), None, event.message.tp)
             metrics.decisions.labels(decision).inc()
+            for rule in broken:
+                metrics.rules_fired.labels(rule.split(":", 1)[0]).inc()
             metrics.latency.observe(latency_ms)
         metrics.scored.labels(model.version).inc(len(txns))
 
@@ -289,6 +295,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         metrics.feedback.labels(label["label"], label["source"]).inc()
 
     @app.task
+    async def follow_rules():
+        runtime.rules.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            runtime.rules.stop()
+
+    @app.task
     async def serve_ops_api():
         from ops_api.app import StreamView, create_api, serve
 
@@ -300,7 +314,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 return []
 
         view = StreamView(assigned=assigned, lag=lambda: dict(runtime.lag),
-                          model=lambda: runtime.models.current, model_error=lambda: runtime.model_error)
+                          model=lambda: runtime.models.current, model_error=lambda: runtime.model_error,
+                          rules=lambda: runtime.rules)
         if settings.api_port:
             await serve(create_api(settings, metrics, view), settings.api_host, settings.api_port)
 

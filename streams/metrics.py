@@ -15,6 +15,7 @@ class Metrics:
         self.consumed = Counter("fraud_transactions_consumed", "Transaction messages read", registry=r)
         self.scored = Counter("fraud_transactions_scored", "Transactions scored", ["model_version"], registry=r)
         self.decisions = Counter("fraud_decisions", "Verdicts by decision", ["decision"], registry=r)
+        self.rules_fired = Counter("fraud_rules_fired", "Rules broken, by rule type", ["rule"], registry=r)
         self.dead_letters = Counter("fraud_dead_letters", "Messages sent to the DLQ", ["topic"], registry=r)
         self.feedback = Counter("fraud_feedback_labels", "Feedback labels recorded", ["label", "source"], registry=r)
         self.latency = Histogram(

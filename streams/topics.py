@@ -27,6 +27,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [NewTopic(name, settings.partitions, 1, config=config)
               for name, config in topic_specs(settings).items() if name not in existing]
+    if settings.rules_topic not in existing:  # every worker reads all of it: one partition, compacted
+        wanted.append(NewTopic(settings.rules_topic, 1, 1, config={"cleanup.policy": "compact"}))
     created = []
     for name, future in (admin.create_topics(wanted, request_timeout=timeout).items() if wanted else []):
         try:

@@ -195,3 +195,53 @@ def test_feedback_labels_are_recorded_and_malformed_feedback_goes_to_the_dlq(sta
             break
         time.sleep(0.5)
     assert (fraud, legit) == (2, 1)
+
+
+def test_rules_changed_on_the_control_topic_apply_without_a_restart_and_are_named_in_verdicts(stack):
+    settings, worker, version = stack
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import settings_env
+
+    def fraud_rules(*args):
+        done = subprocess.run([sys.executable, "-m", "fraud", "rules", *args], env=settings_env(settings),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def rules_in_force(count):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if worker.get("/health")[1]["components"]["rules"]["rules"] == count:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"worker did not reach {count} rules")
+
+    def verdict_of(txn):
+        produce_transactions(settings, [txn])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = [v for v in read_committed(settings, settings.verdicts_topic, expected=1, timeout=5)
+                     if v["transaction_id"] == txn["transaction_id"]]
+            if found:
+                return found[0]
+        raise AssertionError(f"no verdict for {txn['transaction_id']}")
+
+    assert "set block_card:RULE-CARD" in fraud_rules("block-card", "RULE-CARD")
+    fraud_rules("ceiling", "7995", "100")
+    rules_in_force(2)
+    base = simulated_transactions(seed=13, count=1, prefix="rules")[0]
+    blocked = verdict_of({**base, "transaction_id": "rules-blocked", "customer_id": "RULE-CARD"})
+    assert blocked["decision"] == "DECLINE" and blocked["rules"] == ["block_card:RULE-CARD"]
+    casino = verdict_of({**base, "transaction_id": "rules-casino", "merchant_category": "7995", "amount": 150.0})
+    assert casino["decision"] == "DECLINE" and casino["rules"] == ["amount_ceiling:7995>100"]
+    other = verdict_of({**base, "transaction_id": "rules-other", "customer_id": "ANOTHER-CARD"})
+    assert other["rules"] == []
+
+    fraud_rules("remove", "block_card:RULE-CARD")
+    rules_in_force(1)
+    assert "block_card:RULE-CARD" not in fraud_rules("list")
+    again = verdict_of({**base, "transaction_id": "rules-unblocked", "customer_id": "RULE-CARD"})
+    assert again["rules"] == []
