@@ -189,6 +189,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         tid = _transactional_id(app, source) if app.in_transaction else None
         return await app.producer.send(topic, key, value, None, None, headers, transactional_id=tid)
 
+    async def decode(codec: AvroCodec, data: bytes) -> dict:
+        """Decode; while the registry is unreachable for a schema id not seen yet, wait and retry:
+        an outage is not the message's fault, so it is neither dead-lettered nor skipped."""
+        while True:
+            try:
+                return codec.decode(data)
+            except RegistryUnavailable as exc:
+                log.error("schema registry unavailable, message waits: %s", exc)
+                await asyncio.sleep(RETRY_SECONDS)
+
     async def dead_letter(event, reason: str):
         msg = event.message
         headers = [
@@ -227,7 +237,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         rows = np.empty((len(events), N_FEATURES), dtype=np.float64)
         for event in events:
             try:
-                txn = runtime.transactions.decode(event.value)
+                txn = await decode(runtime.transactions, event.value)
                 reason = invalid_transaction_reason(txn)
             except CodecError as exc:
                 reason = str(exc)
@@ -286,7 +296,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     async def record_label(event) -> None:
         try:
-            label = runtime.feedback.decode(event.value)
+            label = await decode(runtime.feedback, event.value)
         except CodecError as exc:
             await dead_letter(event, str(exc))
             return

@@ -4,7 +4,9 @@ and a start with MLflow unreachable."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -12,10 +14,15 @@ import urllib.request
 import pytest
 from mlflow import MlflowClient
 
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from fraud.settings import ROOT
+from schemas.codec import load_schema
 from streams.topics import ensure_topics
 from tests.conftest import WorkerProcess, free_port, unique_settings
-from tests.integration.conftest import (produce_transactions, read_committed, simulated_transactions,
-                                        train_version, verdicts_by_id)
+from tests.integration.conftest import (produce_raw, produce_transactions, read_committed, registry_client,
+                                        simulated_transactions, train_version, verdicts_by_id)
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +189,48 @@ def test_a_second_worker_joining_and_leaving_mid_stream_leaves_exactly_one_verdi
     duplicated = {k: len(v) for k, v in by_id.items() if len(v) > 1}
     assert not missing, f"{len(missing)} transactions without a verdict"
     assert not duplicated, f"{len(duplicated)} transactions with several verdicts"
+
+
+def _stop_registry() -> None:
+    pid_file = ROOT / ".services" / "run" / "registry.pid"
+    pid = int(pid_file.read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError("schema registry did not stop")
+
+
+def test_messages_with_a_new_schema_wait_out_a_registry_outage_and_are_scored_after_it(
+        services, small_history, tmp_path):
+    settings = unique_settings(tmp_path)
+    train_version(settings, small_history, n_estimators=10)
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        # A newer compatible Transaction schema, registered while the registry is up but never seen
+        # by the worker: decoding its messages needs the registry.
+        newer = load_schema("transaction")
+        newer = {**newer, "fields": newer["fields"] + [{"name": "note", "type": "string", "default": ""}]}
+        serialize = AvroSerializer(registry_client(settings), json.dumps(newer))
+        ctx = SerializationContext(settings.transactions_topic, MessageField.VALUE)
+        records = simulated_transactions(seed=25, count=20, prefix="outage")
+        payloads = [(r["customer_id"].encode(), serialize({**r, "note": "n"}, ctx)) for r in records]
+
+        _stop_registry()
+        try:
+            produce_raw(settings, payloads)
+            time.sleep(5)
+            dead = read_committed(settings, settings.dlq_topic, expected=1, timeout=5, decode=False)
+            assert dead == [], "an outage is not the message's fault"
+        finally:
+            subprocess.run([str(ROOT / "scripts" / "services"), "up"], check=True, capture_output=True)
+        verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records), timeout=90)
+    finally:
+        worker.stop()
+    assert sorted(v["transaction_id"] for v in verdicts) == sorted(r["transaction_id"] for r in records)
