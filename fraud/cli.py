@@ -95,18 +95,7 @@ def cmd_train(args, settings: Settings) -> int:
     from models.train import TrainParams, train_and_register
 
     quiet_mlflow_client_env(settings.mlflow_uri, timeout_seconds=30)
-    jobs = None
-    if args.job_id:
-        from ops_api.jobs import JobStore
-
-        jobs = JobStore(settings.redis_url)
-        jobs.update(args.job_id, status="running", progress=0.01, message="loading data")
-
-    def progress(fraction: float, message: str) -> None:
-        log.info("%3.0f%% %s", fraction * 100, message)
-        if jobs:
-            jobs.update(args.job_id, progress=round(fraction, 3), message=message)
-
+    progress, jobs = _job_progress(args, settings)
     try:
         history = _load_history(args.data) if args.data else _simulation(args)
         params = TrainParams(n_estimators=args.n_estimators, max_depth=args.max_depth,
@@ -124,6 +113,67 @@ def cmd_train(args, settings: Settings) -> int:
                "reason": result.reason, "metrics": result.metrics}
     if jobs:
         jobs.update(args.job_id, status="succeeded", progress=1.0, message=result.reason, result=summary)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _job_progress(args, settings: Settings):
+    """(progress callback, job store or None): a job started over HTTP reports to Redis."""
+    jobs = None
+    if args.job_id:
+        from ops_api.jobs import JobStore
+
+        jobs = JobStore(settings.redis_url)
+        jobs.update(args.job_id, status="running", progress=0.01, message="loading data")
+
+    def progress(fraction: float, message: str) -> None:
+        log.info("%3.0f%% %s", fraction * 100, message)
+        if jobs:
+            jobs.update(args.job_id, progress=round(fraction, 3), message=message)
+
+    return progress, jobs
+
+
+def cmd_tune(args, settings: Settings) -> int:
+    import tempfile
+
+    from models.evaluate import Protocol
+    from models.serving import quiet_mlflow_client_env
+    from models.simulate import SimulationConfig, simulate, transaction_records
+    from models.tune import tune, tuning_rows
+    from streams.features import feature_matrix
+
+    quiet_mlflow_client_env(settings.mlflow_uri, timeout_seconds=30)
+    progress, jobs = _job_progress(args, settings)
+    try:
+        history = _load_history(args.data) if args.data else simulate(SimulationConfig(
+            customers=args.customers, terminals=args.terminals, days=183, seed=args.seed))
+        protocol = Protocol()
+        rows = tuning_rows(history, protocol, args.folds)
+        progress(0.02, f"computing features for {len(rows)} transactions")
+        X = feature_matrix(transaction_records(rows))
+        best, score, table = tune(rows, X, trials=args.trials, protocol=protocol, n_folds=args.folds,
+                                  seed=args.seed, progress=lambda f, m: progress(0.05 + 0.9 * f, m))
+        import mlflow
+
+        mlflow.set_experiment(settings.experiment)
+        with mlflow.start_run(run_name="hyperparameter-tuning",
+                              tags={"kind": "tuning", **({"job_id": args.job_id} if args.job_id else {})}) as run:
+            mlflow.log_params({f"best_{k}": v for k, v in best.__dict__.items()})
+            mlflow.log_params({"trials": args.trials, "folds": args.folds, "protocol_train_start": protocol.train_start})
+            mlflow.log_metric("validation_average_precision", score)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = f"{tmp}/trials.csv"
+                table.to_csv(path, index=False)
+                mlflow.log_artifact(path)
+    except Exception as exc:
+        if jobs:
+            jobs.update(args.job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    summary = {"best_params": best.__dict__, "validation_average_precision": score, "trials": args.trials,
+               "run_id": run.info.run_id}
+    if jobs:
+        jobs.update(args.job_id, status="succeeded", progress=1.0, message=f"best AP {score:.4f}", result=summary)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -280,6 +330,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-promote", action="store_true", help="register only; leave the champion alias")
     p.add_argument("--job-id", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="hyperparameter search (Optuna) with prequential validation")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--customers", type=int, default=5000)
+    p.add_argument("--terminals", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", help="Parquet or CSV with Transaction fields and is_fraud (default: simulate 183 days)")
+    p.add_argument("--job-id", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("evaluate", help="the handbook protocol on simulated histories, over several seeds")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from fraud.settings import Settings
-from ops_api.jobs import TrainingJobs, TrainRequest
+from ops_api.jobs import TrainingJobs, TrainRequest, TuneRequest
 from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -205,14 +205,24 @@ async def info(request: web.Request) -> web.Response:
     })
 
 
-async def start_training(request: web.Request) -> web.Response:
+async def _json_object(request: web.Request) -> dict:
     try:
         body = await request.json() if request.can_read_body else {}
     except json.JSONDecodeError as exc:
-        return error(400, f"body is not valid JSON: {exc}")
+        raise web.HTTPBadRequest(reason=f"body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
-        return error(400, "body must be a JSON object")
-    job = await request.app[JOBS].start(TrainRequest.model_validate(body))
+        raise web.HTTPBadRequest(reason="body must be a JSON object")
+    return body
+
+
+async def start_training(request: web.Request) -> web.Response:
+    job = await request.app[JOBS].start(TrainRequest.model_validate(await _json_object(request)))
+    request.app[METRICS].training_jobs.inc()
+    return web.json_response(job, status=202)
+
+
+async def start_tuning(request: web.Request) -> web.Response:
+    job = await request.app[JOBS].start(TuneRequest.model_validate(await _json_object(request)))
     request.app[METRICS].training_jobs.inc()
     return web.json_response(job, status=202)
 
@@ -259,6 +269,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     app.router.add_get("/metrics", metrics_json)
     app.router.add_get("/info", info)
     app.router.add_post("/api/v1/training/train", start_training)
+    app.router.add_post("/api/v1/training/hyperparameter-tuning", start_tuning)
     app.router.add_get("/api/v1/training/jobs", list_jobs)
     app.router.add_get("/api/v1/training/jobs/{job_id}", get_job)
     return app

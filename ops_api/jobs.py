@@ -42,12 +42,43 @@ class TrainRequest(BaseModel):
     promote: bool = True
 
 
+class TuneRequest(BaseModel):
+    """Body of POST /api/v1/training/hyperparameter-tuning: a prequential search on the handbook
+    protocol, over a simulated history (its calendar) or your own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_path: str | None = Field(None, description="Parquet or CSV of Transaction fields plus is_fraud")
+    trials: int = Field(20, ge=1, le=500)
+    folds: int = Field(4, ge=1, le=8)
+    customers: int = Field(5_000, ge=100, le=100_000)
+    terminals: int = Field(10_000, ge=100, le=200_000)
+    seed: int = Field(0, ge=0)
+
+    def command(self) -> list[str]:
+        args = ["tune", "--trials", str(self.trials), "--folds", str(self.folds), "--customers",
+                str(self.customers), "--terminals", str(self.terminals), "--seed", str(self.seed)]
+        return args + (["--data", self.data_path] if self.data_path else [])
+
+
+def train_command(request: TrainRequest) -> list[str]:
+    args = ["train", "--customers", str(request.customers), "--terminals", str(request.terminals),
+            "--days", str(request.days), "--seed", str(request.seed),
+            "--n-estimators", str(request.n_estimators), "--max-depth", str(request.max_depth),
+            "--learning-rate", str(request.learning_rate)]
+    if request.data_path:
+        args += ["--data", request.data_path]
+    if not request.promote:
+        args.append("--no-promote")
+    return args
+
+
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 
 
-def job_record(job_id: str, request: TrainRequest) -> dict:
+def job_record(job_id: str, kind: str, request: BaseModel) -> dict:
     now = time.time()
-    return {"job_id": job_id, "status": "queued", "progress": 0.0, "message": "queued",
+    return {"job_id": job_id, "kind": kind, "status": "queued", "progress": 0.0, "message": "queued",
             "request": request.model_dump(), "created_at": now, "updated_at": now, "result": None,
             "error": None}
 
@@ -73,12 +104,15 @@ class TrainingJobs:
         self.env = env
         self._tasks: set[asyncio.Task] = set()
 
-    async def start(self, request: TrainRequest) -> dict:
+    async def start(self, request: TrainRequest | TuneRequest) -> dict:
+        """Record a queued job and run `fraud train` or `fraud tune` for it in a child process."""
         job_id = uuid.uuid4().hex[:12]
-        record = job_record(job_id, request)
+        kind, command = (("tuning", request.command()) if isinstance(request, TuneRequest)
+                         else ("training", train_command(request)))
+        record = job_record(job_id, kind, request)
         await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
         await self.redis.zadd(JOB_INDEX, {job_id: record["created_at"]})
-        task = asyncio.create_task(self._run(job_id, request))
+        task = asyncio.create_task(self._run(job_id, command))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return record
@@ -94,16 +128,8 @@ class TrainingJobs:
         raws = await self.redis.mget([JOB_KEY.format(i) for i in ids])
         return [json.loads(r) for r in raws if r]
 
-    async def _run(self, job_id: str, request: TrainRequest) -> None:
-        args = [sys.executable, "-m", "fraud", "train", "--job-id", job_id,
-                "--customers", str(request.customers), "--terminals", str(request.terminals),
-                "--days", str(request.days), "--seed", str(request.seed),
-                "--n-estimators", str(request.n_estimators), "--max-depth", str(request.max_depth),
-                "--learning-rate", str(request.learning_rate)]
-        if request.data_path:
-            args += ["--data", request.data_path]
-        if not request.promote:
-            args.append("--no-promote")
+    async def _run(self, job_id: str, command: list[str]) -> None:
+        args = [sys.executable, "-m", "fraud", *command, "--job-id", job_id]
         proc = await asyncio.create_subprocess_exec(
             *args, env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         _, stderr = await proc.communicate()
@@ -111,9 +137,9 @@ class TrainingJobs:
         if record.get("status") not in FINAL:
             tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
             record.update(status="failed", updated_at=time.time(),
-                          error=f"training process exited with {proc.returncode}: " + " | ".join(tail))
+                          error=f"job process exited with {proc.returncode}: " + " | ".join(tail))
             await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
-            log.error("training job %s failed: %s", job_id, record["error"])
+            log.error("job %s failed: %s", job_id, record["error"])
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +21,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from fraud.settings import ROOT
 from schemas.codec import load_schema
 from streams.topics import ensure_topics
-from tests.conftest import WorkerProcess, free_port, unique_settings
+from tests.conftest import WorkerProcess, free_port, settings_env, unique_settings
 from tests.integration.conftest import (produce_raw, produce_transactions, read_committed, registry_client,
                                         simulated_transactions, train_version, verdicts_by_id)
 
@@ -234,3 +235,42 @@ def test_messages_with_a_new_schema_wait_out_a_registry_outage_and_are_scored_af
     finally:
         worker.stop()
     assert sorted(v["transaction_id"] for v in verdicts) == sorted(r["transaction_id"] for r in records)
+
+
+def test_a_tuning_job_started_over_http_reports_the_best_parameters_and_logs_the_trials(services, tmp_path):
+    settings = unique_settings(tmp_path)
+    api = subprocess.Popen([sys.executable, "-m", "fraud", "api"], env=settings_env(settings),
+                           stdout=open(tmp_path / "api.log", "wb"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{settings.api_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health/live", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "api.log").read_text()
+                time.sleep(0.5)
+        body = json.dumps({"trials": 2, "folds": 2, "customers": 300, "terminals": 600}).encode()
+        req = urllib.request.Request(base + "/api/v1/training/hyperparameter-tuning", data=body,
+                                     method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as resp:
+            job = json.loads(resp.read())
+        assert resp.status == 202 and job["kind"] == "tuning"
+        deadline = time.monotonic() + 240
+        while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(1)
+            with urllib.request.urlopen(f"{base}/api/v1/training/jobs/{job['job_id']}") as resp:
+                job = json.loads(resp.read())
+        assert job["status"] == "succeeded", job
+    finally:
+        api.terminate()
+        api.wait(30)
+    result = job["result"]
+    assert set(result["best_params"]) >= {"n_estimators", "max_depth", "learning_rate", "tree_method"}
+    assert 0 < result["validation_average_precision"] <= 1
+    client = MlflowClient(settings.mlflow_uri)
+    run = client.get_run(result["run_id"])
+    assert run.data.tags["job_id"] == job["job_id"]
+    assert run.data.params["trials"] == "2"
+    assert [a.path for a in client.list_artifacts(result["run_id"])] == ["trials.csv"]
