@@ -253,9 +253,11 @@ def cmd_worker(args, settings: Settings) -> int:
 def cmd_api(args, settings: Settings) -> int:
     from aiohttp import web
 
+    from models.serving import quiet_mlflow_client_env
     from ops_api.app import create_api
     from streams.metrics import Metrics
 
+    quiet_mlflow_client_env(settings.mlflow_uri)
     web.run_app(create_api(settings, Metrics()), host=settings.api_host, port=settings.api_port,
                 access_log=None)
     return 0

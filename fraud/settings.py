@@ -26,6 +26,7 @@ class Settings(BaseSettings):
 
     model_name: str = "fraud-xgb"
     model_alias: str = "champion"
+    challenger_alias: str = "challenger"  # when set in the registry, scored in shadow beside the champion
     model_poll_seconds: float = 10.0
     model_cache_dir: Path = ROOT / ".services" / "model-cache"
     experiment: str = "fraud-scorer"

@@ -59,6 +59,9 @@ class ModelHandle:
     def current(self) -> LoadedModel | None:
         return self._model
 
+    def clear(self) -> None:
+        self._model = None
+
     def swap(self, model: LoadedModel) -> None:
         previous = self._model
         self._model = model
@@ -94,13 +97,42 @@ class ModelSource:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._lock = threading.Lock()
 
-    def alias_version(self) -> tuple[str, str]:
-        """(version, run_id) the alias points at now; raises when MLflow is unreachable."""
-        mv = self.client.get_model_version_by_alias(self.name, self.alias)
+    def alias_version(self, alias: str | None = None) -> tuple[str, str]:
+        """(version, run_id) the alias (default: the serving alias) points at now; raises when MLflow
+        is unreachable or the alias does not exist."""
+        mv = self.client.get_model_version_by_alias(self.name, alias or self.alias)
         return str(mv.version), mv.run_id or ""
 
-    def load_version(self, version: str, run_id: str = "") -> LoadedModel:
-        """Download a registered version into the cache and load it as a native Booster."""
+    def optional_alias_version(self, alias: str) -> tuple[str, str] | None:
+        """Like alias_version, but None when the alias is not set (MLflow down still raises)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.alias_version(alias)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    def promote(self, version: str, previous_alias: str | None = None) -> str | None:
+        """Point the serving alias at `version`; drop `previous_alias` if it named that version.
+        Returns the version that was serving before (None if none)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            before = self.alias_version()[0]
+        except MlflowException:
+            before = None
+        self.client.get_model_version(self.name, version)  # raises if there is no such version
+        self.client.set_registered_model_alias(self.name, self.alias, version)
+        if previous_alias and self.optional_alias_version(previous_alias) is not None:
+            if self.alias_version(previous_alias)[0] == version:
+                self.client.delete_registered_model_alias(self.name, previous_alias)
+        return before
+
+    def load_version(self, version: str, run_id: str = "", remember: bool = True) -> LoadedModel:
+        """Download a registered version into the cache and load it as a native Booster; `remember`
+        makes it the one a restart falls back to when MLflow is unreachable."""
         import mlflow.artifacts
 
         with self._lock:
@@ -116,8 +148,9 @@ class ModelSource:
                 shutil.rmtree(target, ignore_errors=True)
                 staging.rename(target)
             model = LoadedModel(self._read_booster(target), self.name, version, "registry", run_id)
-            (self.cache_dir / self.name / "current.json").write_text(
-                json.dumps({"version": version, "run_id": run_id}))
+            if remember:
+                (self.cache_dir / self.name / "current.json").write_text(
+                    json.dumps({"version": version, "run_id": run_id}))
             return model
 
     def load_alias(self) -> LoadedModel:

@@ -41,6 +41,7 @@ class StreamView:
     model: Callable[[], Any]
     model_error: Callable[[], str]
     rules: Callable[[], Any]
+    challenger: Callable[[], Any]
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -50,6 +51,7 @@ JOBS = web.AppKey("jobs", TrainingJobs)
 STREAM = web.AppKey("stream", object)
 ADMIN = web.AppKey("admin", AdminClient)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+MODEL_SOURCE = web.AppKey("model_source", object)
 
 
 def error(status: int, message: str, **extra) -> web.Response:
@@ -121,6 +123,9 @@ def _model_status(stream: StreamView | None) -> dict:
         status["note"] = "serving the locally cached model: MLflow was unreachable"
     if stream.model_error():
         status["warning"] = stream.model_error()
+    challenger = stream.challenger()
+    if challenger is not None:
+        status["challenger_version"] = challenger.version
     return status
 
 
@@ -241,6 +246,38 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response({"jobs": await request.app[JOBS].list(int(raw))})
 
 
+async def promote(request: web.Request) -> web.Response:
+    """Point the serving alias at a version: the challenger's by default, or `version`."""
+    from mlflow.exceptions import MlflowException
+
+    settings: Settings = request.app[SETTINGS]
+    body = await _json_object(request)
+    unknown = set(body) - {"version"}
+    if unknown:
+        return error(422, f"unknown field {sorted(unknown)[0]}: only version is accepted")
+    version = body.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, (str, int))):
+        return error(422, "field version: a model version number")
+    source = request.app[MODEL_SOURCE]
+    loop = asyncio.get_running_loop()
+    try:
+        if version is None:
+            found = await loop.run_in_executor(None, source.optional_alias_version, settings.challenger_alias)
+            if found is None:
+                return error(409, f"nothing to promote: {settings.model_name} has no "
+                                  f"@{settings.challenger_alias}; give field version")
+            version = found[0]
+        previous = await loop.run_in_executor(None, source.promote, str(version), settings.challenger_alias)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return error(404, f"field version: {settings.model_name} has no version {version}")
+        return error(502, f"MLflow refused: {exc.message}")
+    except OSError as exc:
+        return error(503, f"MLflow unavailable: {exc}")
+    return web.json_response({"model": settings.model_name, "alias": settings.model_alias,
+                              "version": str(version), "previous_version": previous})
+
+
 def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None = None) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[SETTINGS] = settings
@@ -253,6 +290,10 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         app[JOBS] = TrainingJobs(app[REDIS], env=dict(os.environ))
         app[ADMIN] = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT))
+        from models.serving import ModelSource
+
+        app[MODEL_SOURCE] = ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias,
+                                        settings.model_cache_dir)
         heartbeat = asyncio.create_task(_heartbeat(app)) if stream else None
         yield
         if heartbeat:
@@ -271,6 +312,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     app.router.add_post("/api/v1/training/train", start_training)
     app.router.add_post("/api/v1/training/hyperparameter-tuning", start_tuning)
     app.router.add_get("/api/v1/training/jobs", list_jobs)
+    app.router.add_post("/api/v1/models/promote", promote)
     app.router.add_get("/api/v1/training/jobs/{job_id}", get_job)
     return app
 

@@ -44,6 +44,7 @@ class Runtime:
     registry: SchemaRegistry
     models: ModelHandle
     model_source: ModelSource
+    challenger: ModelHandle
     rules: RulesFollower
     transactions: AvroCodec = field(init=False)
     verdicts: AvroCodec = field(init=False)
@@ -83,6 +84,7 @@ class Runtime:
             model_source=ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias,
                                      settings.model_cache_dir, settings.xgb_threads),
             rules=RulesFollower(settings.kafka_bootstrap, settings.rules_topic),
+            challenger=ModelHandle(),
         )
 
     async def ensure_ready(self) -> None:
@@ -112,11 +114,17 @@ class Runtime:
         self.metrics.model_version.labels(model.name).set(float(model.version))
 
     async def follow_alias(self) -> None:
-        """Swap to the version the alias points at, if it moved. MLflow being down changes nothing."""
+        """Follow the serving and challenger aliases. MLflow being down changes nothing."""
+        await self.follow_champion()
+        await self.follow_challenger()
+
+    async def follow_champion(self) -> None:
+        """Swap to the version the serving alias points at, if it moved."""
         loop = asyncio.get_running_loop()
         current = self.models.current
         try:
             version, run_id = await loop.run_in_executor(None, self.model_source.alias_version)
+            self.model_error = ""
             if current is not None and current.version == version:
                 if current.source == "cache":  # the registry is back: say so in health
                     self.models.swap(LoadedModel(current.booster, current.name, version, "registry", run_id))
@@ -125,6 +133,24 @@ class Runtime:
         except Exception as exc:
             self.model_error = f"cannot follow {self.settings.model_name}@{self.settings.model_alias}: {exc}"
             log.warning(self.model_error)
+
+    async def follow_challenger(self) -> None:
+        """Shadow-score with the challenger alias's version while it exists; stop when it is gone."""
+        loop = asyncio.get_running_loop()
+        current = self.challenger.current
+        try:
+            found = await loop.run_in_executor(
+                None, self.model_source.optional_alias_version, self.settings.challenger_alias)
+            if found is None:
+                if current is not None:
+                    self.challenger.clear()
+                return
+            version, run_id = found
+            if current is None or current.version != version:
+                self.challenger.swap(await loop.run_in_executor(
+                    None, lambda: self.model_source.load_version(version, run_id, remember=False)))
+        except Exception as exc:
+            log.warning("cannot follow %s@%s: %s", self.settings.model_name, self.settings.challenger_alias, exc)
 
 
 def _transactional_id(app: faust.App, tp: TP) -> str:
@@ -259,11 +285,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def publish_verdicts(model: LoadedModel, events, txns, rows: np.ndarray, started: float):
         scores = model.scores(rows)
         decisions, fired = apply_rules(runtime.rules.rules, txns, decide(scores, thresholds))
+        challenger = runtime.challenger.current
+        shadow = [None] * len(txns)
+        if challenger is not None:
+            shadow = challenger.scores(rows)
+            agrees = int((decide(shadow, thresholds) == decide(scores, thresholds)).sum())
+            metrics.challenger_agreement.labels("yes").inc(agrees)
+            metrics.challenger_agreement.labels("no").inc(len(txns) - agrees)
+            metrics.challenger_scored.labels(challenger.version).inc(len(txns))
+            shadow = shadow.tolist()
         reasons = top_reasons(model.contributions(rows, exact=settings.exact_reasons), rows, FEATURE_NAMES)
         metrics.batch_seconds.observe(time.perf_counter() - started)
         metrics.batch_size.observe(len(txns))
         now_ms = int(time.time() * 1000)
-        for event, txn, score, decision, why, broken in zip(events, txns, scores.tolist(), decisions, reasons, fired):
+        for event, txn, score, decision, why, broken, shadow_score in zip(
+                events, txns, scores.tolist(), decisions, reasons, fired, shadow):
             latency_ms = max(0.0, now_ms - event.message.timestamp * 1000.0)
             verdict = {
                 "transaction_id": txn["transaction_id"],
@@ -274,6 +310,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 "model_version": model.version,
                 "reasons": why,
                 "rules": broken,
+                "challenger_model_version": challenger.version if challenger else None,
+                "challenger_score": shadow_score,
                 "transaction_timestamp": txn["timestamp"],
                 "scored_at": now_ms,
                 "latency_ms": latency_ms,
@@ -325,7 +363,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
         view = StreamView(assigned=assigned, lag=lambda: dict(runtime.lag),
                           model=lambda: runtime.models.current, model_error=lambda: runtime.model_error,
-                          rules=lambda: runtime.rules)
+                          rules=lambda: runtime.rules, challenger=lambda: runtime.challenger.current)
         if settings.api_port:
             await serve(create_api(settings, metrics, view), settings.api_host, settings.api_port)
 

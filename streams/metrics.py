@@ -29,6 +29,10 @@ class Metrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=r)
         self.lag = Gauge("fraud_consumer_lag", "Messages behind the end of the partition", ["partition"], registry=r)
         self.model_version = Gauge("fraud_model_version", "Version of the live model", ["model"], registry=r)
+        self.challenger_scored = Counter("fraud_challenger_scored", "Transactions scored in shadow",
+                                         ["model_version"], registry=r)
+        self.challenger_agreement = Counter(
+            "fraud_challenger_decisions", "Shadow decisions against the champion's", ["agrees"], registry=r)
         self.model_swaps = Counter("fraud_model_swaps", "Live model replacements", registry=r)
         self.training_jobs = Counter("fraud_training_jobs", "Training jobs started", registry=r)
 

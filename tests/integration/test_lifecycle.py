@@ -274,3 +274,60 @@ def test_a_tuning_job_started_over_http_reports_the_best_parameters_and_logs_the
     assert run.data.tags["job_id"] == job["job_id"]
     assert run.data.params["trials"] == "2"
     assert [a.path for a in client.list_artifacts(result["run_id"])] == ["trials.csv"]
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_challenger_is_scored_in_shadow_and_promoted_with_one_call(services, small_history, tmp_path):
+    settings = unique_settings(tmp_path)
+    champion = train_version(settings, small_history, n_estimators=20)
+    challenger = train_version(settings, small_history, promote=False, n_estimators=40, max_depth=3)
+    ensure_topics(settings)
+    client = MlflowClient(settings.mlflow_uri)
+    client.set_registered_model_alias(settings.model_name, "challenger", challenger)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        deadline = time.monotonic() + 30
+        while worker.get("/health")[1]["components"]["model"].get("challenger_version") != challenger:
+            assert time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.5)
+        before = simulated_transactions(seed=26, count=200, prefix="shadow")
+        produce_transactions(settings, before)
+        shadowed = read_committed(settings, settings.verdicts_topic, expected=len(before))
+        assert {(v["model_version"], v["challenger_model_version"]) for v in shadowed} == {(champion, challenger)}
+        assert all(0 <= v["challenger_score"] <= 1 for v in shadowed)
+        assert any(v["challenger_score"] != v["score"] for v in shadowed), "the challenger is another model"
+        status, summary = worker.get("/metrics")
+        assert summary[f"fraud_challenger_scored_total{{model_version={challenger}}}"] == len(before)
+
+        status, body = _post(worker.base + "/api/v1/models/promote", {})
+        assert status == 200, body
+        assert (body["version"], body["previous_version"]) == (challenger, champion)
+        _wait_for_model_version(worker, challenger)
+        deadline = time.monotonic() + 30
+        while "challenger_version" in worker.get("/health")[1]["components"]["model"]:
+            assert time.monotonic() < deadline, "the challenger alias should be gone once promoted"
+            time.sleep(0.5)
+        after = simulated_transactions(seed=27, count=100, prefix="promoted")
+        produce_transactions(settings, after)
+        verdicts = read_committed(settings, settings.verdicts_topic, expected=len(before) + len(after))
+
+        assert _post(worker.base + "/api/v1/models/promote", {})[0] == 409
+        status, body = _post(worker.base + "/api/v1/models/promote", {"version": "99"})
+        assert status == 404 and "field version" in body["error"]["message"]
+        status, body = _post(worker.base + "/api/v1/models/promote", {"verzion": "1"})
+        assert status == 422 and "verzion" in body["error"]["message"]
+    finally:
+        worker.stop()
+    promoted = [v for v in verdicts if v["transaction_id"].startswith("promoted-")]
+    assert len(promoted) == len(after)
+    assert {(v["model_version"], v["challenger_model_version"]) for v in promoted} == {(challenger, None)}
