@@ -54,7 +54,7 @@ def test_verdicts_and_feedback_round_trip():
     verdicts.register()
     verdict = {"transaction_id": "t", "customer_id": "c", "score": 0.25, "decision": "REVIEW",
                "model_name": "m", "model_version": "3",
-               "reasons": [{"feature": "amount", "value": 1.0, "contribution": 0.5}], "rules": ["block_card:c"],
+               "reasons": [{"feature": "amount", "value": 1.0, "contribution": 0.5}], "rules": ["block_card:c"], "challenger_model_version": "4", "challenger_score": 0.5,
                "transaction_timestamp": 1, "scored_at": 2, "latency_ms": 3.5}
     assert verdicts.decode(verdicts.encode(verdict)) == verdict
     feedback = AvroCodec(registry, load_schema("feedback"), "f-value")
