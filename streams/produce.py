@@ -20,8 +20,11 @@ Message = tuple[str, bytes, bytes, bool]  # topic, key, value, is_transaction
 
 
 def producer_for(bootstrap: str) -> Producer:
+    # murmur2 is the Java client's (and aiokafka's) partitioner: keys land where the rest of the
+    # Kafka ecosystem, faust included, would put them; librdkafka's default hashes differently.
     return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
-                     "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
+                     "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
+                     "partitioner": "murmur2_random"})
 
 
 def transaction_messages(topic: str, codec: AvroCodec, transactions: Iterable[dict]) -> Iterator[Message]:
