@@ -28,6 +28,15 @@ from tests.integration.conftest import (produce_raw, produce_transactions, read_
 pytestmark = pytest.mark.integration
 
 
+def assert_one_verdict_each(records: list[dict], verdicts: list[dict]) -> None:
+    by_id = verdicts_by_id(verdicts)
+    missing = {r["transaction_id"] for r in records} - set(by_id)
+    duplicated = {k: len(v) for k, v in by_id.items() if len(v) > 1}
+    assert not missing, f"{len(missing)} transactions without a verdict"
+    assert not duplicated, f"{len(duplicated)} transactions with several verdicts"
+    assert len(verdicts) == len(records)
+
+
 def _wait_for_model_version(worker: WorkerProcess, version: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,12 +99,7 @@ def test_a_worker_restarted_mid_stream_leaves_exactly_one_committed_verdict_per_
         verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records), timeout=120)
     finally:
         worker.stop()
-    by_id = verdicts_by_id(verdicts)
-    missing = {r["transaction_id"] for r in records} - set(by_id)
-    duplicated = {k: len(v) for k, v in by_id.items() if len(v) > 1}
-    assert not missing, f"{len(missing)} transactions without a verdict"
-    assert not duplicated, f"{len(duplicated)} transactions with several verdicts"
-    assert len(verdicts) == len(records)
+    assert_one_verdict_each(records, verdicts)
 
 
 def test_a_training_job_started_over_http_registers_a_new_version(services, small_history, tmp_path):
@@ -105,14 +109,9 @@ def test_a_training_job_started_over_http_registers_a_new_version(services, smal
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
         worker.wait_ready()
-        body = json.dumps({"customers": 300, "terminals": 600, "days": 30, "seed": 3,
-                           "n_estimators": 60}).encode()
-        req = urllib.request.Request(worker.base + "/api/v1/training/train", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req) as resp:
-            assert resp.status == 202
-            job = json.loads(resp.read())
-        assert job["status"] == "queued"
+        status, job = worker.post("/api/v1/training/train", {"customers": 300, "terminals": 600, "days": 30,
+                                                             "seed": 3, "n_estimators": 60})
+        assert status == 202 and job["status"] == "queued"
 
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -185,11 +184,7 @@ def test_a_second_worker_joining_and_leaving_mid_stream_leaves_exactly_one_verdi
     finally:
         second.stop()
         first.stop()
-    by_id = verdicts_by_id(verdicts)
-    missing = {r["transaction_id"] for r in records} - set(by_id)
-    duplicated = {k: len(v) for k, v in by_id.items() if len(v) > 1}
-    assert not missing, f"{len(missing)} transactions without a verdict"
-    assert not duplicated, f"{len(duplicated)} transactions with several verdicts"
+    assert_one_verdict_each(records, verdicts)
 
 
 def _stop_registry() -> None:
@@ -276,16 +271,6 @@ def test_a_tuning_job_started_over_http_reports_the_best_parameters_and_logs_the
     assert [a.path for a in client.list_artifacts(result["run_id"])] == ["trials.csv"]
 
 
-def _post(url: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_a_challenger_is_scored_in_shadow_and_promoted_with_one_call(services, small_history, tmp_path):
     settings = unique_settings(tmp_path)
     champion = train_version(settings, small_history, n_estimators=20)
@@ -309,7 +294,7 @@ def test_a_challenger_is_scored_in_shadow_and_promoted_with_one_call(services, s
         status, summary = worker.get("/metrics")
         assert summary[f"fraud_challenger_scored_total{{model_version={challenger}}}"] == len(before)
 
-        status, body = _post(worker.base + "/api/v1/models/promote", {})
+        status, body = worker.post("/api/v1/models/promote", {})
         assert status == 200, body
         assert (body["version"], body["previous_version"]) == (challenger, champion)
         _wait_for_model_version(worker, challenger)
@@ -321,10 +306,10 @@ def test_a_challenger_is_scored_in_shadow_and_promoted_with_one_call(services, s
         produce_transactions(settings, after)
         verdicts = read_committed(settings, settings.verdicts_topic, expected=len(before) + len(after))
 
-        assert _post(worker.base + "/api/v1/models/promote", {})[0] == 409
-        status, body = _post(worker.base + "/api/v1/models/promote", {"version": "99"})
+        assert worker.post("/api/v1/models/promote", {})[0] == 409
+        status, body = worker.post("/api/v1/models/promote", {"version": "99"})
         assert status == 404 and "field version" in body["error"]["message"]
-        status, body = _post(worker.base + "/api/v1/models/promote", {"verzion": "1"})
+        status, body = worker.post("/api/v1/models/promote", {"verzion": "1"})
         assert status == 422 and "verzion" in body["error"]["message"]
     finally:
         worker.stop()

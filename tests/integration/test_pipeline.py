@@ -137,16 +137,8 @@ def test_ops_api_reports_the_running_worker(stack):
 
 def test_bad_training_requests_get_a_json_error_naming_the_field(stack):
     settings, worker, version = stack
-    import urllib.request
-
     def post(body: bytes):
-        req = urllib.request.Request(worker.base + "/api/v1/training/train", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return worker.post("/api/v1/training/train", body)
 
     status, body = post(json.dumps({"days": 2}).encode())
     assert status == 422 and body["error"]["fields"][0]["field"] == "days"

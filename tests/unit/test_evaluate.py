@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from models.evaluate import DAY_MS, Protocol, card_precision_at_k, evaluation_metrics, split
 

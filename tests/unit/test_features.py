@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 
 from streams.features import (DAY_MS, FEATURE_NAMES, NO_PREVIOUS_SECONDS, calendar_features,
