@@ -141,10 +141,11 @@ class ModelSource:
                 staging = target.with_suffix(".partial")
                 shutil.rmtree(staging, ignore_errors=True)
                 staging.mkdir(parents=True)
+                # The version's own artifact URI: a models:/ URI would be resolved against the
+                # process-wide registry URI, not this source's.
+                source = self.client.get_model_version_download_uri(self.name, version)
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{self.name}/{version}", dst_path=str(staging),
-                    tracking_uri=self.tracking_uri,
-                )
+                    artifact_uri=source, dst_path=str(staging), tracking_uri=self.tracking_uri)
                 shutil.rmtree(target, ignore_errors=True)
                 staging.rename(target)
             model = LoadedModel(self._read_booster(target), self.name, version, "registry", run_id)

@@ -168,10 +168,12 @@ def _champion_on(client, name: str, alias: str, X: np.ndarray, y: np.ndarray):
 
     try:
         mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None, None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None, None
+        raise  # MLflow unreachable or failing: never promote blind
     with tempfile.TemporaryDirectory() as tmp:
-        booster = mlflow.xgboost.load_model(f"models:/{name}/{mv.version}", dst_path=tmp)
+        booster = mlflow.xgboost.load_model(client.get_model_version_download_uri(name, mv.version), dst_path=tmp)
     if tuple(booster.feature_names or ()) != FEATURE_NAMES:
         log.warning("champion v%s uses other features; any new model replaces it", mv.version)
         return str(mv.version), {"average_precision": -1.0}

@@ -213,7 +213,7 @@ async def info(request: web.Request) -> web.Response:
 async def _json_object(request: web.Request) -> dict:
     try:
         body = await request.json() if request.can_read_body else {}
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise web.HTTPBadRequest(reason=f"body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(reason="body must be a JSON object")
@@ -241,7 +241,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 500:
         return error(400, "query parameter limit: an integer from 1 to 500")
     return web.json_response({"jobs": await request.app[JOBS].list(int(raw))})
 
@@ -256,8 +256,9 @@ async def promote(request: web.Request) -> web.Response:
     if unknown:
         return error(422, f"unknown field {sorted(unknown)[0]}: only version is accepted")
     version = body.get("version")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, (str, int))):
-        return error(422, "field version: a model version number")
+    if version is not None and (isinstance(version, bool) or not str(version).isascii()
+                                or not str(version).isdecimal()):
+        return error(422, "field version: a model version number, such as \"3\"")
     source = request.app[MODEL_SOURCE]
     loop = asyncio.get_running_loop()
     try:
@@ -271,9 +272,9 @@ async def promote(request: web.Request) -> web.Response:
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return error(404, f"field version: {settings.model_name} has no version {version}")
+        if "API request to" in exc.message:  # MLflow's wording when the server cannot be reached
+            return error(503, f"MLflow unavailable: {exc.message}")
         return error(502, f"MLflow refused: {exc.message}")
-    except OSError as exc:
-        return error(503, f"MLflow unavailable: {exc}")
     return web.json_response({"model": settings.model_name, "alias": settings.model_alias,
                               "version": str(version), "previous_version": previous})
 

@@ -103,6 +103,7 @@ class TrainingJobs:
         self.redis = redis_client
         self.env = env
         self._tasks: set[asyncio.Task] = set()
+        self._running: set[str] = set()
 
     async def start(self, request: TrainRequest | TuneRequest) -> dict:
         """Record a queued job and run `fraud train` or `fraud tune` for it in a child process."""
@@ -112,6 +113,7 @@ class TrainingJobs:
         record = job_record(job_id, kind, request)
         await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
         await self.redis.zadd(JOB_INDEX, {job_id: record["created_at"]})
+        await self.redis.zremrangebyscore(JOB_INDEX, 0, record["created_at"] - JOB_TTL_SECONDS)
         task = asyncio.create_task(self._run(job_id, command))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -130,9 +132,13 @@ class TrainingJobs:
 
     async def _run(self, job_id: str, command: list[str]) -> None:
         args = [sys.executable, "-m", "fraud", *command, "--job-id", job_id]
-        proc = await asyncio.create_subprocess_exec(
-            *args, env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _, stderr = await proc.communicate()
+        self._running.add(job_id)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args, env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            _, stderr = await proc.communicate()
+        finally:
+            self._running.discard(job_id)
         record = await self.get(job_id) or {}
         if record.get("status") not in FINAL:
             tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
@@ -142,5 +148,12 @@ class TrainingJobs:
             log.error("job %s failed: %s", job_id, record["error"])
 
     async def close(self) -> None:
+        """Stopping the API ends the jobs it runs: say so, rather than leave them 'running'."""
         for task in list(self._tasks):
             task.cancel()
+        for job_id in list(self._running):
+            record = await self.get(job_id) or {}
+            if record.get("status") not in FINAL:
+                record.update(status="failed", updated_at=time.time(),
+                              error="the API process running this job stopped")
+                await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)

@@ -90,9 +90,16 @@ class SchemaRegistry:
             raise RegistryUnavailable(f"schema registry at {self.url}: {exc}") from exc
         if registered.schema_type not in (None, "AVRO"):
             raise CodecError(f"schema id {schema_id} is {registered.schema_type}, not AVRO")
-        parsed = _parse(json.loads(registered.schema_str))
+        try:
+            parsed = _parse(json.loads(registered.schema_str))
+        except Exception as exc:  # references, unknown types: fastavro cannot read with it
+            raise CodecError(f"schema id {schema_id} cannot be used: {type(exc).__name__}: {exc}") from exc
         self._writers[schema_id] = parsed
         return parsed
+
+    def knows(self, schema_id: int) -> bool:
+        """True when decoding with this id needs no registry call."""
+        return schema_id in self._writers
 
     def reachable(self) -> bool:
         try:
@@ -126,6 +133,13 @@ class AvroCodec:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CodecError(f"cannot encode {self.subject}: {exc}") from exc
         return out.getvalue()
+
+    @staticmethod
+    def schema_id_of(data: bytes | None) -> int | None:
+        """The schema id in a message's Confluent header, or None when it has none."""
+        if not data or len(data) < _HEADER.size or data[0] != MAGIC:
+            return None
+        return _HEADER.unpack_from(data)[1]
 
     def decode(self, data: bytes | None) -> dict:
         if not data:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import weakref
 from dataclasses import dataclass, field
 
 import faust
 import numpy as np
+from confluent_kafka import KafkaException
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -33,6 +35,11 @@ from streams.rules import RulesFollower, apply_rules
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
+EXIT_BATCH_FAILED = 70
+
+
+class RulesUnavailable(Exception):
+    """The rules control topic could not be read to its end."""
 
 
 @dataclass
@@ -94,15 +101,23 @@ class Runtime:
             await self._become_ready(loop)
 
     async def _become_ready(self, loop) -> None:
+        from streams.topics import ensure_topics
+
         while not self._ready:
             try:
+                await loop.run_in_executor(None, ensure_topics, self.settings)
                 for codec in (self.transactions, self.verdicts, self.feedback):
                     if codec.schema_id is None:
                         await loop.run_in_executor(None, codec.register)
                 if self.models.current is None:
                     self.install(await loop.run_in_executor(None, self.model_source.load_at_start))
+                # No verdict before the rules in force are known: a blocked card stays blocked
+                # across restarts and deploys.
+                self.rules.start()
+                if not await loop.run_in_executor(None, self.rules.caught_up.wait, 30):
+                    raise RulesUnavailable(f"rules topic {self.settings.rules_topic} not read within 30 s")
                 self._ready = True
-            except (RegistryUnavailable, ModelUnavailable, CodecError) as exc:
+            except (RegistryUnavailable, ModelUnavailable, CodecError, RulesUnavailable, KafkaException) as exc:
                 self.model_error = str(exc)
                 log.error("not ready, retrying in %.0fs: %s", RETRY_SECONDS, exc)
                 await asyncio.sleep(RETRY_SECONDS)
@@ -218,8 +233,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def decode(codec: AvroCodec, data: bytes) -> dict:
         """Decode; while the registry is unreachable for a schema id not seen yet, wait and retry:
         an outage is not the message's fault, so it is neither dead-lettered nor skipped."""
+        loop = asyncio.get_running_loop()
         while True:
             try:
+                schema_id = codec.schema_id_of(data)
+                if schema_id is not None and not codec.registry.knows(schema_id):
+                    await loop.run_in_executor(None, codec.registry.writer_schema, schema_id)
                 return codec.decode(data)
             except RegistryUnavailable as exc:
                 log.error("schema registry unavailable, message waits: %s", exc)
@@ -245,13 +264,25 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             app.guard_commits()
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_seconds):
             async with runtime.batch_lock:
-                await score_batch(events)
+                await crash_unless_done(score_batch(events))
                 await settle(stream, events)
+
+    async def crash_unless_done(work) -> None:
+        # If a batch cannot be finished, faust would still acknowledge its events when the agent
+        # dies, and commit offsets with no verdict. Exit instead: the partitions' open transactions
+        # are aborted and the whole batch is redelivered to the next worker.
+        try:
+            await work
+        except Exception:
+            log.exception("batch failed; exiting so that it is redelivered, not acknowledged")
+            logging.shutdown()
+            os._exit(EXIT_BATCH_FAILED)
 
     async def settle(stream, events) -> None:
         # Table changelog writes wait in faust's buffer: put them in the transactions now, then
         # acknowledge, all before a commit can run (take_events' own later ack is then a no-op).
-        await app.producer.buffer.flush()
+        while app.producer.buffer.size:
+            await app.producer.buffer.flush()
         for event in events:
             await stream.ack(event)
 
@@ -264,7 +295,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         for event in events:
             try:
                 txn = await decode(runtime.transactions, event.value)
-                reason = invalid_transaction_reason(txn)
+                reason = invalid_transaction_reason(txn, now_ms=int(time.time() * 1000))
             except CodecError as exc:
                 reason = str(exc)
             if reason:
@@ -329,7 +360,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         await runtime.ensure_ready()
         async for event in stream.events():
             async with runtime.batch_lock:
-                await record_label(event)
+                await crash_unless_done(record_label(event))
                 await settle(stream, [event])
 
     async def record_label(event) -> None:
@@ -343,8 +374,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         metrics.feedback.labels(label["label"], label["source"]).inc()
 
     @app.task
-    async def follow_rules():
-        runtime.rules.start()
+    async def stop_rules_follower_on_shutdown():
         try:
             await asyncio.Event().wait()
         finally:
@@ -374,16 +404,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     @app.timer(interval=2.0)
     async def measure_lag():
-        for tp in app.consumer.assignment():
-            if tp.topic != settings.transactions_topic:
-                continue
+        assigned = {tp for tp in app.consumer.assignment() if tp.topic == settings.transactions_topic}
+        lag = {}
+        for tp in assigned:
             highwater = app.consumer.highwater(tp)
             if highwater is None:
                 continue
             done = runtime.last_offsets.get(tp)
             position = done + 1 if done is not None else (app.consumer._committed_offset.get(tp) or 0)
-            runtime.lag[tp.partition] = max(0, highwater - position)
-            metrics.lag.labels(str(tp.partition)).set(runtime.lag[tp.partition])
+            lag[tp.partition] = max(0, highwater - position)
+            metrics.lag.labels(str(tp.partition)).set(lag[tp.partition])
+        for partition in set(runtime.lag) - set(lag):  # revoked in a rebalance
+            metrics.lag.remove(str(partition))
+        for tp in set(runtime.last_offsets) - assigned:
+            del runtime.last_offsets[tp]
+        runtime.lag = lag
 
     return app
 

@@ -127,8 +127,13 @@ def feature_matrix(transactions: Iterable[Mapping]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, N_FEATURES)
 
 
-def invalid_transaction_reason(txn: Mapping) -> str | None:
-    """Why a decoded transaction cannot be scored, or None when it can."""
+FUTURE_TOLERANCE_MS = DAY_MS
+
+
+def invalid_transaction_reason(txn: Mapping, now_ms: int | None = None) -> str | None:
+    """Why a decoded transaction cannot be scored, or None when it can. With `now_ms`, an event time
+    more than a day ahead of it (a timestamp in microseconds, say) is refused: it would push the
+    card's whole history out of its windows."""
     amount = txn.get("amount")
     if amount is None or not math.isfinite(amount):
         return f"field amount: not a finite number ({amount!r})"
@@ -139,4 +144,6 @@ def invalid_transaction_reason(txn: Mapping) -> str | None:
             return f"field {field}: empty"
     if txn.get("timestamp", 0) <= 0:
         return f"field timestamp: not a positive epoch-millisecond time ({txn.get('timestamp')!r})"
+    if now_ms is not None and txn["timestamp"] > now_ms + FUTURE_TOLERANCE_MS:
+        return f"field timestamp: more than a day in the future ({txn['timestamp']!r} epoch ms)"
     return None

@@ -111,6 +111,8 @@ class RulesFollower:
         self._thread: threading.Thread | None = None
 
     def start(self) -> "RulesFollower":
+        if self._thread is not None:
+            return self
         self._thread = threading.Thread(target=self._run, name="rules-follower", daemon=True)
         self._thread.start()
         return self

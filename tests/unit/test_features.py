@@ -116,3 +116,13 @@ def test_feature_matrix_replays_each_card_separately_in_order():
 def test_invalid_transactions_are_named_by_field(change, reason):
     result = invalid_transaction_reason({**txn(T0), **change})
     assert (result is None) if reason is None else result.startswith(reason)
+
+
+@pytest.mark.parametrize("timestamp, valid", [
+    (T0, True), (T0 + DAY_MS, True), (T0 + DAY_MS + 1, False), (T0 * 1000, False),  # microseconds
+])
+def test_an_event_time_more_than_a_day_ahead_is_refused(timestamp, valid):
+    result = invalid_transaction_reason(txn(timestamp), now_ms=T0)
+    assert (result is None) == valid
+    if not valid:
+        assert result.startswith("field timestamp: more than a day in the future")
