@@ -144,10 +144,11 @@ class ModelSource:
                 # The version's own artifact URI: a models:/ URI would be resolved against the
                 # process-wide registry URI, not this source's.
                 source = self.client.get_model_version_download_uri(self.name, version)
-                mlflow.artifacts.download_artifacts(
+                local = mlflow.artifacts.download_artifacts(
                     artifact_uri=source, dst_path=str(staging), tracking_uri=self.tracking_uri)
                 shutil.rmtree(target, ignore_errors=True)
-                staging.rename(target)
+                Path(local).rename(target)  # the model's own folder, wherever it sits in staging
+                shutil.rmtree(staging, ignore_errors=True)
             model = LoadedModel(self._read_booster(target), self.name, version, "registry", run_id)
             if remember:
                 (self.cache_dir / self.name / "current.json").write_text(

@@ -21,7 +21,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from fraud.settings import ROOT
 from schemas.codec import load_schema
 from streams.topics import ensure_topics
-from tests.conftest import WorkerProcess, free_port, settings_env, unique_settings
+from tests.conftest import WorkerProcess, settings_env, unique_settings
 from tests.integration.conftest import (produce_raw, produce_transactions, read_committed, registry_client,
                                         simulated_transactions, train_version, verdicts_by_id)
 
@@ -77,9 +77,8 @@ def test_moving_the_alias_mid_stream_switches_later_verdicts_with_none_lost(serv
     assert last_old <= first_new, "the old version scored after the new one went live"
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "kill-9"])
 def test_a_worker_restarted_mid_stream_leaves_exactly_one_committed_verdict_per_transaction(
-        services, small_history, tmp_path, stop_signal):
+        services, small_history, tmp_path):
     settings = unique_settings(tmp_path)
     train_version(settings, small_history, n_estimators=20)
     ensure_topics(settings)
@@ -90,9 +89,7 @@ def test_a_worker_restarted_mid_stream_leaves_exactly_one_committed_verdict_per_
         producing = threading.Thread(target=produce_transactions, args=(settings, records), kwargs={"rate": 500})
         producing.start()
         time.sleep(2.5)
-        code = worker.stop(stop_signal)
-        if stop_signal == signal.SIGTERM:
-            assert code == 0, worker.log_tail()
+        assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
         worker = WorkerProcess(settings, tmp_path / "worker-2.log").start()
         worker.wait_ready()
         producing.join()
@@ -158,33 +155,6 @@ def test_a_worker_starts_on_its_cached_model_when_mlflow_is_unreachable(services
         worker.stop()
     assert {v["transaction_id"] for v in verdicts} == {r["transaction_id"] for r in records}
     assert {v["model_version"] for v in verdicts} == {version}
-
-
-def test_a_second_worker_joining_and_leaving_mid_stream_leaves_exactly_one_verdict_per_transaction(
-        services, small_history, tmp_path):
-    settings = unique_settings(tmp_path, partitions=6)
-    train_version(settings, small_history, n_estimators=20)
-    ensure_topics(settings)
-    records = simulated_transactions(seed=24, count=4000, prefix="rebalance")
-    first = WorkerProcess(settings, tmp_path / "worker-1.log").start()
-    second = WorkerProcess(settings.model_copy(update={"api_port": free_port(), "worker_id": "second"}),
-                           tmp_path / "worker-2.log")
-    try:
-        first.wait_ready()
-        producing = threading.Thread(target=produce_transactions, args=(settings, records), kwargs={"rate": 500})
-        producing.start()
-        time.sleep(2)
-        second.start()
-        second.wait_ready()  # partitions are now shared between the two
-        assert len(first.get("/health/ready")[1].get("assigned_partitions", [])) < 6
-        time.sleep(2)
-        second.stop(signal.SIGKILL)  # and taken back by the first when the group notices
-        producing.join()
-        verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records), timeout=180)
-    finally:
-        second.stop()
-        first.stop()
-    assert_one_verdict_each(records, verdicts)
 
 
 def _stop_registry() -> None:
