@@ -59,7 +59,6 @@ class Runtime:
     last_offsets: dict = field(default_factory=dict)
     lag: dict = field(default_factory=dict)
     model_error: str = ""
-    started_at: float = field(default_factory=time.time)
     _ready: bool = False
     _readying: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Held while a batch is processed and acknowledged, and by every offset commit: a Kafka
@@ -95,7 +94,7 @@ class Runtime:
         )
 
     async def ensure_ready(self) -> None:
-        """Register our schemas and load the model, retrying until both are done."""
+        """Create topics, register our schemas, load the model and read the rules, retrying until done."""
         loop = asyncio.get_running_loop()
         async with self._readying:  # both agents wait on the one load
             await self._become_ready(loop)
