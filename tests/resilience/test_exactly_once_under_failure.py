@@ -16,34 +16,14 @@ from streams.topics import ensure_topics
 from tests.conftest import WorkerProcess, free_port, unique_settings
 from tests.integration.conftest import (produce_transactions, read_committed, simulated_transactions,
                                         train_version)
-from tests.integration.test_lifecycle import assert_one_verdict_each
+from tests.integration.test_lifecycle import assert_one_verdict_each, restart_mid_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGKILL], ids=["kill-9"])
 def test_a_worker_killed_mid_stream_leaves_exactly_one_committed_verdict_per_transaction(
-        services, small_history, tmp_path, stop_signal):
-    settings = unique_settings(tmp_path)
-    train_version(settings, small_history, n_estimators=20)
-    ensure_topics(settings)
-    records = simulated_transactions(seed=22, count=3000, prefix="restart")
-    worker = WorkerProcess(settings, tmp_path / "worker-1.log").start()
-    try:
-        worker.wait_ready()
-        producing = threading.Thread(target=produce_transactions, args=(settings, records), kwargs={"rate": 500})
-        producing.start()
-        time.sleep(2.5)
-        code = worker.stop(stop_signal)
-        if stop_signal == signal.SIGTERM:
-            assert code == 0, worker.log_tail()
-        worker = WorkerProcess(settings, tmp_path / "worker-2.log").start()
-        worker.wait_ready()
-        producing.join()
-        verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records), timeout=120)
-    finally:
-        worker.stop()
-    assert_one_verdict_each(records, verdicts)
+        services, small_history, tmp_path):
+    restart_mid_stream(small_history, tmp_path, signal.SIGKILL)
 
 
 def test_a_second_worker_joining_and_leaving_mid_stream_leaves_exactly_one_verdict_per_transaction(
