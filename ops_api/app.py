@@ -1,4 +1,4 @@
-"""The ops side-API (aiohttp): health, metrics, info, training jobs.
+"""The ops side-API (aiohttp): health, metrics, info, training and tuning jobs, model promotion.
 
 It runs inside the worker process (`fraud worker`), where it sees the live stream and model, and on its
 own (`fraud api`), where stream status comes from the workers' heartbeats in Redis.
