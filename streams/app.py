@@ -188,25 +188,6 @@ class ScorerApp(faust.App):
 
         transactions.commit = commit_between_batches
         transactions.guarded_by_batches = True
-        self.producer.commit_transactions = self._flush_then_commit_transactions
-
-    async def _flush_then_commit_transactions(self, tid_to_offset_map, group_id: str,
-                                              start_new_transaction: bool = True) -> None:
-        # faust's own version, plus a flush: aiokafka sends EndTxn without waiting for the records
-        # still in flight, which can then land in the next transaction, whose fate differs (a crash
-        # aborts it while these offsets stay committed: a lost verdict).
-        producer = self.producer
-        for transactional_id, offsets in tid_to_offset_map.items():
-            async with producer._trn_locks[transactional_id]:
-                transaction = producer._transaction_producers.get(transactional_id)
-                if transaction is None:
-                    log.warning("commit for unknown transaction %s", transactional_id)
-                    continue
-                await transaction.flush()
-                await transaction.send_offsets_to_transaction(offsets, group_id)
-                await transaction.commit_transaction()
-                if start_new_transaction:
-                    await transaction.begin_transaction()
 
     async def on_stop(self) -> None:
         # faust commits and ends the partition transactions as it stops its consumer: finish the
