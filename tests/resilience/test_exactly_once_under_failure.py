@@ -1,4 +1,4 @@
-"""Exactly once through failures: a worker killed with SIGKILL, a rebalance between two workers.
+"""Exactly once through restarts: a worker stopped gracefully or killed, a rebalance between two workers.
 
 Not part of the default run (marker `resilience`): they do not pass reliably yet. Run them with
 `scripts/test -m resilience tests/resilience`.
@@ -19,6 +19,11 @@ from tests.integration.conftest import (produce_transactions, read_committed, si
 from tests.integration.test_lifecycle import assert_one_verdict_each, restart_mid_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
+
+
+def test_a_worker_restarted_mid_stream_leaves_exactly_one_committed_verdict_per_transaction(
+        services, small_history, tmp_path):
+    restart_mid_stream(small_history, tmp_path, signal.SIGTERM)
 
 
 def test_a_worker_killed_mid_stream_leaves_exactly_one_committed_verdict_per_transaction(
