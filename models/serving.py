@@ -125,9 +125,9 @@ class ModelSource:
             before = None
         self.client.get_model_version(self.name, version)  # raises if there is no such version
         self.client.set_registered_model_alias(self.name, self.alias, version)
-        if previous_alias and self.optional_alias_version(previous_alias) is not None:
-            if self.alias_version(previous_alias)[0] == version:
-                self.client.delete_registered_model_alias(self.name, previous_alias)
+        found = self.optional_alias_version(previous_alias) if previous_alias else None
+        if found is not None and found[0] == version:
+            self.client.delete_registered_model_alias(self.name, previous_alias)
         return before
 
     def load_version(self, version: str, run_id: str = "", remember: bool = True) -> LoadedModel:
