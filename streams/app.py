@@ -176,18 +176,36 @@ class ScorerApp(faust.App):
     runtime: Runtime
 
     def guard_commits(self) -> None:
-        """Make faust's transactional offset commits wait for the batch in hand (once per process)."""
-        transactions = self.consumer.transactions
-        if getattr(transactions, "guarded_by_batches", False):
+        """Keep every transaction's verdicts and offsets in step (once per process).
+
+        faust reads the offsets to commit before its commit waits for anything, and forgets the
+        acknowledged offsets of partitions being revoked before it commits. Either way a transaction
+        could commit verdicts whose offsets it does not commit, and those transactions would be
+        scored again. So every commit runs between batches and reads its offsets there, and a
+        rebalance first commits what has been scored.
+        """
+        consumer = self.consumer
+        if getattr(consumer, "guarded_by_batches", False):
             return
-        commit, lock = transactions.commit, self.runtime.batch_lock
+        lock, revoke = self.runtime.batch_lock, consumer.on_partitions_revoked
 
-        async def commit_between_batches(offsets, start_new_transaction: bool = True) -> bool:
+        async def commit_between_batches(topics=None, start_new_transaction: bool = True) -> bool:
             async with lock:
-                return await commit(offsets, start_new_transaction=start_new_transaction)
+                return await consumer.force_commit(topics, start_new_transaction=start_new_transaction)
 
-        transactions.commit = commit_between_batches
-        transactions.guarded_by_batches = True
+        async def commit_then_revoke(revoked) -> None:
+            if revoked:
+                await commit_between_batches()
+            await revoke(revoked)
+
+        consumer.commit = commit_between_batches
+        consumer.on_partitions_revoked = commit_then_revoke
+        consumer.guarded_by_batches = True
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self.in_transaction:
+            self.guard_commits()
 
     async def on_stop(self) -> None:
         # faust commits and ends the partition transactions as it stops its consumer: finish the
@@ -259,8 +277,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     @app.agent(transactions)
     async def score_transactions(stream):
         await runtime.ensure_ready()
-        if app.in_transaction:
-            app.guard_commits()
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_seconds):
             async with runtime.batch_lock:
                 await crash_unless_done(score_batch(events))

@@ -32,8 +32,9 @@ def assert_one_verdict_each(records: list[dict], verdicts: list[dict]) -> None:
     by_id = verdicts_by_id(verdicts)
     missing = {r["transaction_id"] for r in records} - set(by_id)
     duplicated = {k: len(v) for k, v in by_id.items() if len(v) > 1}
-    assert not missing, f"{len(missing)} transactions without a verdict"
-    assert not duplicated, f"{len(duplicated)} transactions with several verdicts"
+    assert not missing, f"{len(missing)} transactions without a verdict, e.g. {sorted(missing)[:5]}"
+    assert not duplicated, f"{len(duplicated)} transactions with several verdicts, e.g. " + "; ".join(
+        f"{k}: scored at {[v['scored_at'] for v in by_id[k]]}" for k in sorted(duplicated)[:5])
     assert len(verdicts) == len(records)
 
 
