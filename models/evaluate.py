@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from streams.features import LOOKBACK_DAYS
+
 DAY_MS = 86_400_000
 
 
@@ -84,7 +86,7 @@ def evaluation_metrics(history: pd.DataFrame, test: np.ndarray, scores: np.ndarr
     }
 
 
-def protocol_rows(history: pd.DataFrame, protocol: Protocol = Protocol(), lookback_days: int = 30) -> pd.DataFrame:
+def protocol_rows(history: pd.DataFrame, protocol: Protocol = Protocol(), lookback_days: int = LOOKBACK_DAYS) -> pd.DataFrame:
     """The part of a history the protocol reads: its 21 days plus the lookback the features need."""
     start = protocol.start_ms() - lookback_days * DAY_MS
     end = protocol.start_ms() + (protocol.train_days + protocol.delay_days + protocol.test_days) * DAY_MS
@@ -100,7 +102,7 @@ def evaluate_seed(seed: int, params, protocol: Protocol = Protocol()) -> tuple[d
     from streams.features import feature_matrix
 
     history = protocol_rows(simulate(SimulationConfig(seed=seed)), protocol)
-    X = feature_matrix(transaction_records(history))
+    X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
     train, test = split(history, protocol)
     booster = fit(X[train], history["is_fraud"].to_numpy()[train], params)
     scores = booster.inplace_predict(X[test])

@@ -17,6 +17,7 @@ import pandas as pd
 
 from models.evaluate import DAY_MS, Protocol, evaluation_metrics, split
 from models.train import TrainParams, fit
+from streams.features import LOOKBACK_DAYS
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def tune(history: pd.DataFrame, X: np.ndarray, *, trials: int = 20, protocol: Pr
 
 
 def tuning_rows(history: pd.DataFrame, protocol: Protocol = Protocol(), n_folds: int = 4,
-                lookback_days: int = 30) -> pd.DataFrame:
+                lookback_days: int = LOOKBACK_DAYS) -> pd.DataFrame:
     """The part of a history that tuning reads: the folds, the protocol's window and the features' lookback."""
     first = pd.Timestamp(protocol.train_start, tz="UTC") - pd.Timedelta(
         days=protocol.delay_days + protocol.test_days + (n_folds - 1) * protocol.test_days + lookback_days)

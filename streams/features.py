@@ -1,18 +1,27 @@
-"""Features of one transaction given its card's history: one implementation for serving and training.
+"""Features of a transaction: one implementation for serving and training.
 
-The stream keeps a `CustomerHistory` per card in a Faust table and calls `customer_features` then
-`remember` for each transaction in arrival order. Training replays a labelled history through the very
-same two functions (`feature_matrix`), so a model sees in production exactly what it saw in training.
+Card features: the stream keeps a `CustomerHistory` per card in a Faust table and calls
+`customer_features` then `remember` for each transaction in arrival order. Windows are exact per event:
+a transaction sees every earlier transaction of its card whose event time lies in the trailing window
+(now - w, now], plus itself.
 
-Windows are exact per event: a transaction sees every earlier transaction of its card whose event time
-lies in the trailing window (now - w, now], plus itself.
+Terminal features (the handbook's): over the terminal's transactions whose event time lies in
+(now - 7 days - w, now - 7 days], their count and the share of them known to be fraud. The 7-day delay
+is the time labels take to arrive. The stream keeps every terminal's transaction times and fraud times
+(`TerminalHistory`, fed by the verdicts and by the labels on the feedback topic) and calls
+`terminal_features` per terminal for a batch.
+
+Training replays a labelled history through the very same functions (`feature_matrix`), so a model
+sees in production exactly what it saw in training.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right, insort
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +30,7 @@ WINDOWS_DAYS = (1, 7, 30)
 HISTORY_MS = max(WINDOWS_DAYS) * DAY_MS
 NO_PREVIOUS_SECONDS = float(HISTORY_MS // 1000)
 
-FEATURE_NAMES: tuple[str, ...] = (
+CUSTOMER_FEATURE_NAMES: tuple[str, ...] = (
     "amount",
     "during_weekend",
     "during_night",
@@ -37,6 +46,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "amount_zscore_30d",
     "distinct_terminals_1d",
 )
+N_CUSTOMER_FEATURES = len(CUSTOMER_FEATURE_NAMES)
+TERMINAL_DELAY_DAYS = 7
+TERMINAL_DELAY_MS = TERMINAL_DELAY_DAYS * DAY_MS
+TERMINAL_HISTORY_MS = TERMINAL_DELAY_MS + max(WINDOWS_DAYS) * DAY_MS
+LOOKBACK_DAYS = TERMINAL_DELAY_DAYS + max(WINDOWS_DAYS)  # the oldest event any feature reads
+TERMINAL_FEATURE_NAMES: tuple[str, ...] = tuple(
+    f"terminal_{kind}_{days}d" for days in WINDOWS_DAYS for kind in ("nb_tx", "risk"))
+FEATURE_NAMES: tuple[str, ...] = CUSTOMER_FEATURE_NAMES + TERMINAL_FEATURE_NAMES
 N_FEATURES = len(FEATURE_NAMES)
 
 # A card's history as stored in its table row: parallel lists sorted by event time.
@@ -56,7 +73,7 @@ def calendar_features(timestamp_ms: int) -> tuple[float, float]:
 
 
 def customer_features(history: CustomerHistory, txn: Mapping) -> list[float]:
-    """The feature vector (in FEATURE_NAMES order) of `txn` given the card's earlier history."""
+    """The card features (in CUSTOMER_FEATURE_NAMES order) of `txn` given the card's earlier history."""
     now = txn["timestamp"]
     amount = float(txn["amount"])
     times, amounts, terminals = history["t"], history["a"], history["term"]
@@ -111,10 +128,72 @@ def remember(history: CustomerHistory, txn: Mapping) -> CustomerHistory:
     return history
 
 
-def feature_matrix(transactions: Iterable[Mapping]) -> np.ndarray:
-    """Features of a history of transactions, replayed card by card in the order given.
+def terminal_features(times: Sequence[int], fraud_times: Sequence[int], now: Sequence[int]) -> np.ndarray:
+    """The terminal features (in TERMINAL_FEATURE_NAMES order), one row per event time in `now`.
 
-    Give the transactions in event-time order (the order the stream would see them).
+    `times` are the event times of the terminal's transactions and `fraud_times` those of the ones
+    known to be fraud, both sorted. Counts and risks only look at (now - delay - w, now - delay]."""
+    times = np.asarray(times, dtype=np.int64)
+    fraud_times = np.asarray(fraud_times, dtype=np.int64)
+    end = np.asarray(now, dtype=np.int64) - TERMINAL_DELAY_MS
+    last, last_fraud = np.searchsorted(times, end, "right"), np.searchsorted(fraud_times, end, "right")
+    out = np.empty((len(end), len(TERMINAL_FEATURE_NAMES)), dtype=np.float64)
+    for i, days in enumerate(WINDOWS_DAYS):
+        start = end - days * DAY_MS
+        count = last - np.searchsorted(times, start, "right")
+        frauds = last_fraud - np.searchsorted(fraud_times, start, "right")
+        out[:, 2 * i] = count
+        out[:, 2 * i + 1] = np.minimum(1.0, frauds / np.maximum(count, 1))
+    return out
+
+
+@dataclass
+class TerminalHistory:
+    """Event times of a terminal's transactions, and of those known to be fraud, kept sorted."""
+
+    times: list = dataclass_field(default_factory=list)
+    fraud_times: list = dataclass_field(default_factory=list)
+
+    def add(self, timestamp: int, fraud: bool = False) -> None:
+        _add_sorted(self.fraud_times if fraud else self.times, timestamp)
+
+    def forget_before(self, cutoff_ms: int) -> bool:
+        """Drop events at or before `cutoff_ms`; say whether any remain."""
+        del self.times[:bisect_right(self.times, cutoff_ms)]
+        del self.fraud_times[:bisect_right(self.fraud_times, cutoff_ms)]
+        return bool(self.times or self.fraud_times)
+
+
+def _add_sorted(values: list, value: int) -> None:
+    if not values or value >= values[-1]:
+        values.append(value)
+    else:
+        insort(values, value)
+
+
+def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: Sequence[int]) -> np.ndarray:
+    """Terminal features of a labelled history (rows in the order given): each terminal's
+    transactions and frauds, fed to `terminal_features` as the stream does."""
+    terminal_ids = np.asarray(terminal_ids)
+    timestamps = np.asarray(timestamps, dtype=np.int64)
+    fraud = np.asarray(labels).astype(bool)
+    out = np.zeros((len(timestamps), len(TERMINAL_FEATURE_NAMES)), dtype=np.float64)
+    if not len(timestamps):
+        return out
+    order = np.lexsort((timestamps, terminal_ids))
+    sorted_ids = terminal_ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    for rows in np.split(order, starts[1:]):
+        times = timestamps[rows]
+        out[rows] = terminal_features(times, times[fraud[rows]], times)
+    return out
+
+
+def feature_matrix(transactions: Sequence[Mapping], labels: Sequence[int]) -> np.ndarray:
+    """Features of a labelled history of transactions, in FEATURE_NAMES order.
+
+    Give the transactions in event-time order (the order the stream would see them); `labels` (1 for
+    fraud) feed the terminal risks, of which only the labels at least 7 days old count.
     """
     rows = []
     histories: dict[str, CustomerHistory] = {}
@@ -124,7 +203,10 @@ def feature_matrix(transactions: Iterable[Mapping]) -> np.ndarray:
             history = histories[txn["customer_id"]] = empty_history()
         rows.append(customer_features(history, txn))
         remember(history, txn)
-    return np.asarray(rows, dtype=np.float64).reshape(-1, N_FEATURES)
+    customers = np.asarray(rows, dtype=np.float64).reshape(-1, N_CUSTOMER_FEATURES)
+    terminals = terminal_matrix([t["terminal_id"] for t in transactions],
+                                [t["timestamp"] for t in transactions], labels)
+    return np.hstack([customers, terminals])
 
 
 FUTURE_TOLERANCE_MS = DAY_MS

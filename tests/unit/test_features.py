@@ -4,9 +4,12 @@ import math
 
 import pytest
 
-from streams.features import (DAY_MS, FEATURE_NAMES, NO_PREVIOUS_SECONDS, calendar_features,
+import numpy as np
+
+from streams.features import (CUSTOMER_FEATURE_NAMES, DAY_MS, FEATURE_NAMES, NO_PREVIOUS_SECONDS,
+                              TERMINAL_FEATURE_NAMES, TerminalHistory, calendar_features,
                               customer_features, empty_history, feature_matrix,
-                              invalid_transaction_reason, remember)
+                              invalid_transaction_reason, remember, terminal_features, terminal_matrix)
 
 T0 = 1_522_540_800_000  # 2018-04-01 00:00 UTC, a Sunday
 
@@ -20,7 +23,7 @@ def features_after(history_txns, current):
     history = empty_history()
     for t in history_txns:
         remember(history, t)
-    return dict(zip(FEATURE_NAMES, customer_features(history, current)))
+    return dict(zip(CUSTOMER_FEATURE_NAMES, customer_features(history, current)))
 
 
 @pytest.mark.parametrize("timestamp, weekend, night", [
@@ -96,12 +99,76 @@ def test_history_forgets_what_left_the_longest_window():
 def test_feature_matrix_replays_each_card_separately_in_order():
     txns = [txn(T0, customer="A", amount=10.0), txn(T0 + 1000, customer="B", amount=50.0),
             txn(T0 + 2000, customer="A", amount=30.0)]
-    X = feature_matrix(txns)
+    X = feature_matrix(txns, [0, 0, 0])
     assert X.shape == (3, len(FEATURE_NAMES))
     i = FEATURE_NAMES.index("customer_nb_tx_1d")
     assert X[:, i].tolist() == [1.0, 1.0, 2.0]
     j = FEATURE_NAMES.index("customer_avg_amount_1d")
     assert X[2, j] == 20.0
+
+
+def terminal_row(times_days, fraud_days, now_days):
+    times = [T0 + int(d * DAY_MS) for d in times_days]
+    frauds = [T0 + int(d * DAY_MS) for d in fraud_days]
+    return dict(zip(TERMINAL_FEATURE_NAMES, terminal_features(times, frauds, [T0 + int(now_days * DAY_MS)])[0]))
+
+
+@pytest.mark.parametrize("times, frauds, now, expected", [
+    # at now = day 7.5, the windows end at day 0.5 (the 7-day label delay): later ones do not count
+    ([1, 2, 7], [1], 7.5, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_30d": 0, "terminal_risk_30d": 0}),
+    # the 1-day window is (day -0.5, day 0.5]: closed on the right, open on the left
+    ([0.5], [], 7.5, {"terminal_nb_tx_1d": 1, "terminal_risk_1d": 0}),
+    ([0.5], [0.5], 7.5, {"terminal_nb_tx_1d": 1, "terminal_risk_1d": 1.0, "terminal_risk_7d": 1.0}),
+    ([-0.5], [], 7.5, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_7d": 1}),
+    ([-0.49], [], 7.5, {"terminal_nb_tx_1d": 1, "terminal_nb_tx_7d": 1}),
+    ([0.5, 0.6, 6.0], [0.6], 7.6, {"terminal_nb_tx_1d": 2, "terminal_risk_1d": 0.5,
+                                    "terminal_nb_tx_7d": 2}),  # day 6 is inside the delay
+    ([-29, -22.5, -10, 0], [-22.5, -10], 7.5, {"terminal_nb_tx_30d": 4, "terminal_risk_30d": 0.5,
+                                                "terminal_nb_tx_7d": 1, "terminal_risk_7d": 0.0}),
+    ([-29.5], [-29.5], 7.5, {"terminal_nb_tx_30d": 0, "terminal_risk_30d": 0.0}),
+    ([-29.49], [-29.49], 7.5, {"terminal_nb_tx_30d": 1, "terminal_risk_30d": 1.0}),
+    # a fraud label whose transaction is unknown cannot push the risk above 1
+    ([0.5], [0.5, 0.5], 7.5, {"terminal_risk_1d": 1.0}),
+])
+def test_terminal_features_count_and_risk_behind_the_label_delay(times, frauds, now, expected):
+    row = terminal_row(times, frauds, now)
+    for name, value in expected.items():
+        assert row[name] == pytest.approx(value), name
+
+
+def test_a_terminal_history_stays_sorted_and_forgets_old_events():
+    h = TerminalHistory()
+    for t in (5, 1, 3):
+        h.add(t)
+    h.add(4, fraud=True)
+    h.add(2, fraud=True)
+    assert h.times == [1, 3, 5] and h.fraud_times == [2, 4]
+    h.forget_before(3)
+    assert h.times == [5] and h.fraud_times == [4]
+
+
+def test_terminal_matrix_keeps_terminals_apart_and_rows_in_the_order_given():
+    ts = [T0 + d * DAY_MS for d in (0, 0, 9, 9, 10)]
+    ids = ["A", "B", "A", "B", "A"]
+    X = terminal_matrix(ids, ts, [1, 0, 0, 0, 0])
+    nb7, risk7 = TERMINAL_FEATURE_NAMES.index("terminal_nb_tx_7d"), TERMINAL_FEATURE_NAMES.index("terminal_risk_7d")
+    assert X[:, nb7].tolist() == [0, 0, 1, 1, 1]
+    assert X[:, risk7].tolist() == [0, 0, 1.0, 0.0, 1.0]
+
+
+def test_terminal_matrix_matches_the_stream_s_incremental_history():
+    rng = np.random.default_rng(3)
+    ts = np.sort(rng.integers(T0, T0 + 60 * DAY_MS, 400))
+    ids = rng.choice(["A", "B", "C"], 400)
+    labels = rng.random(400) < 0.2
+    batch = terminal_matrix(ids, ts, labels)
+    histories = {k: TerminalHistory() for k in "ABC"}
+    for i in range(400):
+        h = histories[ids[i]]
+        np.testing.assert_array_equal(terminal_features(h.times, h.fraud_times, [ts[i]])[0], batch[i])
+        h.add(int(ts[i]))
+        if labels[i]:
+            h.add(int(ts[i]), fraud=True)
 
 
 @pytest.mark.parametrize("change, reason", [
