@@ -44,13 +44,20 @@ def _simulation(args):
                                      days=args.days, seed=args.seed))
 
 
-def _load_history(path: str):
+def _data_tag(args) -> str:
+    return "labelled-examples" if getattr(args, "examples", False) else (args.data or "simulated")
+
+
+def _load_history(path: str, label_column: str = "is_fraud"):
     import pandas as pd
 
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"--data {path}: no such file")
     frame = pd.read_parquet(p) if p.suffix in (".parquet", ".pq") else pd.read_csv(p)
+    if label_column not in frame.columns:
+        raise SystemExit(f"--data {path}: no label column {label_column!r} (columns: {list(frame.columns)})")
+    frame = frame.rename(columns={label_column: "is_fraud"})
     if "timestamp" in frame.columns and not str(frame["timestamp"].dtype).startswith("int"):
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("int64") // 1_000_000
     return frame
@@ -97,14 +104,23 @@ def cmd_train(args, settings: Settings) -> int:
     quiet_mlflow_client_env(settings.mlflow_uri, timeout_seconds=30)
     progress, jobs = _job_progress(args, settings)
     try:
-        history = _load_history(args.data) if args.data else _simulation(args)
         params = TrainParams(n_estimators=args.n_estimators, max_depth=args.max_depth,
                              learning_rate=args.learning_rate, seed=args.seed)
-        result = train_and_register(
-            history, tracking_uri=settings.mlflow_uri, model_name=settings.model_name,
-            experiment=settings.experiment, params=params, alias=settings.model_alias,
-            promote=not args.no_promote, progress=progress,
-            tags={"job_id": args.job_id} if args.job_id else None)
+        where = dict(tracking_uri=settings.mlflow_uri, model_name=settings.model_name,
+                     experiment=settings.experiment, params=params, alias=settings.model_alias,
+                     promote=not args.no_promote, progress=progress,
+                     tags={"job_id": args.job_id, "data": _data_tag(args)} if args.job_id else {"data": _data_tag(args)})
+        if args.examples:
+            from models.examples import read_examples
+            from models.train import register_model
+
+            progress(0.05, f"reading labelled examples from {settings.examples_topic}")
+            X, y, timestamps = read_examples(settings.kafka_bootstrap, settings.examples_topic,
+                                             settings.schema_registry_url)
+            result = register_model(X, y, timestamps, **where)
+        else:
+            history = _load_history(args.data, args.label_column) if args.data else _simulation(args)
+            result = train_and_register(history, **where)
     except Exception as exc:
         if jobs:
             jobs.update(args.job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -151,7 +167,7 @@ def cmd_tune(args, settings: Settings) -> int:
         protocol = Protocol()
         rows = tuning_rows(history, protocol, args.folds)
         progress(0.02, f"computing features for {len(rows)} transactions")
-        X = feature_matrix(transaction_records(rows))
+        X = feature_matrix(transaction_records(rows), rows["is_fraud"].to_numpy())
         best, score, table = tune(rows, X, trials=args.trials, protocol=protocol, n_folds=args.folds,
                                   seed=args.seed, progress=lambda f, m: progress(0.05 + 0.9 * f, m))
         import mlflow
@@ -325,7 +341,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train on a history, register in MLflow, promote when better")
     _add_simulation_args(p)
-    p.add_argument("--data", help="Parquet or CSV with Transaction fields and is_fraud (default: simulate)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--data", help="Parquet or CSV with Transaction fields and a label column (default: simulate)")
+    data.add_argument("--examples", action="store_true",
+                      help="train on the labelled examples the stream accumulated (verdicts joined to feedback)")
+    p.add_argument("--label-column", default="is_fraud", help="with --data: the 0/1 fraud label column")
     p.add_argument("--n-estimators", type=int, default=100)
     p.add_argument("--max-depth", type=int, default=6)
     p.add_argument("--learning-rate", type=float, default=0.3)

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     feedback_topic: str = "fraud-feedback"
     dlq_topic: str = "transactions-dlq"
     rules_topic: str = "fraud-rules"
+    terminal_labels_topic: str = "fraud-terminal-labels"
+    examples_topic: str = "fraud-labelled-examples"
     partitions: int = 6
 
     model_name: str = "fraud-xgb"
@@ -37,6 +39,8 @@ class Settings(BaseSettings):
     review_threshold: float = 0.5
     decline_threshold: float = 0.9
     xgb_threads: int = 1
+    feedback_horizon_days: float = 30.0  # verdicts kept for the feedback join; later labels count as late
+    quality_window: int = 10_000  # matched labels behind the online precision, recall and AP
     exact_reasons: bool = False  # exact TreeSHAP for reasons instead of the per-path approximation
 
     api_host: str = "127.0.0.1"

@@ -102,21 +102,45 @@ def train_and_register(
     tags: dict | None = None,
 ) -> TrainResult:
     """Train on a labelled history (Transaction fields + `is_fraud`), log and register the model."""
+    if "is_fraud" not in history.columns:
+        raise TrainingError("history has no is_fraud label column")
+    history = history.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    progress(0.05, f"computing features for {len(history)} transactions")
+    X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
+    return register_model(X, history["is_fraud"].to_numpy(), history["timestamp"].to_numpy(),
+                          tracking_uri=tracking_uri, model_name=model_name, experiment=experiment,
+                          params=params, alias=alias, promote=promote, progress=progress, tags=tags)
+
+
+def register_model(
+    X: np.ndarray,
+    labels: np.ndarray,
+    timestamps: np.ndarray,
+    *,
+    tracking_uri: str,
+    model_name: str,
+    experiment: str,
+    params: TrainParams = TrainParams(),
+    alias: str = "champion",
+    promote: bool = True,
+    progress: Progress = lambda fraction, message: None,
+    tags: dict | None = None,
+) -> TrainResult:
+    """Train on feature rows (FEATURE_NAMES columns) and labels, hold out the latest
+    `params.test_fraction` of the time span, log to MLflow with plots, register a version, and move
+    `alias` to it when it beats the current champion on the held-out rows."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    if "is_fraud" not in history.columns:
-        raise TrainingError("history has no is_fraud label column")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    history = history.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    progress(0.05, f"computing features for {len(history)} transactions")
-    X = feature_matrix(transaction_records(history))
-    y = history["is_fraud"].to_numpy().astype(np.int32)
-    held_out = split_by_time(history, params.test_fraction)
+    y = np.asarray(labels).astype(np.int32)
+    held_out = split_by_time(pd.DataFrame({"timestamp": timestamps}), params.test_fraction)
     if y[~held_out].sum() == 0:
         raise TrainingError("training part of the history has no fraud")
+    if y[held_out].sum() == 0:
+        raise TrainingError("held-out part of the history has no fraud: nothing to judge the model by")
 
     progress(0.35, "training XGBoost")
     booster = fit(X[~held_out], y[~held_out], params)
@@ -132,6 +156,7 @@ def train_and_register(
     with mlflow.start_run(tags=tags or {}) as run:
         mlflow.log_params({**asdict(params), "features": ",".join(FEATURE_NAMES)})
         mlflow.log_metrics(metrics)
+        mlflow.log_figure(quality_plots(y[held_out], scores), "held_out_quality.png")
         if champion_metrics:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
         example = pd.DataFrame(X[held_out][:5], columns=list(FEATURE_NAMES))
@@ -159,6 +184,34 @@ def train_and_register(
     client.set_model_version_tag(model_name, version, "promotion", reason)
     progress(1.0, reason)
     return TrainResult(version, run.info.run_id, metrics, promoted, champion_before, reason)
+
+
+def quality_plots(labels: np.ndarray, scores: np.ndarray):
+    """ROC curve, precision-recall curve and score distribution by label, in one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fig, (roc, pr, dist) = plt.subplots(1, 3, figsize=(15, 4.5))
+    fpr, tpr, _ = roc_curve(labels, scores)
+    roc.plot(fpr, tpr)
+    roc.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    roc.set(title=f"ROC (AUC {roc_auc_score(labels, scores):.3f})", xlabel="false positive rate",
+            ylabel="true positive rate")
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    pr.plot(recall, precision)
+    pr.set(title=f"Precision-recall (AP {average_precision_score(labels, scores):.3f})", xlabel="recall",
+           ylabel="precision")
+    bins = np.linspace(0, 1, 41)
+    dist.hist(scores[labels == 0], bins=bins, alpha=0.6, density=True, label="legit")
+    dist.hist(scores[labels == 1], bins=bins, alpha=0.6, density=True, label="fraud")
+    dist.set(title="Score by label (held out)", xlabel="score", ylabel="density")
+    dist.legend()
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
 
 
 def _champion_on(client, name: str, alias: str, X: np.ndarray, y: np.ndarray):

@@ -42,6 +42,9 @@ class StreamView:
     model_error: Callable[[], str]
     rules: Callable[[], Any]
     challenger: Callable[[], Any]
+    caught_up: Callable[[], bool]  # the rules, verdicts and terminal labels read to their end
+    terminal: Callable[[str, int], dict]  # a terminal's history and features at an event time
+    quality: Callable[[], dict]  # online quality per model, from matured labels
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -179,6 +182,8 @@ async def ready(request: web.Request) -> web.Response:
         reasons.append("model not loaded: " + (stream.model_error() or "loading"))
     if not stream.assigned():
         reasons.append("no partitions assigned")
+    if not stream.caught_up():
+        reasons.append("rules, verdicts and terminal labels not yet read to their end")
     if reasons:
         return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
     return web.json_response({"status": "ready", "assigned_partitions": stream.assigned()})
@@ -191,6 +196,27 @@ async def prometheus(request: web.Request) -> web.Response:
 
 async def metrics_json(request: web.Request) -> web.Response:
     return web.json_response(request.app[METRICS].summary())
+
+
+async def terminal(request: web.Request) -> web.Response:
+    """GET /api/v1/terminals/{terminal_id}?at=<epoch ms>: what the terminal features see."""
+    stream: StreamView | None = request.app[STREAM]
+    if stream is None:
+        return error(404, "terminal state lives in the workers: ask a worker's API")
+    at = request.query.get("at")
+    try:
+        at_ms = int(at) if at is not None else int(time.time() * 1000)
+    except ValueError:
+        return error(400, f"query parameter at: not an epoch-millisecond integer ({at!r})", field="at")
+    return web.json_response(stream.terminal(request.match_info["terminal_id"], at_ms))
+
+
+async def quality(request: web.Request) -> web.Response:
+    """GET /api/v1/quality: precision, recall and average precision of each model from matured labels."""
+    stream: StreamView | None = request.app[STREAM]
+    if stream is None:
+        return error(404, "online quality lives in the workers: ask a worker's API")
+    return web.json_response(stream.quality())
 
 
 async def info(request: web.Request) -> web.Response:
@@ -315,6 +341,8 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     app.router.add_get("/api/v1/training/jobs", list_jobs)
     app.router.add_post("/api/v1/models/promote", promote)
     app.router.add_get("/api/v1/training/jobs/{job_id}", get_job)
+    app.router.add_get("/api/v1/terminals/{terminal_id}", terminal)
+    app.router.add_get("/api/v1/quality", quality)
     return app
 
 

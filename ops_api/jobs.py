@@ -16,7 +16,7 @@ from typing import Literal
 
 import redis
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,12 @@ FINAL = ("succeeded", "failed")
 
 
 class TrainRequest(BaseModel):
-    """Body of POST /api/v1/training/train. Without data_path, trains on a fresh simulated history."""
+    """Body of POST /api/v1/training/train. Trains on the stream's labelled examples (`source:
+    examples`), on a file (`data_path`), or by default on a fresh simulated history."""
 
     model_config = ConfigDict(extra="forbid")
 
+    source: Literal["simulated", "file", "examples"] = "simulated"
     data_path: str | None = Field(None, description="Parquet or CSV of Transaction fields plus is_fraud")
     customers: int = Field(1_000, ge=10, le=100_000)
     terminals: int = Field(2_000, ge=10, le=200_000)
@@ -40,6 +42,14 @@ class TrainRequest(BaseModel):
     max_depth: int = Field(6, ge=1, le=16)
     learning_rate: float = Field(0.3, gt=0, le=1)
     promote: bool = True
+
+    @model_validator(mode="after")
+    def _data_path_with_file_only(self):
+        if self.data_path and self.source == "simulated":
+            self.source = "file"
+        if (self.source == "file") != bool(self.data_path):
+            raise ValueError("data_path is required with source 'file', and only then")
+        return self
 
 
 class TuneRequest(BaseModel):
@@ -66,8 +76,10 @@ def train_command(request: TrainRequest) -> list[str]:
             "--days", str(request.days), "--seed", str(request.seed),
             "--n-estimators", str(request.n_estimators), "--max-depth", str(request.max_depth),
             "--learning-rate", str(request.learning_rate)]
-    if request.data_path:
+    if request.source == "file":
         args += ["--data", request.data_path]
+    elif request.source == "examples":
+        args.append("--examples")
     if not request.promote:
         args.append("--no-promote")
     return args

@@ -28,18 +28,20 @@ from fraud.settings import Settings
 from models.serving import LoadedModel, ModelHandle, ModelSource, ModelUnavailable
 from schemas.codec import AvroCodec, CodecError, RegistryUnavailable, SchemaRegistry, load_schema
 from streams.decision import Thresholds, decide, top_reasons
-from streams.features import (FEATURE_NAMES, N_FEATURES, customer_features, empty_history,
-                              invalid_transaction_reason, remember)
+from streams.features import (FEATURE_NAMES, N_CUSTOMER_FEATURES, N_FEATURES, customer_features,
+                              empty_history, invalid_transaction_reason, remember)
 from streams.metrics import Metrics
+from streams.quality import OnlineQuality
 from streams.rules import RulesFollower, apply_rules
+from streams.verdicts import VerdictFollower
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
 EXIT_BATCH_FAILED = 70
 
 
-class RulesUnavailable(Exception):
-    """The rules control topic could not be read to its end."""
+class NotCaughtUp(Exception):
+    """A topic every worker follows (rules, verdicts, terminal labels) could not be read to its end."""
 
 
 @dataclass
@@ -56,6 +58,10 @@ class Runtime:
     transactions: AvroCodec = field(init=False)
     verdicts: AvroCodec = field(init=False)
     feedback: AvroCodec = field(init=False)
+    terminal_labels: AvroCodec = field(init=False)
+    examples: AvroCodec = field(init=False)
+    follower: VerdictFollower = field(init=False)
+    quality: dict = field(init=False)
     last_offsets: dict = field(default_factory=dict)
     lag: dict = field(default_factory=dict)
     model_error: str = ""
@@ -79,6 +85,13 @@ class Runtime:
         self.transactions = AvroCodec(self.registry, load_schema("transaction"), f"{s.transactions_topic}-value")
         self.verdicts = AvroCodec(self.registry, load_schema("verdict"), f"{s.verdicts_topic}-value")
         self.feedback = AvroCodec(self.registry, load_schema("feedback"), f"{s.feedback_topic}-value")
+        self.terminal_labels = AvroCodec(self.registry, load_schema("terminal_label"),
+                                         f"{s.terminal_labels_topic}-value")
+        self.examples = AvroCodec(self.registry, load_schema("labelled_example"), f"{s.examples_topic}-value")
+        self.follower = VerdictFollower(s.kafka_bootstrap, s.verdicts_topic, s.terminal_labels_topic,
+                                        self.verdicts, self.terminal_labels, s.feedback_horizon_days * 86_400)
+        thresholds = Thresholds(s.review_threshold, s.decline_threshold)
+        self.quality = {model: OnlineQuality(thresholds, s.quality_window) for model in ("champion", "challenger")}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Runtime":
@@ -105,18 +118,22 @@ class Runtime:
         while not self._ready:
             try:
                 await loop.run_in_executor(None, ensure_topics, self.settings)
-                for codec in (self.transactions, self.verdicts, self.feedback):
+                for codec in (self.transactions, self.verdicts, self.feedback, self.terminal_labels,
+                              self.examples):
                     if codec.schema_id is None:
                         await loop.run_in_executor(None, codec.register)
                 if self.models.current is None:
                     self.install(await loop.run_in_executor(None, self.model_source.load_at_start))
-                # No verdict before the rules in force are known: a blocked card stays blocked
-                # across restarts and deploys.
+                # No verdict before the rules in force and the terminals' histories are known: a
+                # blocked card stays blocked, and terminal risks hold, across restarts and deploys.
                 self.rules.start()
                 if not await loop.run_in_executor(None, self.rules.caught_up.wait, 30):
-                    raise RulesUnavailable(f"rules topic {self.settings.rules_topic} not read within 30 s")
+                    raise NotCaughtUp(f"rules topic {self.settings.rules_topic} not read within 30 s")
+                self.follower.start()
+                if not await loop.run_in_executor(None, self.follower.caught_up.wait, 120):
+                    raise NotCaughtUp("verdict and terminal label topics not read within 120 s")
                 self._ready = True
-            except (RegistryUnavailable, ModelUnavailable, CodecError, RulesUnavailable, KafkaException) as exc:
+            except (RegistryUnavailable, ModelUnavailable, CodecError, NotCaughtUp, KafkaException) as exc:
                 self.model_error = str(exc)
                 log.error("not ready, retrying in %.0fs: %s", RETRY_SECONDS, exc)
                 await asyncio.sleep(RETRY_SECONDS)
@@ -241,7 +258,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     feedback = app.topic(settings.feedback_topic, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
     histories = app.Table("customer-history", default=None, partitions=settings.partitions)
-    labels = app.Table("feedback-labels", default=None, partitions=settings.partitions)
 
     async def publish(topic: str, key, value: bytes, headers, source: TP):
         tid = _transactional_id(app, source) if app.in_transaction else None
@@ -319,11 +335,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             _current_event.set(weakref.ref(event))  # table writes go to this event's partition
             key = txn["customer_id"]
             history = histories.get(key) or empty_history()
-            rows[len(txns)] = customer_features(history, txn)
+            rows[len(txns), :N_CUSTOMER_FEATURES] = customer_features(history, txn)
             histories[key] = remember(history, txn)
             accepted.append(event)
             txns.append(txn)
         if txns:
+            rows[: len(txns), N_CUSTOMER_FEATURES:] = runtime.follower.terminal_features(
+                [t["terminal_id"] for t in txns], [t["timestamp"] for t in txns])
             await publish_verdicts(model, accepted, txns, rows[: len(txns)], started)
         for event in events:
             runtime.last_offsets[event.message.tp] = event.message.offset
@@ -344,8 +362,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         metrics.batch_seconds.observe(time.perf_counter() - started)
         metrics.batch_size.observe(len(txns))
         now_ms = int(time.time() * 1000)
-        for event, txn, score, decision, why, broken, shadow_score in zip(
-                events, txns, scores.tolist(), decisions, reasons, fired, shadow):
+        for event, txn, score, decision, why, broken, shadow_score, row in zip(
+                events, txns, scores.tolist(), decisions, reasons, fired, shadow, rows.tolist()):
             latency_ms = max(0.0, now_ms - event.message.timestamp * 1000.0)
             verdict = {
                 "transaction_id": txn["transaction_id"],
@@ -361,6 +379,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 "transaction_timestamp": txn["timestamp"],
                 "scored_at": now_ms,
                 "latency_ms": latency_ms,
+                "terminal_id": txn["terminal_id"],
+                "features": dict(zip(FEATURE_NAMES, row)),
             }
             await publish(settings.verdicts_topic, txn["transaction_id"].encode(),
                           runtime.verdicts.encode(verdict), None, event.message.tp)
@@ -379,21 +399,57 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 await settle(stream, [event])
 
     async def record_label(event) -> None:
+        """Join a label to its verdict: online quality of the models that scored it, and the
+        terminal label (frauds only) that feeds the terminal's risk. A label with no known verdict goes
+        to the DLQ."""
         try:
             label = await decode(runtime.feedback, event.value)
         except CodecError as exc:
             await dead_letter(event, str(exc))
             return
-        labels[label["transaction_id"]] = {
-            "label": label["label"], "source": label["source"], "reported_at": label["reported_at"]}
         metrics.feedback.labels(label["label"], label["source"]).inc()
+        verdict = runtime.follower.verdict(label["transaction_id"])
+        if verdict is None:
+            metrics.feedback_unmatched.inc()
+            await dead_letter(event, f"field transaction_id: no verdict known for {label['transaction_id']!r}"
+                                     f" within the feedback horizon")
+            return
+        fraud = label["label"] == "FRAUD"
+        delay_seconds = (label["reported_at"] - verdict.transaction_timestamp) / 1000
+        metrics.feedback_matched.labels(label["label"]).inc()
+        metrics.label_delay.observe(max(0.0, delay_seconds))
+        if delay_seconds > settings.feedback_horizon_days * 86_400:
+            metrics.feedback_late.inc()
+        for model, score in (("champion", verdict.score), ("challenger", verdict.challenger_score)):
+            if score is None:
+                continue
+            for threshold, outcome in runtime.quality[model].observe(score, fraud).items():
+                metrics.confusion.labels(model, threshold, outcome).inc()
+        example = {"transaction_id": verdict.transaction_id, "transaction_timestamp": verdict.transaction_timestamp,
+                   "label": label["label"], "source": label["source"], "reported_at": label["reported_at"],
+                   "model_version": verdict.model_version, "score": verdict.score, "features": verdict.features}
+        await publish(settings.examples_topic, verdict.transaction_id.encode(), runtime.examples.encode(example),
+                      None, event.message.tp)
+        if fraud and verdict.terminal_id:
+            record = {"transaction_id": verdict.transaction_id, "terminal_id": verdict.terminal_id,
+                      "transaction_timestamp": verdict.transaction_timestamp, "label": label["label"],
+                      "reported_at": label["reported_at"]}
+            await publish(settings.terminal_labels_topic, verdict.terminal_id.encode(),
+                          runtime.terminal_labels.encode(record), None, event.message.tp)
 
     @app.task
-    async def stop_rules_follower_on_shutdown():
+    async def stop_followers_on_shutdown():
         try:
             await asyncio.Event().wait()
         finally:
             runtime.rules.stop()
+            runtime.follower.stop()
+
+    @app.timer(interval=5.0)
+    async def export_online_quality():
+        for model, quality in runtime.quality.items():
+            if quality.labels:
+                metrics.record_quality(model, quality.summary())
 
     @app.task
     async def serve_ops_api():
@@ -408,7 +464,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
         view = StreamView(assigned=assigned, lag=lambda: dict(runtime.lag),
                           model=lambda: runtime.models.current, model_error=lambda: runtime.model_error,
-                          rules=lambda: runtime.rules, challenger=lambda: runtime.challenger.current)
+                          rules=lambda: runtime.rules, challenger=lambda: runtime.challenger.current,
+                          caught_up=lambda: runtime.rules.caught_up.is_set() and runtime.follower.caught_up.is_set(),
+                          terminal=runtime.follower.describe_terminal,
+                          quality=lambda: {model: q.summary() for model, q in runtime.quality.items()})
         if settings.api_port:
             await serve(create_api(settings, metrics, view), settings.api_host, settings.api_port)
 

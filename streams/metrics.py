@@ -33,8 +33,35 @@ class Metrics:
                                          ["model_version"], registry=r)
         self.challenger_agreement = Counter(
             "fraud_challenger_decisions", "Shadow decisions against the champion's", ["agrees"], registry=r)
+        self.feedback_matched = Counter("fraud_feedback_matched", "Labels joined to their verdict",
+                                        ["label"], registry=r)
+        self.feedback_unmatched = Counter(
+            "fraud_feedback_unmatched", "Labels for which no verdict is known (sent to the DLQ)", registry=r)
+        self.feedback_late = Counter(
+            "fraud_feedback_late", "Labels matched after the feedback horizon had passed", registry=r)
+        self.label_delay = Histogram(
+            "fraud_label_delay_seconds", "Transaction event time to the label's report time",
+            buckets=(3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 90 * 86400),
+            registry=r)
+        self.confusion = Counter("fraud_online_confusion", "Matured labels by outcome at each threshold",
+                                 ["model", "threshold", "outcome"], registry=r)
+        self.precision = Gauge("fraud_online_precision", "Precision at the threshold over the quality window",
+                               ["model", "threshold"], registry=r)
+        self.recall = Gauge("fraud_online_recall", "Recall at the threshold over the quality window",
+                            ["model", "threshold"], registry=r)
+        self.average_precision = Gauge("fraud_online_average_precision",
+                                       "Average precision over the quality window", ["model"], registry=r)
         self.model_swaps = Counter("fraud_model_swaps", "Live model replacements", registry=r)
         self.training_jobs = Counter("fraud_training_jobs", "Training jobs started", registry=r)
+
+    def record_quality(self, model: str, summary: dict) -> None:
+        """Export an OnlineQuality summary; figures with nothing to count are left out."""
+        if summary["average_precision"] is not None:
+            self.average_precision.labels(model).set(summary["average_precision"])
+        for threshold in ("review", "decline"):
+            for name, gauge in (("precision", self.precision), ("recall", self.recall)):
+                if summary[threshold][name] is not None:
+                    gauge.labels(model, threshold).set(summary[threshold][name])
 
     def summary(self) -> dict:
         """The counters as plain JSON numbers, for /metrics."""

@@ -8,16 +8,23 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fraud.settings import Settings
 from schemas.codec import AvroCodec, SchemaRegistry, load_schema
 
-WEEK_MS = str(7 * 86_400_000)
+DAY_MS = 86_400_000
+WEEK_MS = str(7 * DAY_MS)
+# Workers rebuild their terminal histories from the verdicts and terminal labels at start: keep the
+# 37 days the terminal features read, and a margin.
+TERMINAL_STATE_RETENTION_MS = str(45 * DAY_MS)
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
     """Topic name -> config. The DLQ keeps messages for 30 days: long enough to investigate."""
     return {
         settings.transactions_topic: {"retention.ms": WEEK_MS},
-        settings.verdicts_topic: {"retention.ms": WEEK_MS},
-        settings.feedback_topic: {"retention.ms": str(90 * 86_400_000)},
-        settings.dlq_topic: {"retention.ms": str(30 * 86_400_000)},
+        settings.verdicts_topic: {"retention.ms": TERMINAL_STATE_RETENTION_MS},
+        settings.feedback_topic: {"retention.ms": str(90 * DAY_MS)},
+        settings.dlq_topic: {"retention.ms": str(30 * DAY_MS)},
+        settings.terminal_labels_topic: {"retention.ms": TERMINAL_STATE_RETENTION_MS},
+        # One example per transaction, its latest label winning: what training reads.
+        settings.examples_topic: {"cleanup.policy": "compact"},
     }
 
 
@@ -41,9 +48,10 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
 
 
 def register_schemas(settings: Settings) -> dict[str, int]:
-    """Register Transaction, Verdict and Feedback under `<topic>-value` with BACKWARD compatibility."""
+    """Register our schemas under `<topic>-value` with BACKWARD compatibility."""
     registry = SchemaRegistry(settings.schema_registry_url)
     pairs = {settings.transactions_topic: "transaction", settings.verdicts_topic: "verdict",
-             settings.feedback_topic: "feedback"}
+             settings.feedback_topic: "feedback", settings.terminal_labels_topic: "terminal_label",
+             settings.examples_topic: "labelled_example"}
     return {f"{topic}-value": AvroCodec(registry, load_schema(name), f"{topic}-value").register()
             for topic, name in pairs.items()}

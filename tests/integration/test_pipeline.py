@@ -6,6 +6,7 @@ import json
 import math
 import struct
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -152,41 +153,96 @@ def test_bad_training_requests_get_a_json_error_naming_the_field(stack):
     assert status == 400 and "limit" in body["error"]["message"]
 
 
-def test_feedback_labels_are_recorded_and_malformed_feedback_goes_to_the_dlq(stack):
+def test_feedback_joins_its_verdict_and_changes_terminal_risk_online_metrics_and_examples(stack):
     settings, worker, version = stack
+    import time
+
     from confluent_kafka import Producer
     from confluent_kafka.schema_registry.avro import AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     from tests.integration.conftest import registry_client
 
+    day, t0 = 86_400_000, 1_710_000_000_000
+    base = simulated_transactions(seed=12, count=1, prefix="fb")[0]
+    scored = [{**base, "transaction_id": f"fb-{i}", "customer_id": f"FB-CARD-{i}", "terminal_id": "T-FB",
+               "timestamp": t0 + i * 60_000} for i in range(3)]
+    produce_transactions(settings, scored)
+    _wait_for_verdicts(settings, "fb-", 3)  # the join needs the verdicts first
+
     serialize = AvroSerializer(registry_client(settings), json.dumps(load_schema("feedback")))
     ctx = SerializationContext(settings.feedback_topic, MessageField.VALUE)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    labels = [("fb-1", "FRAUD", "chargeback"), ("fb-2", "LEGIT", "analyst"), ("fb-3", "FRAUD", "chargeback")]
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "partitioner": "murmur2_random"})
+    labels = [("fb-0", "FRAUD", "chargeback"), ("fb-1", "LEGIT", "analyst"), ("fb-2", "FRAUD", "chargeback"),
+              ("fb-never-scored", "FRAUD", "chargeback")]
     for tid, label, source in labels:
         producer.produce(settings.feedback_topic, key=tid.encode(), value=serialize(
-            {"transaction_id": tid, "label": label, "source": source, "reported_at": 1_700_000_000_000,
+            {"transaction_id": tid, "label": label, "source": source, "reported_at": t0 + 7 * day,
              "customer_id": None, "terminal_id": None}, ctx))
     producer.produce(settings.feedback_topic, key=b"fb-bad", value=b"\x00\x00\x00\x00")
     assert producer.flush(30) == 0
 
-    import time
+    # Unmatched and malformed feedback are dead-lettered with their reason, not dropped.
     deadline = time.monotonic() + 30
     dead = []
-    while not dead and time.monotonic() < deadline:
-        dead = [m for m in read_committed(settings, settings.dlq_topic, expected=1, timeout=5, decode=False)
+    while len(dead) < 2 and time.monotonic() < deadline:
+        dead = [m for m in read_committed(settings, settings.dlq_topic, expected=2, timeout=5, decode=False)
                 if dict(m.headers())["dlq.source.topic"].decode() == settings.feedback_topic]
-    assert len(dead) == 1 and "shorter than the Confluent header" in dict(dead[0].headers())["dlq.reason"].decode()
-    assert dead[0].value() == b"\x00\x00\x00\x00"
+    reasons = sorted(dict(m.headers())["dlq.reason"].decode() for m in dead)
+    assert len(dead) == 2, reasons
+    assert any("shorter than the Confluent header" in r for r in reasons), reasons
+    assert any(r.startswith("field transaction_id: no verdict known for 'fb-never-scored'") for r in reasons)
+
+    # The two frauds now count in the terminal's risk, for transactions more than 7 days later.
+    a_week_on = t0 + 7 * day + 3_600_000
     while time.monotonic() < deadline:
-        summary = worker.get("/metrics")[1]
-        fraud = summary.get("fraud_feedback_labels_total{label=FRAUD,source=chargeback}", 0)
-        legit = summary.get("fraud_feedback_labels_total{label=LEGIT,source=analyst}", 0)
-        if (fraud, legit) == (2, 1):
+        terminal = worker.get(f"/api/v1/terminals/T-FB?at={a_week_on}")[1]
+        if terminal["frauds"] == 2:
             break
-        time.sleep(0.5)
-    assert (fraud, legit) == (2, 1)
+        time.sleep(0.3)
+    assert terminal["transactions"] == 3 and terminal["frauds"] == 2, terminal
+    assert terminal["features"]["terminal_nb_tx_1d"] == 3
+    assert terminal["features"]["terminal_risk_1d"] == pytest.approx(2 / 3)
+    assert worker.get(f"/api/v1/terminals/T-FB?at={t0 + 6 * day}")[1]["features"]["terminal_nb_tx_30d"] == 0
+    later = {**base, "transaction_id": "fb-later", "customer_id": "FB-CARD-9", "terminal_id": "T-FB",
+             "timestamp": a_week_on}
+    produce_transactions(settings, [later])
+    verdict = _wait_for_verdicts(settings, "fb-later", 1)[0]
+    assert verdict["features"]["terminal_risk_1d"] == pytest.approx(2 / 3)
+    assert verdict["features"]["terminal_nb_tx_7d"] == 3
+
+    # Online metrics from the matched labels.
+    summary = worker.get("/metrics")[1]
+    assert summary["fraud_feedback_matched_total{label=FRAUD}"] == 2
+    assert summary["fraud_feedback_matched_total{label=LEGIT}"] == 1
+    assert summary["fraud_feedback_unmatched_total"] == 1
+    outcomes = {k: v for k, v in summary.items()
+                if k.startswith("fraud_online_confusion_total{model=champion,outcome=") and "threshold=review" in k}
+    assert sum(outcomes.values()) == 3
+    assert summary["fraud_label_delay_seconds_count"] == 3
+    quality = worker.get("/api/v1/quality")[1]
+    assert quality["champion"]["labels"] == 3 and quality["champion"]["frauds"] == 2
+    assert worker.get("/api/v1/terminals/T-FB?at=soon")[0] == 400
+
+    # Each matched label became a labelled example carrying the features that were served.
+    from models.examples import read_examples
+
+    X, y, timestamps = read_examples(settings.kafka_bootstrap, settings.examples_topic,
+                                     settings.schema_registry_url)
+    assert sorted(y.tolist()) == [0, 1, 1] and timestamps.tolist() == [t["timestamp"] for t in scored]
+    assert not np.isnan(X).any()
+
+
+def _wait_for_verdicts(settings, prefix: str, count: int, timeout: float = 30) -> list[dict]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    found: list[dict] = []
+    while len(found) < count and time.monotonic() < deadline:
+        found = [v for v in read_committed(settings, settings.verdicts_topic, expected=1, timeout=5)
+                 if v["transaction_id"].startswith(prefix)]
+    assert len(found) == count, f"{len(found)} verdicts for {prefix}*, expected {count}"
+    return found
 
 
 def test_rules_changed_on_the_control_topic_apply_without_a_restart_and_are_named_in_verdicts(stack):

@@ -55,7 +55,8 @@ def test_verdicts_and_feedback_round_trip():
     verdict = {"transaction_id": "t", "customer_id": "c", "score": 0.25, "decision": "REVIEW",
                "model_name": "m", "model_version": "3",
                "reasons": [{"feature": "amount", "value": 1.0, "contribution": 0.5}], "rules": ["block_card:c"], "challenger_model_version": "4", "challenger_score": 0.5,
-               "transaction_timestamp": 1, "scored_at": 2, "latency_ms": 3.5}
+               "transaction_timestamp": 1, "scored_at": 2, "latency_ms": 3.5, "terminal_id": "T7",
+               "features": {"amount": 12.5, "terminal_risk_7d": 0.25}}
     assert verdicts.decode(verdicts.encode(verdict)) == verdict
     feedback = AvroCodec(registry, load_schema("feedback"), "f-value")
     feedback.register()

@@ -1,0 +1,196 @@
+"""Every worker follows all committed verdicts and terminal labels, in a thread of its own.
+
+From them it keeps two things no single partition holds:
+- each terminal's history (`TerminalHistory`): the event times of its transactions, from the verdicts,
+  and of those labelled fraud, from the terminal labels. The terminal features read it; they only look
+  at events more than 7 days old, so a follower a few milliseconds behind sees all they need.
+- the verdicts of the last `horizon`, by transaction id, for the feedback join.
+
+The topics are read with read_committed, from their start: their retention bounds how long that takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from schemas.codec import AvroCodec, CodecError, RegistryUnavailable
+from streams.features import (DAY_MS, TERMINAL_FEATURE_NAMES, TERMINAL_HISTORY_MS, TerminalHistory,
+                              terminal_features)
+
+log = logging.getLogger(__name__)
+PRUNE_EVERY = 50_000  # messages between two prunings of the terminal histories
+
+
+@dataclass(frozen=True)
+class KnownVerdict:
+    """What the feedback join needs of a verdict."""
+
+    transaction_id: str
+    terminal_id: str | None
+    transaction_timestamp: int
+    score: float
+    decision: str
+    model_version: str
+    challenger_score: float | None
+    challenger_model_version: str | None
+    scored_at: int  # epoch ms, for the horizon
+    features: dict
+
+
+class VerdictFollower:
+    def __init__(self, bootstrap: str, verdicts_topic: str, labels_topic: str, verdicts: AvroCodec,
+                 labels: AvroCodec, horizon_seconds: float):
+        self.bootstrap = bootstrap
+        self.topics = (verdicts_topic, labels_topic)
+        self.codecs = {verdicts_topic: verdicts, labels_topic: labels}
+        self.horizon_seconds = horizon_seconds
+        self.terminals: dict[str, TerminalHistory] = {}
+        self.verdicts: OrderedDict[str, KnownVerdict] = OrderedDict()
+        self.undecodable = 0
+        self.latest_event_ms = 0
+        self.caught_up = threading.Event()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._since_prune = 0
+
+    def start(self) -> "VerdictFollower":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="verdict-follower", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    # What the agents ask.
+
+    def terminal_features(self, terminal_ids: Sequence[str], timestamps: Sequence[int]) -> np.ndarray:
+        """TERMINAL_FEATURE_NAMES for each (terminal, event time), one `terminal_features` call per terminal."""
+        out = np.zeros((len(timestamps), len(TERMINAL_FEATURE_NAMES)), dtype=np.float64)
+        rows: dict[str, list[int]] = {}
+        for i, terminal_id in enumerate(terminal_ids):
+            rows.setdefault(terminal_id, []).append(i)
+        with self._lock:
+            for terminal_id, at in rows.items():
+                history = self.terminals.get(terminal_id)
+                if history is not None:
+                    out[at] = terminal_features(history.times, history.fraud_times, [timestamps[i] for i in at])
+        return out
+
+    def describe_terminal(self, terminal_id: str, at_ms: int) -> dict:
+        """The terminal's known history and its features for a transaction at `at_ms`."""
+        with self._lock:
+            history = self.terminals.get(terminal_id) or TerminalHistory()
+            times, frauds = list(history.times), list(history.fraud_times)
+        return {"terminal_id": terminal_id, "at": at_ms, "transactions": len(times), "frauds": len(frauds),
+                "features": dict(zip(TERMINAL_FEATURE_NAMES, terminal_features(times, frauds, [at_ms])[0].tolist()))}
+
+    def verdict(self, transaction_id: str) -> KnownVerdict | None:
+        with self._lock:
+            return self.verdicts.get(transaction_id)
+
+    # What the topics say.
+
+    def apply_verdict(self, v: dict) -> None:
+        with self._lock:
+            if v.get("terminal_id"):
+                self._history(v["terminal_id"]).add(v["transaction_timestamp"])
+            self.verdicts[v["transaction_id"]] = KnownVerdict(
+                v["transaction_id"], v.get("terminal_id"), v["transaction_timestamp"], v["score"],
+                v["decision"], v["model_version"], v.get("challenger_score"),
+                v.get("challenger_model_version"), v["scored_at"], v.get("features") or {})
+            self.verdicts.move_to_end(v["transaction_id"])
+            self.latest_event_ms = max(self.latest_event_ms, v["transaction_timestamp"])
+
+    def apply_label(self, label: dict) -> None:
+        if label["label"] != "FRAUD":
+            return
+        with self._lock:
+            self._history(label["terminal_id"]).add(label["transaction_timestamp"], fraud=True)
+
+    def _history(self, terminal_id: str) -> TerminalHistory:
+        history = self.terminals.get(terminal_id)
+        if history is None:
+            history = self.terminals[terminal_id] = TerminalHistory()
+        return history
+
+    def prune(self) -> None:
+        """Forget verdicts past the horizon, and terminal events too old for any window."""
+        with self._lock:
+            expired = time.time() * 1000 - self.horizon_seconds * 1000
+            while self.verdicts:
+                first = next(iter(self.verdicts.values()))
+                if first.scored_at >= expired:
+                    break
+                self.verdicts.popitem(last=False)
+            cutoff = self.latest_event_ms - TERMINAL_HISTORY_MS - DAY_MS
+            for terminal_id in [t for t, h in self.terminals.items() if not h.forget_before(cutoff)]:
+                del self.terminals[terminal_id]
+
+    def _apply(self, topic: str, value: bytes | None) -> None:
+        if value is None:
+            return
+        while not self._stop.is_set():
+            try:
+                record = self.codecs[topic].decode(value)
+                break
+            except RegistryUnavailable as exc:  # not the record's fault: wait for the registry
+                log.warning("schema registry unavailable, verdict follower waits: %s", exc)
+                self._stop.wait(2)
+            except CodecError as exc:
+                self.undecodable += 1
+                log.warning("%s: undecodable record skipped: %s", topic, exc)
+                return
+        else:
+            return
+        if topic == self.topics[0]:
+            self.apply_verdict(record)
+        else:
+            self.apply_label(record)
+
+    def _run(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"verdicts-{uuid.uuid4()}",
+                             "enable.auto.commit": False, "enable.partition.eof": True,
+                             "isolation.level": "read_committed"})
+        try:
+            partitions: list[TopicPartition] = []
+            while not self._stop.is_set() and not partitions:
+                try:
+                    metadata = consumer.list_topics(timeout=5).topics
+                    partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for topic in self.topics
+                                  for p in (metadata[topic].partitions if topic in metadata else {})]
+                except Exception as exc:  # broker away: the state stays as it is
+                    log.warning("verdict follower cannot list topics: %s", exc)
+                if not all(any(tp.topic == t for tp in partitions) for t in self.topics):
+                    partitions = []
+                    self._stop.wait(2)
+            consumer.assign(partitions)
+            at_end: set[tuple[str, int]] = set()
+            while not self._stop.is_set():
+                for msg in consumer.consume(500, 0.5):
+                    if msg.error():
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            at_end.add((msg.topic(), msg.partition()))
+                            if len(at_end) == len(partitions):
+                                self.caught_up.set()
+                        continue
+                    self._apply(msg.topic(), msg.value())
+                    self._since_prune += 1
+                if self._since_prune >= PRUNE_EVERY:
+                    self._since_prune = 0
+                    self.prune()
+        finally:
+            consumer.close()
