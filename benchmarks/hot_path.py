@@ -22,8 +22,9 @@ from models.simulate import SimulationConfig, simulate, transaction_records
 from models.train import TrainParams, fit
 from schemas.codec import AvroCodec, CodecError, _parse, load_schema
 from streams.decision import Thresholds, decide, top_reasons
-from streams.features import (FEATURE_NAMES, N_FEATURES, customer_features, empty_history,
-                              feature_matrix, invalid_transaction_reason, remember)
+from streams.features import (FEATURE_NAMES, N_CUSTOMER_FEATURES, N_FEATURES, customer_features,
+                              empty_history, feature_matrix, invalid_transaction_reason, remember)
+from streams.verdicts import VerdictFollower
 
 
 class LocalRegistry:
@@ -44,10 +45,12 @@ class LocalRegistry:
 
 
 def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bool) -> float:
-    """Seconds to turn all messages into encoded verdicts, `batch` at a time."""
+    """Seconds to turn all messages into encoded verdicts, `batch` at a time, as the agent does, and
+    to fold the verdicts into the terminal histories, as every worker's follower does."""
     txn_codec, verdict_codec = codecs
     thresholds = Thresholds()
     histories: dict[str, dict] = {}
+    terminals = VerdictFollower("unused:9092", "verdicts", "labels", verdict_codec, verdict_codec, 86_400.0)
     out = []
     started = time.perf_counter()
     for at in range(0, len(messages), batch):
@@ -59,20 +62,26 @@ def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bo
             if invalid_transaction_reason(txn):
                 continue
             history = histories.get(txn["customer_id"]) or empty_history()
-            rows[len(txns)] = customer_features(history, txn)
+            rows[len(txns), :N_CUSTOMER_FEATURES] = customer_features(history, txn)
             histories[txn["customer_id"]] = remember(history, txn)
             txns.append(txn)
         rows = rows[: len(txns)]
+        rows[:, N_CUSTOMER_FEATURES:] = terminals.terminal_features(
+            [t["terminal_id"] for t in txns], [t["timestamp"] for t in txns])
         scores = model.scores(rows)
         decisions = decide(scores, thresholds)
         reasons = top_reasons(model.contributions(rows, exact=exact), rows, FEATURE_NAMES)
         now = int(time.time() * 1000)
-        for txn, score, decision, why in zip(txns, scores.tolist(), decisions, reasons):
-            out.append(verdict_codec.encode({
+        for txn, score, decision, why, row in zip(txns, scores.tolist(), decisions, reasons, rows.tolist()):
+            verdict = {
                 "transaction_id": txn["transaction_id"], "customer_id": txn["customer_id"],
                 "score": score, "decision": decision, "model_name": model.name,
                 "model_version": model.version, "reasons": why, "transaction_timestamp": txn["timestamp"],
-                "scored_at": now, "latency_ms": 0.0}))
+                "scored_at": now, "latency_ms": 0.0, "terminal_id": txn["terminal_id"],
+                "features": dict(zip(FEATURE_NAMES, row))}
+            out.append(verdict_codec.encode(verdict))
+        for encoded in out[len(out) - len(txns):]:
+            terminals.apply_verdict(verdict_codec.decode(encoded))
     elapsed = time.perf_counter() - started
     assert len(out) == len(messages)
     return elapsed
@@ -86,7 +95,8 @@ def main() -> None:
     args = parser.parse_args()
 
     history = simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=0))
-    booster = fit(feature_matrix(transaction_records(history)), history["is_fraud"].to_numpy(),
+    labels = history["is_fraud"].to_numpy()
+    booster = fit(feature_matrix(transaction_records(history), labels), labels,
                   TrainParams(n_estimators=args.trees))
     booster.set_param({"nthread": 1})
     model = LoadedModel(booster, "bench", "1", "memory")

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     decline_threshold: float = 0.9
     xgb_threads: int = 1
     feedback_horizon_days: float = 30.0  # verdicts kept for the feedback join; later labels count as late
+    feedback_match_wait_seconds: float = 2.0  # how long a label waits for its verdict before the DLQ
     quality_window: int = 10_000  # matched labels behind the online precision, recall and AP
     exact_reasons: bool = False  # exact TreeSHAP for reasons instead of the per-path approximation
 

@@ -394,18 +394,27 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def record_feedback(stream):
         await runtime.ensure_ready()
         async for event in stream.events():
+            try:
+                label = await decode(runtime.feedback, event.value)
+            except CodecError as exc:
+                label = str(exc)
+            else:  # a label may overtake its verdict: give the verdict a moment to be committed
+                await wait_for_verdict(label["transaction_id"])
             async with runtime.batch_lock:
-                await crash_unless_done(record_label(event))
+                await crash_unless_done(record_label(event, label))
                 await settle(stream, [event])
 
-    async def record_label(event) -> None:
-        """Join a label to its verdict: online quality of the models that scored it, and the
-        terminal label (frauds only) that feeds the terminal's risk. A label with no known verdict goes
-        to the DLQ."""
-        try:
-            label = await decode(runtime.feedback, event.value)
-        except CodecError as exc:
-            await dead_letter(event, str(exc))
+    async def wait_for_verdict(transaction_id: str) -> None:
+        deadline = time.monotonic() + settings.feedback_match_wait_seconds
+        while runtime.follower.verdict(transaction_id) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def record_label(event, label: dict | str) -> None:
+        """Join a label to its verdict: online quality of the models that scored it, the labelled
+        example, and the terminal label (frauds only) that feeds the terminal's risk. Undecodable
+        feedback, and a label with no known verdict, go to the DLQ."""
+        if isinstance(label, str):
+            await dead_letter(event, label)
             return
         metrics.feedback.labels(label["label"], label["source"]).inc()
         verdict = runtime.follower.verdict(label["transaction_id"])

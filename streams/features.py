@@ -133,17 +133,17 @@ def terminal_features(times: Sequence[int], fraud_times: Sequence[int], now: Seq
 
     `times` are the event times of the terminal's transactions and `fraud_times` those of the ones
     known to be fraud, both sorted. Counts and risks only look at (now - delay - w, now - delay]."""
-    times = np.asarray(times, dtype=np.int64)
-    fraud_times = np.asarray(fraud_times, dtype=np.int64)
-    end = np.asarray(now, dtype=np.int64) - TERMINAL_DELAY_MS
-    last, last_fraud = np.searchsorted(times, end, "right"), np.searchsorted(fraud_times, end, "right")
-    out = np.empty((len(end), len(TERMINAL_FEATURE_NAMES)), dtype=np.float64)
-    for i, days in enumerate(WINDOWS_DAYS):
-        start = end - days * DAY_MS
-        count = last - np.searchsorted(times, start, "right")
-        frauds = last_fraud - np.searchsorted(fraud_times, start, "right")
-        out[:, 2 * i] = count
-        out[:, 2 * i + 1] = np.minimum(1.0, frauds / np.maximum(count, 1))
+    out = np.empty((len(now), len(TERMINAL_FEATURE_NAMES)), dtype=np.float64)
+    for row, at in enumerate(now):
+        end = int(at) - TERMINAL_DELAY_MS
+        last, last_fraud = bisect_right(times, end), bisect_right(fraud_times, end)
+        values = []
+        for days in WINDOWS_DAYS:
+            start = end - days * DAY_MS
+            count = last - bisect_right(times, start, 0, last)
+            frauds = last_fraud - bisect_right(fraud_times, start, 0, last_fraud)
+            values += (count, min(1.0, frauds / count) if count else 0.0)
+        out[row] = values
     return out
 
 
@@ -185,7 +185,7 @@ def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: S
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
     for rows in np.split(order, starts[1:]):
         times = timestamps[rows]
-        out[rows] = terminal_features(times, times[fraud[rows]], times)
+        out[rows] = terminal_features(times.tolist(), times[fraud[rows]].tolist(), times.tolist())
     return out
 
 
