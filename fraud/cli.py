@@ -199,14 +199,18 @@ def cmd_evaluate(args, settings: Settings) -> int:
 
     from models.evaluate import Protocol, evaluate_seed
     from models.train import TrainParams
+    from streams.features import FEATURE_NAMES, HANDBOOK_FEATURE_NAMES
 
     params = TrainParams(n_estimators=args.n_estimators, max_depth=args.max_depth,
                          learning_rate=args.learning_rate, tree_method=args.tree_method)
+    features = HANDBOOK_FEATURE_NAMES if args.features == "handbook" else FEATURE_NAMES
     protocol = Protocol()
-    rows = []
+    rows, labels, scores = [], [], []
     for seed in args.seeds:
-        metrics, _, _ = evaluate_seed(seed, params, protocol)
+        metrics, seed_labels, seed_scores = evaluate_seed(seed, params, protocol, features)
         rows.append(metrics)
+        labels.append(seed_labels)
+        scores.append(seed_scores)
         print(f"seed {seed}: AUC ROC {metrics['auc_roc']:.3f}  AP {metrics['average_precision']:.3f}  "
               f"CP@100 {metrics['card_precision_at_100']:.3f}  ({metrics['n_train']} train, "
               f"{metrics['n_test']} test, {metrics['n_test_frauds']} test frauds)", flush=True)
@@ -214,6 +218,24 @@ def cmd_evaluate(args, settings: Settings) -> int:
                for k in ("auc_roc", "average_precision", "card_precision_at_100")}
     print("mean over %d seeds: %s" % (len(rows), "  ".join(
         f"{k} {m:.3f} +- {sd:.3f}" for k, (m, sd) in summary.items())))
+    if args.no_mlflow:
+        return 0
+    import mlflow
+
+    from models.serving import quiet_mlflow_client_env
+    from models.train import quality_plots
+
+    quiet_mlflow_client_env(settings.mlflow_uri, timeout_seconds=30)
+    mlflow.set_experiment(settings.experiment)
+    with mlflow.start_run(run_name=f"evaluation-{args.features}-features", tags={"kind": "evaluation"}) as run:
+        mlflow.log_params({**{k: v for k, v in params.__dict__.items()}, "seeds": ",".join(map(str, args.seeds)),
+                           "features": ",".join(features), "protocol_train_start": protocol.train_start})
+        for k, (mean, sd) in summary.items():
+            mlflow.log_metrics({f"{k}_mean": mean, f"{k}_std": sd})
+        for seed, metrics in zip(args.seeds, rows):
+            mlflow.log_metrics({k: metrics[k] for k in summary}, step=seed)
+        mlflow.log_figure(quality_plots(np.concatenate(labels), np.concatenate(scores)), "test_quality_all_seeds.png")
+    print(f"logged to MLflow run {run.info.run_id} in experiment {settings.experiment}")
     return 0
 
 
@@ -317,6 +339,8 @@ def _add_simulation_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from models.params import TrainParams
+
     root = argparse.ArgumentParser(prog="fraud", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = root.add_subparsers(dest="command", required=True)
@@ -346,9 +370,9 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("--examples", action="store_true",
                       help="train on the labelled examples the stream accumulated (verdicts joined to feedback)")
     p.add_argument("--label-column", default="is_fraud", help="with --data: the 0/1 fraud label column")
-    p.add_argument("--n-estimators", type=int, default=100)
-    p.add_argument("--max-depth", type=int, default=6)
-    p.add_argument("--learning-rate", type=float, default=0.3)
+    p.add_argument("--n-estimators", type=int, default=TrainParams.n_estimators)
+    p.add_argument("--max-depth", type=int, default=TrainParams.max_depth)
+    p.add_argument("--learning-rate", type=float, default=TrainParams.learning_rate)
     p.add_argument("--no-promote", action="store_true", help="register only; leave the champion alias")
     p.add_argument("--job-id", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
@@ -365,10 +389,13 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="the handbook protocol on simulated histories, over several seeds")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--n-estimators", type=int, default=100)
-    p.add_argument("--max-depth", type=int, default=6)
-    p.add_argument("--learning-rate", type=float, default=0.3)
-    p.add_argument("--tree-method", default="exact", choices=["exact", "hist", "approx"])
+    p.add_argument("--n-estimators", type=int, default=TrainParams.n_estimators)
+    p.add_argument("--max-depth", type=int, default=TrainParams.max_depth)
+    p.add_argument("--learning-rate", type=float, default=TrainParams.learning_rate)
+    p.add_argument("--tree-method", default=TrainParams.tree_method, choices=["exact", "hist", "approx"])
+    p.add_argument("--features", default="all", choices=["all", "handbook"],
+                   help="all: ours; handbook: the published baseline's 15")
+    p.add_argument("--no-mlflow", action="store_true", help="print only; log no run")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("rules", help="list or change the hard rules (block lists, amount ceilings)")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from streams.features import LOOKBACK_DAYS
+from streams.features import FEATURE_NAMES, LOOKBACK_DAYS
 
 DAY_MS = 86_400_000
 
@@ -94,17 +94,19 @@ def protocol_rows(history: pd.DataFrame, protocol: Protocol = Protocol(), lookba
     return history[(ts >= start) & (ts < end)].reset_index(drop=True)
 
 
-def evaluate_seed(seed: int, params, protocol: Protocol = Protocol()) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Simulate the default history with `seed`, train on the protocol's train days, score its test
-    days. Returns (metrics, test labels, test scores)."""
+def evaluate_seed(seed: int, params, protocol: Protocol = Protocol(),
+                  features: tuple[str, ...] = FEATURE_NAMES) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Simulate the default history with `seed`, train on the protocol's train days with `features`,
+    score its test days. Returns (metrics, test labels, test scores)."""
     from models.simulate import SimulationConfig, simulate, transaction_records
     from models.train import fit
     from streams.features import feature_matrix
 
     history = protocol_rows(simulate(SimulationConfig(seed=seed)), protocol)
     X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
+    X = X[:, [FEATURE_NAMES.index(name) for name in features]]
     train, test = split(history, protocol)
-    booster = fit(X[train], history["is_fraud"].to_numpy()[train], params)
+    booster = fit(X[train], history["is_fraud"].to_numpy()[train], params, features)
     scores = booster.inplace_predict(X[test])
     metrics = evaluation_metrics(history, test, scores, protocol)
     metrics["n_train"] = int(train.sum())

@@ -17,24 +17,13 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from models.params import TrainParams
 from models.simulate import transaction_records
 from streams.features import FEATURE_NAMES, feature_matrix
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    n_estimators: int = 100
-    max_depth: int = 6
-    learning_rate: float = 0.3
-    tree_method: str = "hist"
-    base_score: float = 0.5
-    test_fraction: float = 0.2
-    nthread: int = 2
-    seed: int = 0
 
 
 @dataclass
@@ -70,8 +59,9 @@ def metrics_of(y: np.ndarray, scores: np.ndarray) -> dict:
     }
 
 
-def fit(X: np.ndarray, y: np.ndarray, params: TrainParams) -> xgb.Booster:
-    train = xgb.DMatrix(X, label=y, feature_names=list(FEATURE_NAMES))
+def fit(X: np.ndarray, y: np.ndarray, params: TrainParams,
+        feature_names: tuple[str, ...] = FEATURE_NAMES) -> xgb.Booster:
+    train = xgb.DMatrix(X, label=y, feature_names=list(feature_names))
     booster = xgb.train(
         {
             "objective": "binary:logistic",

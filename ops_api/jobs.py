@@ -18,6 +18,8 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.params import TrainParams
+
 log = logging.getLogger(__name__)
 
 JOB_KEY = "fraud:training:job:{}"
@@ -33,14 +35,15 @@ class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: Literal["simulated", "file", "examples"] = "simulated"
-    data_path: str | None = Field(None, description="Parquet or CSV of Transaction fields plus is_fraud")
+    data_path: str | None = Field(None, description="Parquet or CSV of Transaction fields plus a 0/1 label")
+    label_column: str = Field("is_fraud", min_length=1, description="with data_path: the label column")
     customers: int = Field(1_000, ge=10, le=100_000)
     terminals: int = Field(2_000, ge=10, le=200_000)
     days: int = Field(60, ge=7, le=366)
     seed: int = Field(0, ge=0)
-    n_estimators: int = Field(100, ge=1, le=5_000)
-    max_depth: int = Field(6, ge=1, le=16)
-    learning_rate: float = Field(0.3, gt=0, le=1)
+    n_estimators: int = Field(TrainParams.n_estimators, ge=1, le=5_000)
+    max_depth: int = Field(TrainParams.max_depth, ge=1, le=16)
+    learning_rate: float = Field(TrainParams.learning_rate, gt=0, le=1)
     promote: bool = True
 
     @model_validator(mode="after")
@@ -77,7 +80,7 @@ def train_command(request: TrainRequest) -> list[str]:
             "--n-estimators", str(request.n_estimators), "--max-depth", str(request.max_depth),
             "--learning-rate", str(request.learning_rate)]
     if request.source == "file":
-        args += ["--data", request.data_path]
+        args += ["--data", request.data_path, "--label-column", request.label_column]
     elif request.source == "examples":
         args.append("--examples")
     if not request.promote:

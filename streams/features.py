@@ -55,6 +55,11 @@ TERMINAL_FEATURE_NAMES: tuple[str, ...] = tuple(
     f"terminal_{kind}_{days}d" for days in WINDOWS_DAYS for kind in ("nb_tx", "risk"))
 FEATURE_NAMES: tuple[str, ...] = CUSTOMER_FEATURE_NAMES + TERMINAL_FEATURE_NAMES
 N_FEATURES = len(FEATURE_NAMES)
+# The fraud handbook's 15 features, the published baseline's: ours without the extra ones.
+HANDBOOK_FEATURE_NAMES: tuple[str, ...] = tuple(
+    name for name in FEATURE_NAMES
+    if name not in ("card_present", "channel_ecom", "seconds_since_previous", "amount_zscore_30d",
+                    "distinct_terminals_1d"))
 
 # A card's history as stored in its table row: parallel lists sorted by event time.
 CustomerHistory = dict  # {"t": [epoch ms], "a": [amount], "term": [terminal_id]}
