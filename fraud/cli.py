@@ -58,6 +58,14 @@ def _load_history(path: str, label_column: str = "is_fraud"):
     if label_column not in frame.columns:
         raise SystemExit(f"--data {path}: no label column {label_column!r} (columns: {list(frame.columns)})")
     frame = frame.rename(columns={label_column: "is_fraud"})
+    attribute_columns = [c for c in frame.columns if c.startswith("attribute_")]
+    if attribute_columns:  # upstream attributes as columns: attribute_<key>
+        keys = [c[len("attribute_"):] for c in attribute_columns]
+        frame["attributes"] = [{k: float(v) for k, v in zip(keys, row) if pd.notna(v)}
+                               for row in frame[attribute_columns].itertuples(index=False)]
+        frame = frame.drop(columns=attribute_columns)
+    elif "attributes" in frame.columns:  # a Parquet map column reads as (key, value) pairs
+        frame["attributes"] = [dict(a) if a is not None else {} for a in frame["attributes"]]
     if "timestamp" in frame.columns and not str(frame["timestamp"].dtype).startswith("int"):
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("int64") // 1_000_000
     return frame
@@ -115,9 +123,9 @@ def cmd_train(args, settings: Settings) -> int:
             from models.train import register_model
 
             progress(0.05, f"reading labelled examples from {settings.examples_topic}")
-            X, y, timestamps = read_examples(settings.kafka_bootstrap, settings.examples_topic,
-                                             settings.schema_registry_url)
-            result = register_model(X, y, timestamps, **where)
+            X, y, timestamps, names = read_examples(settings.kafka_bootstrap, settings.examples_topic,
+                                                    settings.schema_registry_url)
+            result = register_model(X, y, timestamps, feature_names=names, **where)
         else:
             history = _load_history(args.data, args.label_column) if args.data else _simulation(args)
             result = train_and_register(history, **where)

@@ -12,17 +12,18 @@ import uuid
 import numpy as np
 
 from schemas.codec import AvroCodec, SchemaRegistry, load_schema
-from streams.features import FEATURE_NAMES
+from streams.features import ATTRIBUTE_PREFIX, model_feature_names
 
 
 class NoExamples(Exception):
     """The examples topic holds nothing to train on."""
 
 
-def read_examples(bootstrap: str, topic: str, registry_url: str,
-                  timeout_seconds: float = 60.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features in FEATURE_NAMES order, labels, transaction timestamps) of every committed example,
-    the latest per transaction. A feature an example lacks is NaN, as XGBoost reads missing values."""
+def read_examples(bootstrap: str, topic: str, registry_url: str, timeout_seconds: float = 60.0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(features, labels, transaction timestamps, feature names) of every committed example, the
+    latest per transaction. The names are ours, then every upstream attribute any example carries; a
+    feature an example lacks is NaN, as XGBoost reads missing values."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     codec = AvroCodec(SchemaRegistry(registry_url), load_schema("labelled_example"), f"{topic}-value")
@@ -54,7 +55,9 @@ def read_examples(bootstrap: str, topic: str, registry_url: str,
     if not latest:
         raise NoExamples(f"topic {topic} holds no labelled examples yet")
     examples = sorted(latest.values(), key=lambda e: e["transaction_timestamp"])
-    X = np.array([[e["features"].get(name, np.nan) for name in FEATURE_NAMES] for e in examples],
-                 dtype=np.float64)
+    attributes = sorted({name[len(ATTRIBUTE_PREFIX):] for e in examples for name in e["features"]
+                         if name.startswith(ATTRIBUTE_PREFIX)})
+    names = model_feature_names(attributes)
+    X = np.array([[e["features"].get(name, np.nan) for name in names] for e in examples], dtype=np.float64)
     y = np.array([e["label"] == "FRAUD" for e in examples], dtype=np.int32)
-    return X, y, np.array([e["transaction_timestamp"] for e in examples], dtype=np.int64)
+    return X, y, np.array([e["transaction_timestamp"] for e in examples], dtype=np.int64), names

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
-from streams.features import FEATURE_NAMES
+from streams.features import FEATURE_NAMES, attribute_matrix, attributes_of
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,21 @@ class LoadedModel:
     source: str  # "registry" or "cache"
     run_id: str = ""
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.booster.feature_names or FEATURE_NAMES)
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """The upstream attribute keys this model reads after our features."""
+        return attributes_of(self.feature_names)
+
+    def matrix(self, rows: np.ndarray, transactions) -> np.ndarray:
+        """This model's input: our feature rows, then the attributes it reads from the transactions."""
+        if not self.attributes:
+            return rows
+        return np.hstack([rows, attribute_matrix(transactions, self.attributes)])
+
     def scores(self, features: np.ndarray) -> np.ndarray:
         """Fraud probabilities for a batch: one vectorised call."""
         return self.booster.inplace_predict(features, validate_features=False).astype(np.float64)
@@ -44,7 +59,7 @@ class LoadedModel:
         The default is XGBoost's approximate (Saabas) attribution, which follows each row's path
         through the trees; exact TreeSHAP costs far more per row (benchmarks/hot_path.py measures both).
         """
-        matrix = xgb.DMatrix(features, feature_names=list(FEATURE_NAMES))
+        matrix = xgb.DMatrix(features, feature_names=list(self.feature_names))
         return self.booster.predict(matrix, pred_contribs=True, approx_contribs=not exact)
 
 
@@ -188,9 +203,8 @@ class ModelSource:
         data = spec["flavors"]["xgboost"]["data"]
         booster = xgb.Booster(model_file=str(model_dir / data))
         booster.set_param({"nthread": self.nthread})
-        if tuple(booster.feature_names or ()) != FEATURE_NAMES:
-            raise ModelUnavailable(
-                f"model in {model_dir} expects features {booster.feature_names}, "
-                f"this scorer computes {list(FEATURE_NAMES)}"
-            )
+        try:
+            attributes_of(booster.feature_names or ())
+        except ValueError as exc:
+            raise ModelUnavailable(f"model in {model_dir} cannot be served by this scorer: {exc}") from exc
         return booster

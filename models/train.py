@@ -19,7 +19,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from models.params import TrainParams
 from models.simulate import transaction_records
-from streams.features import FEATURE_NAMES, feature_matrix
+from streams.features import FEATURE_NAMES, feature_matrix, model_feature_names
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,12 @@ def train_and_register(
     if "is_fraud" not in history.columns:
         raise TrainingError("history has no is_fraud label column")
     history = history.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    progress(0.05, f"computing features for {len(history)} transactions")
-    X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
+    attributes = attribute_keys(history)
+    progress(0.05, f"computing features for {len(history)} transactions"
+                   + (f" (attributes: {', '.join(attributes)})" if attributes else ""))
+    X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy(), attributes)
     return register_model(X, history["is_fraud"].to_numpy(), history["timestamp"].to_numpy(),
+                          feature_names=model_feature_names(attributes),
                           tracking_uri=tracking_uri, model_name=model_name, experiment=experiment,
                           params=params, alias=alias, promote=promote, progress=progress, tags=tags)
 
@@ -115,8 +118,9 @@ def register_model(
     promote: bool = True,
     progress: Progress = lambda fraction, message: None,
     tags: dict | None = None,
+    feature_names: tuple[str, ...] = FEATURE_NAMES,
 ) -> TrainResult:
-    """Train on feature rows (FEATURE_NAMES columns) and labels, hold out the latest
+    """Train on feature rows (`feature_names` columns) and labels, hold out the latest
     `params.test_fraction` of the time span, log to MLflow with plots, register a version, and move
     `alias` to it when it beats the current champion on the held-out rows."""
     import mlflow
@@ -133,23 +137,24 @@ def register_model(
         raise TrainingError("held-out part of the history has no fraud: nothing to judge the model by")
 
     progress(0.35, "training XGBoost")
-    booster = fit(X[~held_out], y[~held_out], params)
+    booster = fit(X[~held_out], y[~held_out], params, feature_names)
     scores = booster.inplace_predict(X[held_out])
     metrics = metrics_of(y[held_out], scores)
     metrics["n_train"] = int((~held_out).sum())
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    champion_before, champion_metrics = _champion_on(client, model_name, alias, X[held_out], y[held_out])
+    champion_before, champion_metrics = _champion_on(client, model_name, alias, X[held_out], y[held_out],
+                                                     feature_names)
 
     progress(0.6, "logging to MLflow")
     mlflow.set_experiment(experiment)
     with mlflow.start_run(tags=tags or {}) as run:
-        mlflow.log_params({**asdict(params), "features": ",".join(FEATURE_NAMES)})
+        mlflow.log_params({**asdict(params), "features": ",".join(feature_names)})
         mlflow.log_metrics(metrics)
         mlflow.log_figure(quality_plots(y[held_out], scores), "held_out_quality.png")
         if champion_metrics:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
-        example = pd.DataFrame(X[held_out][:5], columns=list(FEATURE_NAMES))
+        example = pd.DataFrame(X[held_out][:5], columns=list(feature_names))
         info = mlflow.xgboost.log_model(
             booster, name="model", signature=infer_signature(example, scores[:5]),
             input_example=example, model_format="ubj", registered_model_name=model_name,
@@ -204,7 +209,7 @@ def quality_plots(labels: np.ndarray, scores: np.ndarray):
     return fig
 
 
-def _champion_on(client, name: str, alias: str, X: np.ndarray, y: np.ndarray):
+def _champion_on(client, name: str, alias: str, X: np.ndarray, y: np.ndarray, feature_names: tuple[str, ...]):
     """(version, metrics) of the current champion on the held-out data, or (None, None)."""
     import mlflow.xgboost
     from mlflow.exceptions import MlflowException
@@ -217,7 +222,21 @@ def _champion_on(client, name: str, alias: str, X: np.ndarray, y: np.ndarray):
         raise  # MLflow unreachable or failing: never promote blind
     with tempfile.TemporaryDirectory() as tmp:
         booster = mlflow.xgboost.load_model(client.get_model_version_download_uri(name, mv.version), dst_path=tmp)
-    if tuple(booster.feature_names or ()) != FEATURE_NAMES:
-        log.warning("champion v%s uses other features; any new model replaces it", mv.version)
+    wanted = tuple(booster.feature_names or ())
+    if not set(wanted) <= set(feature_names):
+        log.warning("champion v%s reads features these data lack (%s); any new model replaces it",
+                    mv.version, sorted(set(wanted) - set(feature_names)))
         return str(mv.version), {"average_precision": -1.0}
-    return str(mv.version), metrics_of(y, booster.inplace_predict(X))
+    columns = [feature_names.index(n) for n in wanted]
+    return str(mv.version), metrics_of(y, booster.inplace_predict(X[:, columns]))
+
+
+def attribute_keys(history: pd.DataFrame) -> tuple[str, ...]:
+    """The upstream attribute keys any transaction of the history carries, sorted."""
+    if "attributes" not in history.columns:
+        return ()
+    keys: set[str] = set()
+    for attributes in history["attributes"]:
+        if isinstance(attributes, dict):
+            keys.update(attributes)
+    return tuple(sorted(keys))

@@ -28,8 +28,8 @@ from fraud.settings import Settings
 from models.serving import LoadedModel, ModelHandle, ModelSource, ModelUnavailable
 from schemas.codec import AvroCodec, CodecError, RegistryUnavailable, SchemaRegistry, load_schema
 from streams.decision import Thresholds, decide, top_reasons
-from streams.features import (FEATURE_NAMES, N_CUSTOMER_FEATURES, N_FEATURES, customer_features,
-                              empty_history, invalid_transaction_reason, remember)
+from streams.features import (N_CUSTOMER_FEATURES, N_FEATURES, customer_features, empty_history,
+                              invalid_transaction_reason, remember)
 from streams.metrics import Metrics
 from streams.quality import OnlineQuality
 from streams.rules import RulesFollower, apply_rules
@@ -346,19 +346,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         for event in events:
             runtime.last_offsets[event.message.tp] = event.message.offset
 
-    async def publish_verdicts(model: LoadedModel, events, txns, rows: np.ndarray, started: float):
+    async def publish_verdicts(model: LoadedModel, events, txns, ours: np.ndarray, started: float):
+        rows = model.matrix(ours, txns)  # plus the upstream attributes the model reads
         scores = model.scores(rows)
         decisions, fired = apply_rules(runtime.rules.rules, txns, decide(scores, thresholds))
         challenger = runtime.challenger.current
         shadow = [None] * len(txns)
         if challenger is not None:
-            shadow = challenger.scores(rows)
+            shadow = challenger.scores(challenger.matrix(ours, txns))
             agrees = int((decide(shadow, thresholds) == decide(scores, thresholds)).sum())
             metrics.challenger_agreement.labels("yes").inc(agrees)
             metrics.challenger_agreement.labels("no").inc(len(txns) - agrees)
             metrics.challenger_scored.labels(challenger.version).inc(len(txns))
             shadow = shadow.tolist()
-        reasons = top_reasons(model.contributions(rows, exact=settings.exact_reasons), rows, FEATURE_NAMES)
+        names = model.feature_names
+        reasons = top_reasons(model.contributions(rows, exact=settings.exact_reasons), rows, names)
         metrics.batch_seconds.observe(time.perf_counter() - started)
         metrics.batch_size.observe(len(txns))
         now_ms = int(time.time() * 1000)
@@ -380,7 +382,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 "scored_at": now_ms,
                 "latency_ms": latency_ms,
                 "terminal_id": txn["terminal_id"],
-                "features": dict(zip(FEATURE_NAMES, row)),
+                "features": dict(zip(names, row)),
             }
             await publish(settings.verdicts_topic, txn["transaction_id"].encode(),
                           runtime.verdicts.encode(verdict), None, event.message.tp)

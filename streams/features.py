@@ -55,6 +55,9 @@ TERMINAL_FEATURE_NAMES: tuple[str, ...] = tuple(
     f"terminal_{kind}_{days}d" for days in WINDOWS_DAYS for kind in ("nb_tx", "risk"))
 FEATURE_NAMES: tuple[str, ...] = CUSTOMER_FEATURE_NAMES + TERMINAL_FEATURE_NAMES
 N_FEATURES = len(FEATURE_NAMES)
+# Upstream numeric attributes (the Transaction's `attributes` map) a model was trained with follow
+# FEATURE_NAMES, each as `attribute_<key>`; a transaction without the key gives NaN (missing).
+ATTRIBUTE_PREFIX = "attribute_"
 # The fraud handbook's 15 features, the published baseline's: ours without the extra ones.
 HANDBOOK_FEATURE_NAMES: tuple[str, ...] = tuple(
     name for name in FEATURE_NAMES
@@ -194,8 +197,37 @@ def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: S
     return out
 
 
-def feature_matrix(transactions: Sequence[Mapping], labels: Sequence[int]) -> np.ndarray:
-    """Features of a labelled history of transactions, in FEATURE_NAMES order.
+def model_feature_names(attributes: Sequence[str] = ()) -> tuple[str, ...]:
+    """A model's feature names: ours, then the upstream attributes it reads."""
+    return FEATURE_NAMES + tuple(ATTRIBUTE_PREFIX + key for key in attributes)
+
+
+def attributes_of(feature_names: Sequence[str]) -> tuple[str, ...]:
+    """The attribute keys a model with these feature names reads; ValueError when the names are not
+    ours followed by attributes."""
+    names = tuple(feature_names)
+    extra = names[len(FEATURE_NAMES):]
+    if names[:len(FEATURE_NAMES)] != FEATURE_NAMES or not all(n.startswith(ATTRIBUTE_PREFIX) for n in extra):
+        raise ValueError(f"features {list(names)} are not {list(FEATURE_NAMES)} followed by "
+                         f"{ATTRIBUTE_PREFIX}* attributes")
+    return tuple(n[len(ATTRIBUTE_PREFIX):] for n in extra)
+
+
+def attribute_matrix(transactions: Sequence[Mapping], keys: Sequence[str]) -> np.ndarray:
+    """One column per attribute key; NaN where a transaction does not carry it."""
+    out = np.full((len(transactions), len(keys)), np.nan, dtype=np.float64)
+    for i, txn in enumerate(transactions):
+        attributes = txn.get("attributes") or {}
+        for j, key in enumerate(keys):
+            value = attributes.get(key)
+            if value is not None:
+                out[i, j] = value
+    return out
+
+
+def feature_matrix(transactions: Sequence[Mapping], labels: Sequence[int],
+                   attributes: Sequence[str] = ()) -> np.ndarray:
+    """Features of a labelled history of transactions, in `model_feature_names(attributes)` order.
 
     Give the transactions in event-time order (the order the stream would see them); `labels` (1 for
     fraud) feed the terminal risks, of which only the labels at least 7 days old count.
@@ -211,7 +243,7 @@ def feature_matrix(transactions: Sequence[Mapping], labels: Sequence[int]) -> np
     customers = np.asarray(rows, dtype=np.float64).reshape(-1, N_CUSTOMER_FEATURES)
     terminals = terminal_matrix([t["terminal_id"] for t in transactions],
                                 [t["timestamp"] for t in transactions], labels)
-    return np.hstack([customers, terminals])
+    return np.hstack([customers, terminals, attribute_matrix(transactions, attributes)])
 
 
 FUTURE_TOLERANCE_MS = DAY_MS

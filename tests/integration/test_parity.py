@@ -1,5 +1,5 @@
 """Train/serve parity: a history replayed through the running stream gets, transaction by
-transaction, the feature vector training computes from the same history."""
+transaction, the feature vector training computes from the same history, upstream attributes included."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from models.simulate import transaction_records
 from schemas.codec import AvroCodec, SchemaRegistry, load_schema
-from streams.features import FEATURE_NAMES, feature_matrix
+from streams.features import feature_matrix, model_feature_names
 from streams.produce import DAY_MS, history_messages, producer_for, replay
 from streams.topics import ensure_topics
 from tests.conftest import WorkerProcess, unique_settings
@@ -20,10 +20,14 @@ pytestmark = pytest.mark.integration
 def test_replaying_a_history_through_the_stream_gives_the_features_training_computes(
         services, small_history, tmp_path):
     settings = unique_settings(tmp_path)
-    train_version(settings, small_history, n_estimators=10)
+    # An upstream attribute on some transactions: the model reads it, missing where it is absent.
+    with_attributes = small_history.copy()
+    rng = np.random.default_rng(0)
+    with_attributes["attributes"] = [{"device_risk": float(x)} if x < 0.7 else {} for x in rng.random(len(small_history))]
+    train_version(settings, with_attributes, n_estimators=10)
     ensure_topics(settings)
-    cards = sorted(small_history["customer_id"].unique())[:40]
-    history = small_history[small_history["customer_id"].isin(cards)].reset_index(drop=True)
+    cards = sorted(with_attributes["customer_id"].unique())[:40]
+    history = with_attributes[with_attributes["customer_id"].isin(cards)].reset_index(drop=True)
     history["transaction_id"] = "parity-" + history["transaction_id"].astype(str)
     assert len(history) > 3000 and history["is_fraud"].sum() > 100
 
@@ -49,14 +53,16 @@ def test_replaying_a_history_through_the_stream_gives_the_features_training_comp
 
     served = {v["transaction_id"]: v["features"] for v in verdicts}
     assert len(served) == len(verdicts) == len(history)
-    expected = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
-    stream = np.array([[served[tid][name] for name in FEATURE_NAMES] for tid in history["transaction_id"]])
-    terminal_risk = FEATURE_NAMES.index("terminal_risk_30d")
+    names = model_feature_names(["device_risk"])
+    expected = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy(), ["device_risk"])
+    stream = np.array([[served[tid][name] for name in names] for tid in history["transaction_id"]])
+    assert np.isnan(stream[:, -1]).sum() == np.isnan(expected[:, -1]).sum() > 0
+    terminal_risk = names.index("terminal_risk_30d")
     assert (expected[:, terminal_risk] > 0).sum() > 100, "the history must exercise the terminal risks"
-    mismatched = ~np.isclose(stream, expected, rtol=1e-9, atol=1e-9)
+    mismatched = ~np.isclose(stream, expected, rtol=1e-9, atol=1e-9, equal_nan=True)
     rows, cols = np.nonzero(mismatched)
     assert not mismatched.any(), (
         f"{len(set(rows))} of {len(history)} transactions differ, e.g. " + "; ".join(
-            f"{history['transaction_id'][r]} {FEATURE_NAMES[c]}: stream {stream[r, c]} batch {expected[r, c]}"
+            f"{history['transaction_id'][r]} {names[c]}: stream {stream[r, c]} batch {expected[r, c]}"
             for r, c in list(zip(rows, cols))[:5]))
     assert health["fraud_feedback_unmatched_total"] == 0

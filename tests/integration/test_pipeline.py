@@ -227,7 +227,7 @@ def test_feedback_joins_its_verdict_and_changes_terminal_risk_online_metrics_and
     # Each matched label became a labelled example carrying the features that were served.
     from models.examples import read_examples
 
-    X, y, timestamps = read_examples(settings.kafka_bootstrap, settings.examples_topic,
+    X, y, timestamps, names = read_examples(settings.kafka_bootstrap, settings.examples_topic,
                                      settings.schema_registry_url)
     assert sorted(y.tolist()) == [0, 1, 1] and timestamps.tolist() == [t["timestamp"] for t in scored]
     assert not np.isnan(X).any()

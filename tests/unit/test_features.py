@@ -7,9 +7,10 @@ import pytest
 import numpy as np
 
 from streams.features import (CUSTOMER_FEATURE_NAMES, DAY_MS, FEATURE_NAMES, NO_PREVIOUS_SECONDS,
-                              TERMINAL_FEATURE_NAMES, TerminalHistory, calendar_features,
+                              TERMINAL_FEATURE_NAMES, TerminalHistory, attributes_of, calendar_features,
                               customer_features, empty_history, feature_matrix,
-                              invalid_transaction_reason, remember, terminal_features, terminal_matrix)
+                              invalid_transaction_reason, model_feature_names, remember,
+                              terminal_features, terminal_matrix)
 
 T0 = 1_522_540_800_000  # 2018-04-01 00:00 UTC, a Sunday
 
@@ -193,3 +194,26 @@ def test_an_event_time_more_than_a_day_ahead_is_refused(timestamp, valid):
     assert (result is None) == valid
     if not valid:
         assert result.startswith("field timestamp: more than a day in the future")
+
+
+def test_upstream_attributes_follow_our_features_and_are_missing_where_absent():
+    txns = [txn(T0, attributes={"device_risk": 0.5, "ip_score": 2.0}), txn(T0 + 1000), txn(T0 + 2000, attributes={"ip_score": 3.0})]
+    X = feature_matrix(txns, [0, 0, 0], ["device_risk", "ip_score"])
+    assert X.shape == (3, len(FEATURE_NAMES) + 2)
+    np.testing.assert_array_equal(X[:, -2:], [[0.5, 2.0], [np.nan, np.nan], [np.nan, 3.0]])
+    assert model_feature_names(["device_risk"])[-1] == "attribute_device_risk"
+
+
+@pytest.mark.parametrize("names, attributes", [
+    (FEATURE_NAMES, ()),
+    (FEATURE_NAMES + ("attribute_a", "attribute_b"), ("a", "b")),
+    (FEATURE_NAMES[:-1], None),
+    (FEATURE_NAMES + ("device_risk",), None),
+    (("amount",) + FEATURE_NAMES, None),
+])
+def test_a_model_s_feature_names_must_be_ours_then_attributes(names, attributes):
+    if attributes is None:
+        with pytest.raises(ValueError):
+            attributes_of(names)
+    else:
+        assert attributes_of(names) == attributes
