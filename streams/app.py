@@ -63,6 +63,10 @@ class Runtime:
     follower: VerdictFollower = field(init=False)
     quality: dict = field(init=False)
     last_offsets: dict = field(default_factory=dict)
+    # Highest offset processed per partition while this worker holds it. faust can hand a
+    # partition's last record to the stream a second time (its fetcher accepts an offset equal to
+    # the last one it read); that record's verdict is already in the partition's transaction.
+    processed_through: dict = field(default_factory=dict)
     lag: dict = field(default_factory=dict)
     model_error: str = ""
     _ready: bool = False
@@ -204,7 +208,8 @@ class ScorerApp(faust.App):
         consumer = self.consumer
         if getattr(consumer, "guarded_by_batches", False):
             return
-        lock, revoke = self.runtime.batch_lock, consumer.on_partitions_revoked
+        lock, revoke, assign = self.runtime.batch_lock, consumer.on_partitions_revoked, consumer.on_partitions_assigned
+        processed = self.runtime.processed_through
 
         async def commit_between_batches(topics=None, start_new_transaction: bool = True) -> bool:
             async with lock:
@@ -215,8 +220,15 @@ class ScorerApp(faust.App):
                 await commit_between_batches()
             await revoke(revoked)
 
+        async def forget_partitions_gone(assigned, generation_id: int = 0) -> None:
+            # A partition another worker may have held since: its offsets start afresh here.
+            for tp in set(processed) - set(assigned):
+                del processed[tp]
+            await assign(assigned, generation_id)
+
         consumer.commit = commit_between_batches
         consumer.on_partitions_revoked = commit_then_revoke
+        consumer.on_partitions_assigned = forget_partitions_gone
         consumer.guarded_by_batches = True
 
     async def on_start(self) -> None:
@@ -252,6 +264,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     app.runtime = runtime
     metrics = runtime.metrics
     thresholds = Thresholds(settings.review_threshold, settings.decline_threshold)
+    worker = settings.worker_id.encode()
 
     transactions = app.topic(settings.transactions_topic, key_type=bytes, value_type=bytes,
                              key_serializer="raw", value_serializer="raw")
@@ -317,6 +330,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         for event in events:
             await stream.ack(event)
 
+    def first_delivery(event) -> bool:
+        tp, offset = event.message.tp, event.message.offset
+        done = runtime.processed_through.get(tp)
+        if done is not None and offset <= done:
+            metrics.redelivered.labels(tp.topic).inc()
+            log.info("%s[%d]@%d delivered again; already processed", tp.topic, tp.partition, offset)
+            return False
+        runtime.processed_through[tp] = offset
+        return True
+
     async def score_batch(events):
         metrics.consumed.inc(len(events))
         started = time.perf_counter()
@@ -324,6 +347,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         accepted, txns = [], []
         rows = np.empty((len(events), N_FEATURES), dtype=np.float64)
         for event in events:
+            if not first_delivery(event):
+                continue
             try:
                 txn = await decode(runtime.transactions, event.value)
                 reason = invalid_transaction_reason(txn, now_ms=int(time.time() * 1000))
@@ -384,8 +409,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 "terminal_id": txn["terminal_id"],
                 "features": dict(zip(names, row)),
             }
-            await publish(settings.verdicts_topic, txn["transaction_id"].encode(),
-                          runtime.verdicts.encode(verdict), None, event.message.tp)
+            source = event.message
+            await publish(settings.verdicts_topic, txn["transaction_id"].encode(), runtime.verdicts.encode(verdict),
+                          [("source.topic", source.topic.encode()), ("source.partition", b"%d" % source.partition),
+                           ("source.offset", b"%d" % source.offset), ("scored.by", worker)], source.tp)
             metrics.decisions.labels(decision).inc()
             for rule in broken:
                 metrics.rules_fired.labels(rule.split(":", 1)[0]).inc()
@@ -396,6 +423,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def record_feedback(stream):
         await runtime.ensure_ready()
         async for event in stream.events():
+            if not first_delivery(event):
+                await stream.ack(event)
+                continue
             try:
                 label = await decode(runtime.feedback, event.value)
             except CodecError as exc:

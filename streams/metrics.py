@@ -16,6 +16,8 @@ class Metrics:
         self.scored = Counter("fraud_transactions_scored", "Transactions scored", ["model_version"], registry=r)
         self.decisions = Counter("fraud_decisions", "Verdicts by decision", ["decision"], registry=r)
         self.rules_fired = Counter("fraud_rules_fired", "Rules broken, by rule type", ["rule"], registry=r)
+        self.redelivered = Counter("fraud_redelivered", "Records handed to the stream again, skipped",
+                                   ["topic"], registry=r)
         self.dead_letters = Counter("fraud_dead_letters", "Messages sent to the DLQ", ["topic"], registry=r)
         self.feedback = Counter("fraud_feedback_labels", "Feedback labels recorded", ["label", "source"], registry=r)
         self.latency = Histogram(

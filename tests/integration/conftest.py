@@ -81,7 +81,14 @@ def read_committed(settings: Settings, topic: str, expected: int, timeout: float
                 continue
             seen.add((msg.partition(), msg.offset()))
             quiet_since = None
-            out.append(deserialize(msg.value(), ctx) if decode else msg)
+            if decode:
+                record = deserialize(msg.value(), ctx)
+                # Where the record sits and what produced it, for diagnostics.
+                record["_kafka"] = {"partition": msg.partition(), "offset": msg.offset(),
+                                    "headers": {k: v.decode(errors="replace") for k, v in (msg.headers() or [])}}
+                out.append(record)
+            else:
+                out.append(msg)
     finally:
         consumer.close()
     return out

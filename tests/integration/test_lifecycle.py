@@ -34,7 +34,7 @@ def assert_one_verdict_each(records: list[dict], verdicts: list[dict]) -> None:
     duplicated = {k: len(v) for k, v in by_id.items() if len(v) > 1}
     assert not missing, f"{len(missing)} transactions without a verdict, e.g. {sorted(missing)[:5]}"
     assert not duplicated, f"{len(duplicated)} transactions with several verdicts, e.g. " + "; ".join(
-        f"{k}: scored at {[v['scored_at'] for v in by_id[k]]}" for k in sorted(duplicated)[:5])
+        f"{k}: {[(str(v['scored_at']), v.get('_kafka')) for v in by_id[k]]}" for k in sorted(duplicated)[:5])
     assert len(verdicts) == len(records)
 
 

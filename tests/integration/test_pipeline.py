@@ -68,6 +68,9 @@ def test_every_transaction_gets_exactly_one_verdict_naming_a_registered_version(
         assert verdict["decision"] in ("APPROVE", "REVIEW", "DECLINE")
         assert len(verdict["reasons"]) == 3
         assert verdict["latency_ms"] >= 0
+        headers = verdict["_kafka"]["headers"]
+        assert headers["source.topic"] == settings.transactions_topic and int(headers["source.offset"]) >= 0
+        assert headers["scored.by"] == settings.worker_id
 
 
 def test_records_written_with_an_older_schema_version_are_scored(stack):
