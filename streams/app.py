@@ -31,6 +31,7 @@ from streams.decision import Thresholds, decide, top_reasons
 from streams.features import (N_CUSTOMER_FEATURES, N_FEATURES, customer_features, empty_history,
                               invalid_transaction_reason, remember)
 from streams.metrics import Metrics
+from streams.progress import DUPLICATE, PROCESS, REREAD, PartitionProgress
 from streams.quality import OnlineQuality
 from streams.rules import RulesFollower, apply_rules
 from streams.verdicts import VerdictFollower
@@ -63,10 +64,7 @@ class Runtime:
     follower: VerdictFollower = field(init=False)
     quality: dict = field(init=False)
     last_offsets: dict = field(default_factory=dict)
-    # Highest offset processed per partition while this worker holds it. faust can hand a
-    # partition's last record to the stream a second time (its fetcher accepts an offset equal to
-    # the last one it read); that record's verdict is already in the partition's transaction.
-    processed_through: dict = field(default_factory=dict)
+    progress: PartitionProgress = field(default_factory=PartitionProgress)
     lag: dict = field(default_factory=dict)
     model_error: str = ""
     _ready: bool = False
@@ -195,6 +193,7 @@ def _transactional_id(app: faust.App, tp: TP) -> str:
 
 class ScorerApp(faust.App):
     runtime: Runtime
+    source_topics: frozenset = frozenset()  # the topics the agents consume
 
     def guard_commits(self) -> None:
         """Keep every transaction's verdicts and offsets in step (once per process).
@@ -209,7 +208,7 @@ class ScorerApp(faust.App):
         if getattr(consumer, "guarded_by_batches", False):
             return
         lock, revoke, assign = self.runtime.batch_lock, consumer.on_partitions_revoked, consumer.on_partitions_assigned
-        processed = self.runtime.processed_through
+        progress, ack = self.runtime.progress, consumer.ack
 
         async def commit_between_batches(topics=None, start_new_transaction: bool = True) -> bool:
             async with lock:
@@ -221,11 +220,17 @@ class ScorerApp(faust.App):
             await revoke(revoked)
 
         async def forget_partitions_gone(assigned, generation_id: int = 0) -> None:
-            # A partition another worker may have held since: its offsets start afresh here.
-            for tp in set(processed) - set(assigned):
-                del processed[tp]
+            progress.keep_only(assigned)  # another worker may hold the others meanwhile
             await assign(assigned, generation_id)
 
+        def ack_if_processed(message) -> bool:
+            # faust acknowledges every record it handed to a batch, processed or not: only what was
+            # processed may count towards the offsets a transaction commits.
+            if message.topic in self.source_topics and not progress.has_processed(message.tp, message.offset):
+                return False
+            return ack(message)
+
+        consumer.ack = ack_if_processed
         consumer.commit = commit_between_batches
         consumer.on_partitions_revoked = commit_then_revoke
         consumer.on_partitions_assigned = forget_partitions_gone
@@ -262,6 +267,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         table_standby_replicas=0,
     )
     app.runtime = runtime
+    app.source_topics = frozenset({settings.transactions_topic, settings.feedback_topic})
     metrics = runtime.metrics
     thresholds = Thresholds(settings.review_threshold, settings.decline_threshold)
     worker = settings.worker_id.encode()
@@ -272,9 +278,19 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                          key_serializer="raw", value_serializer="raw")
     histories = app.Table("customer-history", default=None, partitions=settings.partitions)
 
+    in_flight: list[asyncio.Future] = []  # deliveries of the batch in hand
+
     async def publish(topic: str, key, value: bytes, headers, source: TP):
         tid = _transactional_id(app, source) if app.in_transaction else None
-        return await app.producer.send(topic, key, value, None, None, headers, transactional_id=tid)
+        delivery = await app.producer.send(topic, key, value, None, None, headers, transactional_id=tid)
+        in_flight.append(delivery)
+        return delivery
+
+    async def delivered() -> None:
+        """Wait until the broker has every record of the batch; a failed send raises."""
+        futures = list(in_flight)
+        in_flight.clear()
+        await asyncio.gather(*futures)
 
     async def decode(codec: AvroCodec, data: bytes) -> dict:
         """Decode; while the registry is unreachable for a schema id not seen yet, wait and retry:
@@ -317,6 +333,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         # are aborted and the whole batch is redelivered to the next worker.
         try:
             await work
+        except asyncio.CancelledError:
+            log.error("batch cancelled part-way; exiting so that it is redelivered, not acknowledged")
+            logging.shutdown()
+            os._exit(EXIT_BATCH_FAILED)
         except Exception:
             log.exception("batch failed; exiting so that it is redelivered, not acknowledged")
             logging.shutdown()
@@ -327,18 +347,26 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         # acknowledge, all before a commit can run (take_events' own later ack is then a no-op).
         while app.producer.buffer.size:
             await app.producer.buffer.flush()
+        await crash_unless_done(delivered())
         for event in events:
             await stream.ack(event)
 
-    def first_delivery(event) -> bool:
+    async def first_delivery(event) -> bool:
+        """Whether to process this record now (see streams/progress.py)."""
         tp, offset = event.message.tp, event.message.offset
-        done = runtime.processed_through.get(tp)
-        if done is not None and offset <= done:
+        decision = runtime.progress.decide(tp, offset)
+        if decision == PROCESS:
+            return True
+        if decision == DUPLICATE:
             metrics.redelivered.labels(tp.topic).inc()
-            log.info("%s[%d]@%d delivered again; already processed", tp.topic, tp.partition, offset)
-            return False
-        runtime.processed_through[tp] = offset
-        return True
+            log.info("%s[%d]@%d handed over again; already processed", tp.topic, tp.partition, offset)
+        elif decision == REREAD:
+            first = runtime.progress.first_missing(tp)
+            metrics.rereads.labels(tp.topic).inc()
+            log.warning("%s[%d]@%d follows a hole from %d: reading the partition again from there",
+                        tp.topic, tp.partition, offset, first)
+            await app.consumer.seek(tp, first)
+        return False
 
     async def score_batch(events):
         metrics.consumed.inc(len(events))
@@ -347,8 +375,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         accepted, txns = [], []
         rows = np.empty((len(events), N_FEATURES), dtype=np.float64)
         for event in events:
-            if not first_delivery(event):
+            if not await first_delivery(event):
                 continue
+            runtime.progress.processed(event.message.tp, event.message.offset)
             try:
                 txn = await decode(runtime.transactions, event.value)
                 reason = invalid_transaction_reason(txn, now_ms=int(time.time() * 1000))
@@ -423,7 +452,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def record_feedback(stream):
         await runtime.ensure_ready()
         async for event in stream.events():
-            if not first_delivery(event):
+            if not await first_delivery(event):
                 await stream.ack(event)
                 continue
             try:
@@ -445,6 +474,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         """Join a label to its verdict: online quality of the models that scored it, the labelled
         example, and the terminal label (frauds only) that feeds the terminal's risk. Undecodable
         feedback, and a label with no known verdict, go to the DLQ."""
+        runtime.progress.processed(event.message.tp, event.message.offset)
         if isinstance(label, str):
             await dead_letter(event, label)
             return

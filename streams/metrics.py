@@ -18,6 +18,8 @@ class Metrics:
         self.rules_fired = Counter("fraud_rules_fired", "Rules broken, by rule type", ["rule"], registry=r)
         self.redelivered = Counter("fraud_redelivered", "Records handed to the stream again, skipped",
                                    ["topic"], registry=r)
+        self.rereads = Counter("fraud_partition_rereads", "Partitions read again from a hole in their offsets",
+                               ["topic"], registry=r)
         self.dead_letters = Counter("fraud_dead_letters", "Messages sent to the DLQ", ["topic"], registry=r)
         self.feedback = Counter("fraud_feedback_labels", "Feedback labels recorded", ["label", "source"], registry=r)
         self.latency = Histogram(
