@@ -44,6 +44,7 @@ class StreamView:
     challenger: Callable[[], Any]
     caught_up: Callable[[], bool]  # the rules, verdicts and terminal labels read to their end
     terminal: Callable[[str, int], dict]  # a terminal's history and features at an event time
+    verdicts: Callable[[], dict]  # what the verdict follower holds
     quality: Callable[[], dict]  # online quality per model, from matured labels
 
 
@@ -150,6 +151,7 @@ async def health(request: web.Request) -> web.Response:
         components["rules"] = {"status": "ok" if follower.caught_up.is_set() else "loading",
                                "topic": follower.topic, "rules": follower.rules.count,
                                "invalid_records": follower.invalid}
+        components["verdicts"] = stream.verdicts()
         lag = stream.lag()
         components["stream"] = {"status": "ok" if stream.assigned() else "waiting for partitions",
                                 "assigned_partitions": stream.assigned(), "consumer_lag": lag,

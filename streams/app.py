@@ -198,11 +198,12 @@ class ScorerApp(faust.App):
     def guard_commits(self) -> None:
         """Keep every transaction's verdicts and offsets in step (once per process).
 
-        faust reads the offsets to commit before its commit waits for anything, and forgets the
-        acknowledged offsets of partitions being revoked before it commits. Either way a transaction
-        could commit verdicts whose offsets it does not commit, and those transactions would be
-        scored again. So every commit runs between batches and reads its offsets there, and a
-        rebalance first commits what has been scored.
+        faust reads the offsets to commit before its commit waits for anything, forgets the
+        acknowledged offsets of partitions being revoked before it commits, and acknowledges records
+        it handed to a batch whether or not they were processed. So every commit runs between
+        batches and reads its offsets there, a rebalance first commits what has been processed,
+        only processed records are acknowledged (streams/progress.py), and partitions this worker
+        no longer holds lose their progress.
         """
         consumer = self.consumer
         if getattr(consumer, "guarded_by_batches", False):
@@ -537,7 +538,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                           model=lambda: runtime.models.current, model_error=lambda: runtime.model_error,
                           rules=lambda: runtime.rules, challenger=lambda: runtime.challenger.current,
                           caught_up=lambda: runtime.rules.caught_up.is_set() and runtime.follower.caught_up.is_set(),
-                          terminal=runtime.follower.describe_terminal,
+                          terminal=runtime.follower.describe_terminal, verdicts=runtime.follower.status,
                           quality=lambda: {model: q.summary() for model, q in runtime.quality.items()})
         if settings.api_port:
             await serve(create_api(settings, metrics, view), settings.api_host, settings.api_port)

@@ -96,6 +96,13 @@ class VerdictFollower:
         return {"terminal_id": terminal_id, "at": at_ms, "transactions": len(times), "frauds": len(frauds),
                 "features": dict(zip(TERMINAL_FEATURE_NAMES, terminal_features(times, frauds, [at_ms])[0].tolist()))}
 
+    def status(self) -> dict:
+        """For /health: caught up or still loading, and how much it holds."""
+        with self._lock:
+            return {"status": "ok" if self.caught_up.is_set() else "loading", "topics": list(self.topics),
+                    "terminals": len(self.terminals), "verdicts_for_feedback": len(self.verdicts),
+                    "undecodable_records": self.undecodable}
+
     def verdict(self, transaction_id: str) -> KnownVerdict | None:
         with self._lock:
             return self.verdicts.get(transaction_id)

@@ -120,6 +120,7 @@ def test_ops_api_reports_the_running_worker(stack):
     assert components["model"]["version"] == version
     assert components["model"]["source"] == "registry"
     assert components["stream"]["assigned_partitions"] == [0, 1, 2]
+    assert components["verdicts"]["status"] == "ok" and components["verdicts"]["terminals"] > 0
 
     assert worker.get("/health/live")[0] == 200
     assert worker.get("/health/ready") == (200, {"status": "ready", "assigned_partitions": [0, 1, 2]})
