@@ -91,13 +91,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transactions", type=int, default=20_000)
     parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--depth", type=int, default=6)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
     history = simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=0))
     labels = history["is_fraud"].to_numpy()
     booster = fit(feature_matrix(transaction_records(history), labels), labels,
-                  TrainParams(n_estimators=args.trees))
+                  TrainParams(n_estimators=args.trees, max_depth=args.depth))
     booster.set_param({"nthread": 1})
     model = LoadedModel(booster, "bench", "1", "memory")
 
@@ -111,7 +112,7 @@ def main() -> None:
 
     variants = [("per event (baseline)", 1, False), ("batch 100", 100, False), ("batch 500", 500, False),
                 ("batch 1000", 1000, False), ("batch 500, exact TreeSHAP reasons", 500, True)]
-    print(f"{len(messages)} transactions, {args.trees} trees depth 6, 1 XGBoost thread, "
+    print(f"{len(messages)} transactions, {args.trees} trees of depth {args.depth}, 1 XGBoost thread, "
           f"median of {args.repeat} runs")
     print(f"{'variant':38} {'txn/s':>10} {'us/txn':>8} {'vs baseline':>12}")
     baseline = None
