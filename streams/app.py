@@ -194,6 +194,7 @@ def _transactional_id(app: faust.App, tp: TP) -> str:
 class ScorerApp(faust.App):
     runtime: Runtime
     source_topics: frozenset = frozenset()  # the topics the agents consume
+    in_flight: list  # deliveries of the records sent since the last commit
 
     def guard_commits(self) -> None:
         """Keep every transaction's verdicts and offsets in step (once per process).
@@ -213,6 +214,7 @@ class ScorerApp(faust.App):
 
         async def commit_between_batches(topics=None, start_new_transaction: bool = True) -> bool:
             async with lock:
+                await self.delivered()  # no offsets past a record the broker did not take
                 return await consumer.force_commit(topics, start_new_transaction=start_new_transaction)
 
         async def commit_then_revoke(revoked) -> None:
@@ -236,6 +238,18 @@ class ScorerApp(faust.App):
         consumer.on_partitions_revoked = commit_then_revoke
         consumer.on_partitions_assigned = forget_partitions_gone
         consumer.guarded_by_batches = True
+
+    async def delivered(self) -> None:
+        """Wait for every record sent since the last commit; if one failed, exit rather than commit
+        offsets past it: the open transactions are aborted and their records redelivered."""
+        futures = list(self.in_flight)
+        self.in_flight.clear()
+        try:
+            await asyncio.gather(*futures)
+        except Exception:
+            log.exception("a record was not delivered; exiting so that its batch is redelivered")
+            logging.shutdown()
+            os._exit(EXIT_BATCH_FAILED)
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -279,19 +293,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                          key_serializer="raw", value_serializer="raw")
     histories = app.Table("customer-history", default=None, partitions=settings.partitions)
 
-    in_flight: list[asyncio.Future] = []  # deliveries of the batch in hand
+    app.in_flight = []
 
     async def publish(topic: str, key, value: bytes, headers, source: TP):
         tid = _transactional_id(app, source) if app.in_transaction else None
         delivery = await app.producer.send(topic, key, value, None, None, headers, transactional_id=tid)
-        in_flight.append(delivery)
+        app.in_flight.append(delivery)
         return delivery
-
-    async def delivered() -> None:
-        """Wait until the broker has every record of the batch; a failed send raises."""
-        futures = list(in_flight)
-        in_flight.clear()
-        await asyncio.gather(*futures)
 
     async def decode(codec: AvroCodec, data: bytes) -> dict:
         """Decode; while the registry is unreachable for a schema id not seen yet, wait and retry:
@@ -348,7 +356,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         # acknowledge, all before a commit can run (take_events' own later ack is then a no-op).
         while app.producer.buffer.size:
             await app.producer.buffer.flush()
-        await crash_unless_done(delivered())
         for event in events:
             await stream.ack(event)
 
