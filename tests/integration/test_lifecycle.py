@@ -103,6 +103,11 @@ def restart_mid_stream(small_history, tmp_path, stop_signal: int) -> None:
     assert_one_verdict_each(records, verdicts)
 
 
+def test_a_worker_restarted_mid_stream_leaves_exactly_one_committed_verdict_per_transaction(
+        services, small_history, tmp_path):
+    restart_mid_stream(small_history, tmp_path, signal.SIGTERM)
+
+
 def test_a_training_job_started_over_http_registers_a_new_version(services, small_history, tmp_path):
     settings = unique_settings(tmp_path)
     first = train_version(settings, small_history, n_estimators=10)

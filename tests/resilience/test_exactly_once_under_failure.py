@@ -1,7 +1,9 @@
-"""Exactly once through restarts: a worker stopped gracefully or killed, a rebalance between two workers.
+"""Exactly once through failures: a worker killed mid-stream, a rebalance between two workers.
 
-Not part of the default run (marker `resilience`): they do not pass reliably yet. Run them with
-`scripts/test -m resilience tests/resilience`.
+Not part of the default run (marker `resilience`): each takes minutes of wall time when it fails (it
+waits out a consumer group session), and they have passed fewer runs than the default suite's
+checks. Run them with `scripts/test -m resilience tests/resilience`. The graceful restart is in
+tests/integration/test_lifecycle.py.
 """
 
 from __future__ import annotations
@@ -19,11 +21,6 @@ from tests.integration.conftest import (produce_transactions, read_committed, si
 from tests.integration.test_lifecycle import assert_one_verdict_each, restart_mid_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
-
-
-def test_a_worker_restarted_mid_stream_leaves_exactly_one_committed_verdict_per_transaction(
-        services, small_history, tmp_path):
-    restart_mid_stream(small_history, tmp_path, signal.SIGTERM)
 
 
 def test_a_worker_killed_mid_stream_leaves_exactly_one_committed_verdict_per_transaction(
