@@ -3,21 +3,27 @@ transaction, the feature vector training computes from the same history, upstrea
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
 from models.simulate import transaction_records
 from schemas.codec import AvroCodec, SchemaRegistry, load_schema
 from streams.features import feature_matrix, model_feature_names
 from streams.produce import DAY_MS, history_messages, producer_for, replay
 from streams.topics import ensure_topics
-from tests.conftest import WorkerProcess, unique_settings
+from tests.conftest import WorkerProcess, settings_env, unique_settings
 from tests.integration.conftest import read_committed, train_version
 
 pytestmark = pytest.mark.integration
 
 
-def test_replaying_a_history_through_the_stream_gives_the_features_training_computes(
+def test_a_replayed_history_gets_the_features_training_computes_and_its_labelled_examples_train_a_model(
         services, small_history, tmp_path):
     settings = unique_settings(tmp_path)
     # An upstream attribute on some transactions: the model reads it, missing where it is absent.
@@ -47,7 +53,12 @@ def test_replaying_a_history_through_the_stream_gives_the_features_training_comp
                                     feedback_delay_ms=DAY_MS)
         replay(producer_for(settings.kafka_bootstrap), messages, rate=150)
         verdicts = read_committed(settings, settings.verdicts_topic, expected=len(history), timeout=120)
-        status, health = worker.get("/metrics")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every label joined
+            status, health = worker.get("/metrics")
+            if sum(v for k, v in health.items() if k.startswith("fraud_feedback_matched_total")) == len(history):
+                break
+            time.sleep(0.5)
     finally:
         worker.stop()
 
@@ -66,3 +77,12 @@ def test_replaying_a_history_through_the_stream_gives_the_features_training_comp
             f"{history['transaction_id'][r]} {names[c]}: stream {stream[r, c]} batch {expected[r, c]}"
             for r, c in list(zip(rows, cols))[:5]))
     assert health["fraud_feedback_unmatched_total"] == 0
+
+    # The labelled examples the join wrote train the next model, with the features as served.
+    done = subprocess.run([sys.executable, "-m", "fraud", "train", "--examples", "--no-promote"],
+                          env=settings_env(settings), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    assert summary["metrics"]["n_train"] + summary["metrics"]["n_test"] == len(history)
+    run = MlflowClient(settings.mlflow_uri).get_run(summary["run_id"])
+    assert run.data.params["features"] == ",".join(names) and run.data.tags["data"] == "labelled-examples"
