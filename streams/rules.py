@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import uuid
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from streams.follow import TopicFollower
 
 log = logging.getLogger(__name__)
 
@@ -97,30 +97,17 @@ def apply_rules(rules: Rules, txns: Sequence[Mapping], decisions: np.ndarray) ->
     return decisions, fired
 
 
-class RulesFollower:
+class RulesFollower(TopicFollower):
     """Reads the control topic from its start and keeps following it, in a thread of its own."""
 
+    name = "rules-follower"
+
     def __init__(self, bootstrap: str, topic: str):
-        self.bootstrap = bootstrap
+        super().__init__(bootstrap, (topic,))
         self.topic = topic
         self.rules = Rules()
         self.records: dict[str, dict] = {}
         self.invalid = 0
-        self.caught_up = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "RulesFollower":
-        if self._thread is not None:
-            return self
-        self._thread = threading.Thread(target=self._run, name="rules-follower", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         rule_id = (key or b"").decode(errors="replace")
@@ -139,34 +126,5 @@ class RulesFollower:
                 return
         self.rules = compile_rules(self.records)
 
-    def _run(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"rules-{uuid.uuid4()}",
-                             "enable.auto.commit": False, "enable.partition.eof": True})
-        try:
-            while not self._stop.is_set():
-                try:
-                    partitions = consumer.list_topics(self.topic, timeout=5).topics[self.topic].partitions
-                except Exception as exc:  # broker away: rules stay as they are
-                    log.warning("rules topic %s unavailable: %s", self.topic, exc)
-                    self._stop.wait(2)
-                    continue
-                if partitions:
-                    break
-                self._stop.wait(2)
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-            at_end: set[int] = set()
-            while not self._stop.is_set():
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        at_end.add(msg.partition())
-                        if len(at_end) == len(partitions):
-                            self.caught_up.set()
-                    continue
-                self.apply(msg.key(), msg.value())
-        finally:
-            consumer.close()
+    def on_record(self, msg) -> None:
+        self.apply(msg.key(), msg.value())

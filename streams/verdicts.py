@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -24,6 +23,7 @@ import numpy as np
 from schemas.codec import AvroCodec, CodecError, RegistryUnavailable
 from streams.features import (DAY_MS, TERMINAL_FEATURE_NAMES, TERMINAL_HISTORY_MS, TerminalHistory,
                               terminal_features)
+from streams.follow import TopicFollower
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 50_000  # messages between two prunings of the terminal histories
@@ -45,33 +45,20 @@ class KnownVerdict:
     features: dict
 
 
-class VerdictFollower:
+class VerdictFollower(TopicFollower):
+    name = "verdict-follower"
+
     def __init__(self, bootstrap: str, verdicts_topic: str, labels_topic: str, verdicts: AvroCodec,
                  labels: AvroCodec, horizon_seconds: float):
-        self.bootstrap = bootstrap
-        self.topics = (verdicts_topic, labels_topic)
+        super().__init__(bootstrap, (verdicts_topic, labels_topic), isolation_level="read_committed")
         self.codecs = {verdicts_topic: verdicts, labels_topic: labels}
         self.horizon_seconds = horizon_seconds
         self.terminals: dict[str, TerminalHistory] = {}
         self.verdicts: OrderedDict[str, KnownVerdict] = OrderedDict()
         self.undecodable = 0
         self.latest_event_ms = 0
-        self.caught_up = threading.Event()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._since_prune = 0
-
-    def start(self) -> "VerdictFollower":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="verdict-follower", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
 
     # What the agents ask.
 
@@ -166,38 +153,11 @@ class VerdictFollower:
         else:
             self.apply_label(record)
 
-    def _run(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    def on_record(self, msg) -> None:
+        self._apply(msg.topic(), msg.value())
+        self._since_prune += 1
 
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"verdicts-{uuid.uuid4()}",
-                             "enable.auto.commit": False, "enable.partition.eof": True,
-                             "isolation.level": "read_committed"})
-        try:
-            partitions: list[TopicPartition] = []
-            while not self._stop.is_set() and not partitions:
-                try:
-                    metadata = consumer.list_topics(timeout=5).topics
-                    partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for topic in self.topics
-                                  for p in (metadata[topic].partitions if topic in metadata else {})]
-                except Exception as exc:  # broker away: the state stays as it is
-                    log.warning("verdict follower cannot list topics: %s", exc)
-                if not all(any(tp.topic == t for tp in partitions) for t in self.topics):
-                    partitions = []
-                    self._stop.wait(2)
-            consumer.assign(partitions)
-            at_end: set[tuple[str, int]] = set()
-            while not self._stop.is_set():
-                for msg in consumer.consume(500, 0.5):
-                    if msg.error():
-                        if msg.error().code() == KafkaError._PARTITION_EOF:
-                            at_end.add((msg.topic(), msg.partition()))
-                            if len(at_end) == len(partitions):
-                                self.caught_up.set()
-                        continue
-                    self._apply(msg.topic(), msg.value())
-                    self._since_prune += 1
-                if self._since_prune >= PRUNE_EVERY:
-                    self._since_prune = 0
-                    self.prune()
-        finally:
-            consumer.close()
+    def after_poll(self) -> None:
+        if self._since_prune >= PRUNE_EVERY:
+            self._since_prune = 0
+            self.prune()
