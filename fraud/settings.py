@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     dlq_topic: str = "transactions-dlq"
     rules_topic: str = "fraud-rules"
     terminal_labels_topic: str = "fraud-terminal-labels"
+    terminal_transactions_topic: str = "fraud-terminal-transactions"
     examples_topic: str = "fraud-labelled-examples"
     partitions: int = 6
 

@@ -1,9 +1,16 @@
 """The Faust app: transactions in, verdicts out, one micro-batch at a time.
 
-bytes -> decode -> features (card history in a changelog-backed table) -> score -> decide -> encode
--> `fraud-verdicts`; anything that cannot be scored goes to the DLQ with its reason. Under
-exactly-once, every verdict and dead letter is produced in the Kafka transaction of the partition its
-transaction came from, the same transaction that commits that partition's offsets.
+bytes -> decode -> features (card history in a changelog-backed table keyed by card; terminal history
+from the table keyed by terminal) -> score -> decide -> encode -> `fraud-verdicts`; anything that
+cannot be scored goes to the DLQ with its reason. Under exactly-once, every verdict and dead letter is
+produced in the Kafka transaction of the partition its transaction came from, the same transaction
+that commits that partition's offsets.
+
+A terminal's transactions come from every card partition, so its history has an agent of its own:
+each verdict's transaction is also sent, keyed by terminal, to `fraud-terminal-transactions`, and
+each fraud label to `fraud-terminal-labels`; the worker holding a terminal's partition of both adds
+them to the terminal's row of the `terminal-history` table. Every worker reads all rows through the
+table's changelog (streams/verdicts.py).
 
 `faust -A streams.app worker` runs the module-level `app`; `fraud worker` does the same with the ops
 API alongside.
@@ -29,11 +36,13 @@ from models.serving import LoadedModel, ModelHandle, ModelSource, ModelUnavailab
 from schemas.codec import AvroCodec, CodecError, RegistryUnavailable, SchemaRegistry, load_schema
 from streams.decision import Thresholds, decide, top_reasons
 from streams.features import (N_CUSTOMER_FEATURES, N_FEATURES, customer_features, empty_history,
-                              invalid_transaction_reason, remember)
+                              empty_terminal_history, invalid_transaction_reason, remember,
+                              remember_terminal)
 from streams.metrics import Metrics
 from streams.progress import DUPLICATE, PROCESS, REREAD, PartitionProgress
 from streams.quality import OnlineQuality
 from streams.rules import RulesFollower, apply_rules
+from streams.topics import TERMINAL_CHANGELOG_CONFIG, TERMINAL_TABLE, terminal_changelog
 from streams.verdicts import VerdictFollower
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,7 @@ class Runtime:
     verdicts: AvroCodec = field(init=False)
     feedback: AvroCodec = field(init=False)
     terminal_labels: AvroCodec = field(init=False)
+    terminal_transactions: AvroCodec = field(init=False)
     examples: AvroCodec = field(init=False)
     follower: VerdictFollower = field(init=False)
     quality: dict = field(init=False)
@@ -89,9 +99,11 @@ class Runtime:
         self.feedback = AvroCodec(self.registry, load_schema("feedback"), f"{s.feedback_topic}-value")
         self.terminal_labels = AvroCodec(self.registry, load_schema("terminal_label"),
                                          f"{s.terminal_labels_topic}-value")
+        self.terminal_transactions = AvroCodec(self.registry, load_schema("terminal_transaction"),
+                                               f"{s.terminal_transactions_topic}-value")
         self.examples = AvroCodec(self.registry, load_schema("labelled_example"), f"{s.examples_topic}-value")
-        self.follower = VerdictFollower(s.kafka_bootstrap, s.verdicts_topic, s.terminal_labels_topic,
-                                        self.verdicts, self.terminal_labels, s.feedback_horizon_days * 86_400)
+        self.follower = VerdictFollower(s.kafka_bootstrap, s.verdicts_topic, terminal_changelog(s),
+                                        self.verdicts, s.feedback_horizon_days * 86_400)
         thresholds = Thresholds(s.review_threshold, s.decline_threshold)
         self.quality = {model: OnlineQuality(thresholds, s.quality_window) for model in ("champion", "challenger")}
 
@@ -121,7 +133,7 @@ class Runtime:
             try:
                 await loop.run_in_executor(None, ensure_topics, self.settings)
                 for codec in (self.transactions, self.verdicts, self.feedback, self.terminal_labels,
-                              self.examples):
+                              self.terminal_transactions, self.examples):
                     if codec.schema_id is None:
                         await loop.run_in_executor(None, codec.register)
                 if self.models.current is None:
@@ -133,7 +145,7 @@ class Runtime:
                     raise NotCaughtUp(f"rules topic {self.settings.rules_topic} not read within 30 s")
                 self.follower.start()
                 if not await loop.run_in_executor(None, self.follower.caught_up.wait, 120):
-                    raise NotCaughtUp("verdict and terminal label topics not read within 120 s")
+                    raise NotCaughtUp("verdicts and terminal table changelog not read within 120 s")
                 self._ready = True
             except (RegistryUnavailable, ModelUnavailable, CodecError, NotCaughtUp, KafkaException) as exc:
                 self.model_error = str(exc)
@@ -218,6 +230,7 @@ class ScorerApp(faust.App):
                 return await consumer.force_commit(topics, start_new_transaction=start_new_transaction)
 
         async def commit_then_revoke(revoked) -> None:
+            progress.rebalancing()  # faust may drop the records it fetched: holes are suspect now
             if revoked:
                 await commit_between_batches()
             await revoke(revoked)
@@ -282,7 +295,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         table_standby_replicas=0,
     )
     app.runtime = runtime
-    app.source_topics = frozenset({settings.transactions_topic, settings.feedback_topic})
+    app.source_topics = frozenset({settings.transactions_topic, settings.feedback_topic,
+                                   settings.terminal_transactions_topic, settings.terminal_labels_topic})
     metrics = runtime.metrics
     thresholds = Thresholds(settings.review_threshold, settings.decline_threshold)
     worker = settings.worker_id.encode()
@@ -291,7 +305,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                              key_serializer="raw", value_serializer="raw")
     feedback = app.topic(settings.feedback_topic, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
+    terminal_events = app.topic(settings.terminal_transactions_topic, settings.terminal_labels_topic,
+                                key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     histories = app.Table("customer-history", default=None, partitions=settings.partitions)
+    terminals = app.Table(TERMINAL_TABLE, default=None, partitions=settings.partitions,
+                          extra_topic_configs=TERMINAL_CHANGELOG_CONFIG)
+    assert terminals.changelog_topic.get_topic_name() == terminal_changelog(settings)
 
     app.in_flight = []
 
@@ -362,7 +381,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def first_delivery(event) -> bool:
         """Whether to process this record now (see streams/progress.py)."""
         tp, offset = event.message.tp, event.message.offset
-        decision = runtime.progress.decide(tp, offset)
+        decision = runtime.progress.decide(tp, offset, time.monotonic())
         if decision == PROCESS:
             return True
         if decision == DUPLICATE:
@@ -450,11 +469,53 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             await publish(settings.verdicts_topic, txn["transaction_id"].encode(), runtime.verdicts.encode(verdict),
                           [("source.topic", source.topic.encode()), ("source.partition", b"%d" % source.partition),
                            ("source.offset", b"%d" % source.offset), ("scored.by", worker)], source.tp)
+            seen = {"transaction_id": txn["transaction_id"], "terminal_id": txn["terminal_id"],
+                    "transaction_timestamp": txn["timestamp"]}
+            await publish(settings.terminal_transactions_topic, txn["terminal_id"].encode(),
+                          runtime.terminal_transactions.encode(seen), None, source.tp)
             metrics.decisions.labels(decision).inc()
             for rule in broken:
                 metrics.rules_fired.labels(rule.split(":", 1)[0]).inc()
             metrics.latency.observe(latency_ms)
         metrics.scored.labels(model.version).inc(len(txns))
+
+    @app.agent(terminal_events)
+    async def track_terminals(stream):
+        await runtime.ensure_ready()
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_seconds):
+            async with runtime.batch_lock:
+                await crash_unless_done(update_terminals(events))
+                await settle(stream, events)
+
+    async def update_terminals(events) -> None:
+        """Add a batch's scored transactions and fraud labels to their terminals' table rows, one
+        write per terminal. Every event of a terminal comes from the same partition, the partition
+        its row's changelog record goes to."""
+        changed: dict[str, tuple[dict, object]] = {}
+        for event in events:
+            if not await first_delivery(event):
+                continue
+            runtime.progress.processed(event.message.tp, event.message.offset)
+            labelled = event.message.topic == settings.terminal_labels_topic
+            try:
+                record = await decode(runtime.terminal_labels if labelled else runtime.terminal_transactions,
+                                      event.value)
+            except CodecError as exc:
+                await dead_letter(event, str(exc))
+                continue
+            if labelled and record["label"] != "FRAUD":
+                continue
+            terminal_id = record["terminal_id"]
+            if terminal_id in changed:
+                history = changed[terminal_id][0]
+            else:
+                _current_event.set(weakref.ref(event))
+                history = terminals.get(terminal_id) or empty_terminal_history()
+            changed[terminal_id] = (remember_terminal(history, record["transaction_timestamp"], labelled), event)
+        for terminal_id, (history, event) in changed.items():
+            _current_event.set(weakref.ref(event))
+            terminals[terminal_id] = history
+        metrics.terminal_updates.inc(len(changed))
 
     @app.agent(feedback)
     async def record_feedback(stream):

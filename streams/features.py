@@ -8,8 +8,9 @@ a transaction sees every earlier transaction of its card whose event time lies i
 Terminal features (the handbook's): over the terminal's transactions whose event time lies in
 (now - 7 days - w, now - 7 days], their count and the share of them known to be fraud. The 7-day delay
 is the time labels take to arrive. The stream keeps every terminal's transaction times and fraud times
-(`TerminalHistory`, fed by the verdicts and by the labels on the feedback topic) and calls
-`terminal_features` per terminal for a batch.
+(`TerminalHistory`) in a Faust table keyed by terminal, fed by the transactions it scores and by the
+fraud labels on the feedback topic (`remember_terminal`), and calls `terminal_features` per terminal
+for a batch.
 
 Training replays a labelled history through the very same functions (`feature_matrix`), so a model
 sees in production exactly what it saw in training.
@@ -19,8 +20,6 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right, insort
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -50,6 +49,7 @@ N_CUSTOMER_FEATURES = len(CUSTOMER_FEATURE_NAMES)
 TERMINAL_DELAY_DAYS = 7
 TERMINAL_DELAY_MS = TERMINAL_DELAY_DAYS * DAY_MS
 TERMINAL_HISTORY_MS = TERMINAL_DELAY_MS + max(WINDOWS_DAYS) * DAY_MS
+TERMINAL_KEEP_MS = TERMINAL_HISTORY_MS + TERMINAL_DELAY_MS
 LOOKBACK_DAYS = TERMINAL_DELAY_DAYS + max(WINDOWS_DAYS)  # the oldest event any feature reads
 TERMINAL_FEATURE_NAMES: tuple[str, ...] = tuple(
     f"terminal_{kind}_{days}d" for days in WINDOWS_DAYS for kind in ("nb_tx", "risk"))
@@ -155,28 +155,31 @@ def terminal_features(times: Sequence[int], fraud_times: Sequence[int], now: Seq
     return out
 
 
-@dataclass
-class TerminalHistory:
-    """Event times of a terminal's transactions, and of those known to be fraud, kept sorted."""
-
-    times: list = dataclass_field(default_factory=list)
-    fraud_times: list = dataclass_field(default_factory=list)
-
-    def add(self, timestamp: int, fraud: bool = False) -> None:
-        _add_sorted(self.fraud_times if fraud else self.times, timestamp)
-
-    def forget_before(self, cutoff_ms: int) -> bool:
-        """Drop events at or before `cutoff_ms`; say whether any remain."""
-        del self.times[:bisect_right(self.times, cutoff_ms)]
-        del self.fraud_times[:bisect_right(self.fraud_times, cutoff_ms)]
-        return bool(self.times or self.fraud_times)
+# A terminal's history as stored in its table row: event times of its transactions ("t") and of those
+# labelled fraud ("f"), each sorted.
+TerminalHistory = dict
 
 
-def _add_sorted(values: list, value: int) -> None:
-    if not values or value >= values[-1]:
-        values.append(value)
+def empty_terminal_history() -> TerminalHistory:
+    return {"t": [], "f": []}
+
+
+def remember_terminal(history: TerminalHistory, timestamp: int, fraud: bool = False) -> TerminalHistory:
+    """Add a transaction (or, with `fraud`, its fraud label) and forget what no window will read: events
+    older than the terminal's latest by more than the delay and the longest window, plus a margin of
+    one delay for events that arrive out of order."""
+    values = history["f"] if fraud else history["t"]
+    if not values or timestamp >= values[-1]:
+        values.append(timestamp)
     else:
-        insort(values, value)
+        insort(values, timestamp)
+    latest = max(history["t"][-1] if history["t"] else timestamp, history["f"][-1] if history["f"] else timestamp)
+    cutoff = latest - TERMINAL_KEEP_MS
+    for key in ("t", "f"):
+        drop = bisect_right(history[key], cutoff)
+        if drop:
+            del history[key][:drop]
+    return history
 
 
 def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: Sequence[int]) -> np.ndarray:

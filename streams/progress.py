@@ -1,11 +1,17 @@
 """Which records of each partition this worker has processed, so that none is skipped or done twice.
 
-faust can hand the stream a record again (its fetcher accepts an offset equal to the last it read)
-and can drop one while a rebalance suspends its flow, and its commits then step over a one-offset
-hole. So the agents ask here first: process the record, skip it (done already: its verdict is in the
-partition's transaction), or re-read the partition from the first offset not processed, because
-the record follows a hole. Holes also come from transaction markers, which hold no record: when a
-re-read from the hole's start brings back the record that revealed it, the hole held no records.
+faust can hand the stream a record again (its fetcher accepts an offset equal to the last it read),
+and while a rebalance suspends its flow it can drop records it had fetched, after which its commits
+step over the hole. So the agents ask here first: process the record, skip it (done already: its
+verdict is in the partition's transaction), or re-read the partition from the first offset not
+processed, because the record follows a hole.
+
+Offsets also leave holes where nothing was dropped: a Kafka transaction's commit marker takes an
+offset, so every topic written under exactly-once has one after each transaction. faust drops records
+only in a rebalance, so a hole on a partition that has been through none since its last processed
+record is markers and is accepted; after a rebalance, the hole is read again, and is accepted as
+markers when the re-read brings back the record that revealed it. A re-read the fetcher overtakes
+(records it had already fetched move its read position past the seek) is asked for again.
 """
 
 from __future__ import annotations
@@ -14,32 +20,40 @@ from dataclasses import dataclass, field
 from typing import Hashable
 
 PROCESS, DUPLICATE, REREAD, HOLD = "process", "duplicate", "reread", "hold"
+RESEEK_SECONDS = 1.0  # a re-read whose first record has not come back by then is asked for again
 
 
 @dataclass
 class PartitionProgress:
     done: dict = field(default_factory=dict)  # partition -> highest offset processed
-    rereading: dict = field(default_factory=dict)  # partition -> the offset that revealed a hole
+    rereading: dict = field(default_factory=dict)  # partition -> (offset that revealed a hole, when sought)
+    rebalanced: set = field(default_factory=set)  # partitions through a rebalance since their last record
 
-    def decide(self, tp: Hashable, offset: int) -> str:
+    def decide(self, tp: Hashable, offset: int, now: float = 0.0) -> str:
         """PROCESS, DUPLICATE, REREAD (seek to `first_missing(tp)`, then this record comes again) or
-        HOLD (a re-read is under way: this record will come again)."""
+        HOLD (a re-read is under way: this record will come again). `now`: a monotonic clock."""
         done = self.done.get(tp)
         if done is None or offset == done + 1:
             return PROCESS
         if offset <= done:
             return DUPLICATE
-        revealed = self.rereading.get(tp)
-        if revealed is None:
-            self.rereading[tp] = offset
+        if tp not in self.rebalanced:  # nothing was dropped: the hole is transaction markers
+            return PROCESS
+        if tp not in self.rereading:
+            self.rereading[tp] = (offset, now)
             return REREAD
+        revealed, sought_at = self.rereading[tp]
         if offset <= revealed:  # the re-read's first record: what lay before it holds no records
             return PROCESS
+        if now - sought_at >= RESEEK_SECONDS:
+            self.rereading[tp] = (revealed, now)
+            return REREAD
         return HOLD
 
     def processed(self, tp: Hashable, offset: int) -> None:
         self.done[tp] = offset
         self.rereading.pop(tp, None)
+        self.rebalanced.discard(tp)
 
     def first_missing(self, tp: Hashable) -> int:
         return self.done[tp] + 1
@@ -48,9 +62,13 @@ class PartitionProgress:
         done = self.done.get(tp)
         return done is not None and offset <= done
 
+    def rebalancing(self) -> None:
+        """A rebalance is suspending the flow: records fetched by now may be dropped."""
+        self.rebalanced.update(self.done)
+
     def keep_only(self, assigned) -> None:
         """Forget partitions this worker no longer holds: another may process them meanwhile."""
         for tp in set(self.done) - set(assigned):
             del self.done[tp]
-        for tp in set(self.rereading) - set(assigned):
-            del self.rereading[tp]
+        self.rereading = {tp: v for tp, v in self.rereading.items() if tp in assigned}
+        self.rebalanced &= set(assigned)

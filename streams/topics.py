@@ -10,19 +10,30 @@ from schemas.codec import AvroCodec, SchemaRegistry, load_schema
 
 DAY_MS = 86_400_000
 WEEK_MS = str(7 * DAY_MS)
-# Workers rebuild their terminal histories from the verdicts and terminal labels at start: keep the
-# 37 days the terminal features read, and a margin.
-TERMINAL_STATE_RETENTION_MS = str(45 * DAY_MS)
+# Workers read the verdicts of the feedback horizon (30 days) at start; terminal labels are kept as
+# long, for audit.
+VERDICT_RETENTION_MS = str(45 * DAY_MS)
+# The Faust table of terminal histories (streams/app.py), and the compacted changelog every worker
+# follows to read all terminals: the latest history of each terminal, and the updates since.
+TERMINAL_TABLE = "terminal-history"
+TERMINAL_CHANGELOG_CONFIG = {"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.2"}
+
+
+def terminal_changelog(settings: Settings) -> str:
+    """The changelog topic Faust gives the terminal table."""
+    return f"{settings.app_id}-{TERMINAL_TABLE}-changelog"
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
     """Topic name -> config. The DLQ keeps messages for 30 days: long enough to investigate."""
     return {
         settings.transactions_topic: {"retention.ms": WEEK_MS},
-        settings.verdicts_topic: {"retention.ms": TERMINAL_STATE_RETENTION_MS},
+        settings.verdicts_topic: {"retention.ms": VERDICT_RETENTION_MS},
         settings.feedback_topic: {"retention.ms": str(90 * DAY_MS)},
         settings.dlq_topic: {"retention.ms": str(30 * DAY_MS)},
-        settings.terminal_labels_topic: {"retention.ms": TERMINAL_STATE_RETENTION_MS},
+        settings.terminal_labels_topic: {"retention.ms": VERDICT_RETENTION_MS},
+        # Each scored transaction, keyed by terminal, on its way to its terminal's table row.
+        settings.terminal_transactions_topic: {"retention.ms": WEEK_MS},
         # One example per transaction, its latest label winning: what training reads.
         settings.examples_topic: {"cleanup.policy": "compact"},
     }
@@ -52,6 +63,7 @@ def register_schemas(settings: Settings) -> dict[str, int]:
     registry = SchemaRegistry(settings.schema_registry_url)
     pairs = {settings.transactions_topic: "transaction", settings.verdicts_topic: "verdict",
              settings.feedback_topic: "feedback", settings.terminal_labels_topic: "terminal_label",
+             settings.terminal_transactions_topic: "terminal_transaction",
              settings.examples_topic: "labelled_example"}
     return {f"{topic}-value": AvroCodec(registry, load_schema(name), f"{topic}-value").register()
             for topic, name in pairs.items()}

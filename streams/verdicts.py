@@ -1,16 +1,19 @@
-"""Every worker follows all committed verdicts and terminal labels, in a thread of its own.
+"""Every worker follows all committed verdicts and the terminal table's changelog, in a thread of its own.
 
 From them it keeps two things no single partition holds:
-- each terminal's history (`TerminalHistory`): the event times of its transactions, from the verdicts,
-  and of those labelled fraud, from the terminal labels. The terminal features read it; they only look
-  at events more than 7 days old, so a follower a few milliseconds behind sees all they need.
+- every terminal's history (`TerminalHistory`), as the Faust table keyed by terminal last wrote it. The
+  worker that holds a terminal's partition writes its row; every worker reads all rows here, as a
+  global table would. The terminal features read it; they only look at events more than 7 days old,
+  so a follower a second behind sees all they need.
 - the verdicts of the last `horizon`, by transaction id, for the feedback join.
 
-The topics are read with read_committed, from their start: their retention bounds how long that takes.
+Both topics are read with read_committed, from their start: the changelog is compacted to about one
+record per terminal, and the verdicts topic's retention bounds how long the rest takes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -21,12 +24,11 @@ from typing import Sequence
 import numpy as np
 
 from schemas.codec import AvroCodec, CodecError, RegistryUnavailable
-from streams.features import (DAY_MS, TERMINAL_FEATURE_NAMES, TERMINAL_HISTORY_MS, TerminalHistory,
-                              terminal_features)
+from streams.features import TERMINAL_FEATURE_NAMES, TerminalHistory, empty_terminal_history, terminal_features
 from streams.follow import TopicFollower
 
 log = logging.getLogger(__name__)
-PRUNE_EVERY = 50_000  # messages between two prunings of the terminal histories
+PRUNE_EVERY = 50_000  # messages between two prunings of the verdicts
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,14 @@ class KnownVerdict:
 class VerdictFollower(TopicFollower):
     name = "verdict-follower"
 
-    def __init__(self, bootstrap: str, verdicts_topic: str, labels_topic: str, verdicts: AvroCodec,
-                 labels: AvroCodec, horizon_seconds: float):
-        super().__init__(bootstrap, (verdicts_topic, labels_topic), isolation_level="read_committed")
-        self.codecs = {verdicts_topic: verdicts, labels_topic: labels}
+    def __init__(self, bootstrap: str, verdicts_topic: str, terminal_changelog: str, verdicts: AvroCodec,
+                 horizon_seconds: float):
+        super().__init__(bootstrap, (verdicts_topic, terminal_changelog), isolation_level="read_committed")
+        self.codec = verdicts
         self.horizon_seconds = horizon_seconds
         self.terminals: dict[str, TerminalHistory] = {}
         self.verdicts: OrderedDict[str, KnownVerdict] = OrderedDict()
         self.undecodable = 0
-        self.latest_event_ms = 0
         self._lock = threading.Lock()
         self._since_prune = 0
 
@@ -72,14 +73,14 @@ class VerdictFollower(TopicFollower):
             for terminal_id, at in rows.items():
                 history = self.terminals.get(terminal_id)
                 if history is not None:
-                    out[at] = terminal_features(history.times, history.fraud_times, [timestamps[i] for i in at])
+                    out[at] = terminal_features(history["t"], history["f"], [timestamps[i] for i in at])
         return out
 
     def describe_terminal(self, terminal_id: str, at_ms: int) -> dict:
         """The terminal's known history and its features for a transaction at `at_ms`."""
         with self._lock:
-            history = self.terminals.get(terminal_id) or TerminalHistory()
-            times, frauds = list(history.times), list(history.fraud_times)
+            history = self.terminals.get(terminal_id) or empty_terminal_history()
+            times, frauds = list(history["t"]), list(history["f"])
         return {"terminal_id": terminal_id, "at": at_ms, "transactions": len(times), "frauds": len(frauds),
                 "features": dict(zip(TERMINAL_FEATURE_NAMES, terminal_features(times, frauds, [at_ms])[0].tolist()))}
 
@@ -98,29 +99,31 @@ class VerdictFollower(TopicFollower):
 
     def apply_verdict(self, v: dict) -> None:
         with self._lock:
-            if v.get("terminal_id"):
-                self._history(v["terminal_id"]).add(v["transaction_timestamp"])
             self.verdicts[v["transaction_id"]] = KnownVerdict(
                 v["transaction_id"], v.get("terminal_id"), v["transaction_timestamp"], v["score"],
                 v["decision"], v["model_version"], v.get("challenger_score"),
                 v.get("challenger_model_version"), v["scored_at"], v.get("features") or {})
             self.verdicts.move_to_end(v["transaction_id"])
-            self.latest_event_ms = max(self.latest_event_ms, v["transaction_timestamp"])
 
-    def apply_label(self, label: dict) -> None:
-        if label["label"] != "FRAUD":
+    def apply_terminal(self, key: bytes, value: bytes | None) -> None:
+        """A changelog record of the terminal table: the terminal's whole history, or its deletion."""
+        try:
+            terminal_id = json.loads(key)
+            history = None if value is None else json.loads(value)
+            if history is not None and not (isinstance(history.get("t"), list) and isinstance(history.get("f"), list)):
+                raise ValueError(f"not a terminal history: {value[:80]!r}")
+        except (ValueError, TypeError, AttributeError) as exc:
+            self.undecodable += 1
+            log.warning("terminal changelog: undecodable record skipped: %s", exc)
             return
         with self._lock:
-            self._history(label["terminal_id"]).add(label["transaction_timestamp"], fraud=True)
-
-    def _history(self, terminal_id: str) -> TerminalHistory:
-        history = self.terminals.get(terminal_id)
-        if history is None:
-            history = self.terminals[terminal_id] = TerminalHistory()
-        return history
+            if history is None:
+                self.terminals.pop(terminal_id, None)
+            else:
+                self.terminals[terminal_id] = history
 
     def prune(self) -> None:
-        """Forget verdicts past the horizon, and terminal events too old for any window."""
+        """Forget verdicts past the horizon."""
         with self._lock:
             expired = time.time() * 1000 - self.horizon_seconds * 1000
             while self.verdicts:
@@ -128,34 +131,31 @@ class VerdictFollower(TopicFollower):
                 if first.scored_at >= expired:
                     break
                 self.verdicts.popitem(last=False)
-            cutoff = self.latest_event_ms - TERMINAL_HISTORY_MS - DAY_MS
-            for terminal_id in [t for t, h in self.terminals.items() if not h.forget_before(cutoff)]:
-                del self.terminals[terminal_id]
 
-    def _apply(self, topic: str, value: bytes | None) -> None:
+    def _apply_verdict(self, value: bytes | None) -> None:
         if value is None:
             return
         while not self._stop.is_set():
             try:
-                record = self.codecs[topic].decode(value)
+                record = self.codec.decode(value)
                 break
             except RegistryUnavailable as exc:  # not the record's fault: wait for the registry
                 log.warning("schema registry unavailable, verdict follower waits: %s", exc)
                 self._stop.wait(2)
             except CodecError as exc:
                 self.undecodable += 1
-                log.warning("%s: undecodable record skipped: %s", topic, exc)
+                log.warning("verdicts: undecodable record skipped: %s", exc)
                 return
         else:
             return
-        if topic == self.topics[0]:
-            self.apply_verdict(record)
-        else:
-            self.apply_label(record)
+        self.apply_verdict(record)
 
     def on_record(self, msg) -> None:
-        self._apply(msg.topic(), msg.value())
-        self._since_prune += 1
+        if msg.topic() == self.topics[0]:
+            self._apply_verdict(msg.value())
+            self._since_prune += 1
+        elif msg.key() is not None:
+            self.apply_terminal(msg.key(), msg.value())
 
     def after_poll(self) -> None:
         if self._since_prune >= PRUNE_EVERY:

@@ -108,6 +108,30 @@ def test_a_worker_restarted_mid_stream_leaves_exactly_one_committed_verdict_per_
     restart_mid_stream(small_history, tmp_path, signal.SIGTERM)
 
 
+def test_a_restarted_worker_recovers_the_terminal_table_and_extends_its_rows(services, small_history, tmp_path):
+    settings = unique_settings(tmp_path)
+    train_version(settings, small_history, n_estimators=5)
+    ensure_topics(settings)
+    day, t0 = 86_400_000, 1_710_000_000_000
+    base = simulated_transactions(seed=21, count=1, prefix="tr")[0]
+    at_terminal = [{**base, "transaction_id": f"tr-{i}", "customer_id": f"TR-CARD-{i}", "terminal_id": "T-RESTART",
+                    "timestamp": t0 + i * 60_000} for i in range(3)]
+    for run, (records, known) in enumerate(((at_terminal[:2], 2), (at_terminal[2:], 3))):
+        worker = WorkerProcess(settings, tmp_path / f"worker-{run}.log").start()
+        try:
+            worker.wait_ready()
+            produce_transactions(settings, records)
+            deadline = time.monotonic() + 30
+            # If the restarted worker had not recovered the row, the third transaction would start a
+            # new one holding only itself.
+            while (terminal := worker.get(f"/api/v1/terminals/T-RESTART?at={t0 + 7 * day + 3_600_000}")[1])["transactions"] != known:
+                assert time.monotonic() < deadline, (terminal, worker.log_tail())
+                time.sleep(0.3)
+            assert terminal["features"]["terminal_nb_tx_1d"] == known
+        finally:
+            worker.stop()
+
+
 def test_a_training_job_started_over_http_registers_a_new_version(services, small_history, tmp_path):
     settings = unique_settings(tmp_path)
     first = train_version(settings, small_history, n_estimators=10)

@@ -7,9 +7,10 @@ import pytest
 import numpy as np
 
 from streams.features import (CUSTOMER_FEATURE_NAMES, DAY_MS, FEATURE_NAMES, NO_PREVIOUS_SECONDS,
-                              TERMINAL_FEATURE_NAMES, TerminalHistory, attributes_of, calendar_features,
+                              TERMINAL_FEATURE_NAMES, attributes_of, calendar_features,
                               customer_features, empty_history, feature_matrix,
                               invalid_transaction_reason, model_feature_names, remember,
+                              TERMINAL_KEEP_MS, empty_terminal_history, remember_terminal,
                               terminal_features, terminal_matrix)
 
 T0 = 1_522_540_800_000  # 2018-04-01 00:00 UTC, a Sunday
@@ -137,15 +138,18 @@ def test_terminal_features_count_and_risk_behind_the_label_delay(times, frauds, 
         assert row[name] == pytest.approx(value), name
 
 
-def test_a_terminal_history_stays_sorted_and_forgets_old_events():
-    h = TerminalHistory()
+def test_a_terminal_history_stays_sorted_and_forgets_what_no_window_reads():
+    h = empty_terminal_history()
     for t in (5, 1, 3):
-        h.add(t)
-    h.add(4, fraud=True)
-    h.add(2, fraud=True)
-    assert h.times == [1, 3, 5] and h.fraud_times == [2, 4]
-    h.forget_before(3)
-    assert h.times == [5] and h.fraud_times == [4]
+        remember_terminal(h, t)
+    remember_terminal(h, 4, fraud=True)
+    remember_terminal(h, 2, fraud=True)
+    assert h == {"t": [1, 3, 5], "f": [2, 4]}
+    kept = TERMINAL_KEEP_MS  # the delay, the longest window, and one more delay for late arrivals
+    remember_terminal(h, 3 + kept)
+    assert h == {"t": [5, 3 + kept], "f": [4]}
+    remember_terminal(h, 4 + kept, fraud=True)
+    assert h == {"t": [5, 3 + kept], "f": [4 + kept]}
 
 
 def test_terminal_matrix_keeps_terminals_apart_and_rows_in_the_order_given():
@@ -163,13 +167,13 @@ def test_terminal_matrix_matches_the_stream_s_incremental_history():
     ids = rng.choice(["A", "B", "C"], 400)
     labels = rng.random(400) < 0.2
     batch = terminal_matrix(ids, ts, labels)
-    histories = {k: TerminalHistory() for k in "ABC"}
+    histories = {k: empty_terminal_history() for k in "ABC"}
     for i in range(400):
         h = histories[ids[i]]
-        np.testing.assert_array_equal(terminal_features(h.times, h.fraud_times, [ts[i]])[0], batch[i])
-        h.add(int(ts[i]))
+        np.testing.assert_array_equal(terminal_features(h["t"], h["f"], [ts[i]])[0], batch[i])
+        remember_terminal(h, int(ts[i]))
         if labels[i]:
-            h.add(int(ts[i]), fraud=True)
+            remember_terminal(h, int(ts[i]), fraud=True)
 
 
 @pytest.mark.parametrize("change, reason", [
