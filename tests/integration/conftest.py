@@ -8,7 +8,7 @@ import uuid
 from collections import defaultdict
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -17,7 +17,7 @@ from fraud.settings import Settings
 from models.simulate import SimulationConfig, simulate, transaction_records
 from models.train import TrainParams, train_and_register
 from schemas.codec import load_schema
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, terminal_changelog
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +92,43 @@ def read_committed(settings: Settings, topic: str, expected: int, timeout: float
     finally:
         consumer.close()
     return out
+
+
+def terminal_rows(settings: Settings) -> dict[str, dict]:
+    """The latest committed row of every terminal in the terminal table's changelog."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"check-{uuid.uuid4()}",
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    partitions = consumer.list_topics(terminal_changelog(settings), timeout=10).topics[terminal_changelog(settings)].partitions
+    consumer.assign([TopicPartition(terminal_changelog(settings), p, OFFSET_BEGINNING) for p in partitions])
+    rows, at_end = {}, set()
+    try:
+        while len(at_end) < len(partitions):
+            msg = consumer.poll(10)
+            assert msg is not None, "the terminal changelog could not be read to its end"
+            if msg.error():
+                at_end.add(msg.partition())
+                continue
+            rows[json.loads(msg.key())] = None if msg.value() is None else json.loads(msg.value())
+    finally:
+        consumer.close()
+    return rows
+
+
+def assert_terminal_rows_count_each_once(settings: Settings, records: list[dict], timeout: float = 60) -> None:
+    """Each terminal's row holds the event time of each of its transactions exactly once."""
+    expected = defaultdict(list)
+    for r in records:
+        expected[r["terminal_id"]].append(r["timestamp"])
+    expected = {k: sorted(v) for k, v in expected.items()}
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = terminal_rows(settings)
+        held = {k: sorted(rows[k]["t"]) if rows.get(k) else [] for k in expected}
+        if held == expected or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    wrong = {k: (len(held[k]), len(v)) for k, v in expected.items() if held[k] != v}
+    assert not wrong, f"{len(wrong)} terminals' rows differ (held, expected), e.g. {list(wrong.items())[:5]}"
 
 
 def verdicts_by_id(verdicts: list[dict]) -> dict[str, list[dict]]:

@@ -22,8 +22,9 @@ from fraud.settings import ROOT
 from schemas.codec import load_schema
 from streams.topics import ensure_topics
 from tests.conftest import WorkerProcess, settings_env, unique_settings
-from tests.integration.conftest import (produce_raw, produce_transactions, read_committed, registry_client,
-                                        simulated_transactions, train_version, verdicts_by_id)
+from tests.integration.conftest import (assert_terminal_rows_count_each_once, produce_raw, produce_transactions,
+                                        read_committed, registry_client, simulated_transactions, train_version,
+                                        verdicts_by_id)
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,8 @@ def test_moving_the_alias_mid_stream_switches_later_verdicts_with_none_lost(serv
 
 def restart_mid_stream(small_history, tmp_path, stop_signal: int) -> None:
     """Stop the worker with `stop_signal` while transactions stream in, start another, and check
-    that every transaction has exactly one committed verdict."""
+    that every transaction has exactly one committed verdict and is counted once in its terminal's
+    table row."""
     settings = unique_settings(tmp_path)
     train_version(settings, small_history, n_estimators=20)
     ensure_topics(settings)
@@ -98,12 +100,13 @@ def restart_mid_stream(small_history, tmp_path, stop_signal: int) -> None:
         worker.wait_ready()
         producing.join()
         verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records), timeout=120)
+        assert_one_verdict_each(records, verdicts)
+        assert_terminal_rows_count_each_once(settings, records)
     finally:
         worker.stop()
-    assert_one_verdict_each(records, verdicts)
 
 
-def test_a_worker_restarted_mid_stream_leaves_exactly_one_committed_verdict_per_transaction(
+def test_a_worker_restarted_mid_stream_leaves_one_verdict_per_transaction_and_counts_it_once_at_its_terminal(
         services, small_history, tmp_path):
     restart_mid_stream(small_history, tmp_path, signal.SIGTERM)
 
