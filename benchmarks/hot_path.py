@@ -2,16 +2,20 @@
 
     .venv/bin/python benchmarks/hot_path.py [--transactions 20000] [--trees 100] [--repeat 3]
 
-Each variant runs decode -> validate -> features (card history) -> score -> decide -> reasons ->
-encode over the same Confluent-framed Avro messages. The baseline scores one event at a time; the
-others score micro-batches with one model call per batch. No broker is involved: this isolates the
-Python and model cost per transaction. Figures are medians over --repeat runs, with ratios to the
+Each variant runs, over the same Confluent-framed Avro messages, what a worker does per transaction:
+the scoring agent's decode -> validate -> features (card history, terminal rows) -> score -> decide ->
+reasons -> encode the verdict and the terminal record; the terminal agent's decode -> add to the
+terminal's row -> serialise the row for the changelog (once per terminal per batch); and the
+follower's decode of every verdict and of every changelog row. The baseline does it one event at a
+time; the others in micro-batches with one model call per batch. No broker is involved: this
+isolates the Python and model cost per transaction. Figures are medians over --repeat runs, with ratios to the
 baseline of the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -23,7 +27,8 @@ from models.train import TrainParams, fit
 from schemas.codec import AvroCodec, CodecError, _parse, load_schema
 from streams.decision import Thresholds, decide, top_reasons
 from streams.features import (FEATURE_NAMES, N_CUSTOMER_FEATURES, N_FEATURES, customer_features,
-                              empty_history, feature_matrix, invalid_transaction_reason, remember)
+                              empty_history, empty_terminal_history, feature_matrix,
+                              invalid_transaction_reason, remember, remember_terminal)
 from streams.verdicts import VerdictFollower
 
 
@@ -45,13 +50,15 @@ class LocalRegistry:
 
 
 def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bool) -> float:
-    """Seconds to turn all messages into encoded verdicts, `batch` at a time, as the agent does, and
-    to fold the verdicts into the terminal histories, as every worker's follower does."""
-    txn_codec, verdict_codec = codecs
+    """Seconds to turn all messages into encoded verdicts, `batch` at a time, as the scoring agent
+    does, to add them to the terminal table's rows, as the terminal agent does, and to read the
+    verdicts and rows back, as every worker's follower does."""
+    txn_codec, verdict_codec, terminal_codec = codecs
     thresholds = Thresholds()
     histories: dict[str, dict] = {}
-    terminals = VerdictFollower("unused:9092", "verdicts", "labels", verdict_codec, verdict_codec, 86_400.0)
-    out = []
+    table: dict[str, dict] = {}  # the terminal agent's rows
+    terminals = VerdictFollower("unused:9092", "verdicts", "terminal-changelog", verdict_codec, 86_400.0)
+    out, seen = [], []
     started = time.perf_counter()
     for at in range(0, len(messages), batch):
         chunk = messages[at: at + batch]
@@ -80,8 +87,20 @@ def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bo
                 "scored_at": now, "latency_ms": 0.0, "terminal_id": txn["terminal_id"],
                 "features": dict(zip(FEATURE_NAMES, row))}
             out.append(verdict_codec.encode(verdict))
+            seen.append(terminal_codec.encode({"transaction_id": txn["transaction_id"], "terminal_id": txn["terminal_id"],
+                                               "transaction_timestamp": txn["timestamp"]}))
+        changed = {}
+        for encoded in seen:
+            record = terminal_codec.decode(encoded)
+            key = record["terminal_id"]
+            row = changed.get(key) or table.get(key) or empty_terminal_history()
+            changed[key] = table[key] = remember_terminal(row, record["transaction_timestamp"])
+        changelog = [(json.dumps(key).encode(), json.dumps(row).encode()) for key, row in changed.items()]
+        seen.clear()
         for encoded in out[len(out) - len(txns):]:
             terminals.apply_verdict(verdict_codec.decode(encoded))
+        for key, value in changelog:
+            terminals.apply_terminal(key, value)
     elapsed = time.perf_counter() - started
     assert len(out) == len(messages)
     return elapsed
@@ -105,10 +124,11 @@ def main() -> None:
     registry = LocalRegistry()
     txn_codec = AvroCodec(registry, load_schema("transaction"), "t-value")
     verdict_codec = AvroCodec(registry, load_schema("verdict"), "v-value")
-    txn_codec.register(), verdict_codec.register()
+    terminal_codec = AvroCodec(registry, load_schema("terminal_transaction"), "tt-value")
+    txn_codec.register(), verdict_codec.register(), terminal_codec.register()
     stream = transaction_records(simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=1)))
     messages = [txn_codec.encode(t) for t in stream[: args.transactions]]
-    codecs = (txn_codec, verdict_codec)
+    codecs = (txn_codec, verdict_codec, terminal_codec)
 
     variants = [("per event (baseline)", 1, False), ("batch 100", 100, False), ("batch 500", 500, False),
                 ("batch 1000", 1000, False), ("batch 500, exact TreeSHAP reasons", 500, True)]

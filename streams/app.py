@@ -212,11 +212,12 @@ class ScorerApp(faust.App):
         """Keep every transaction's verdicts and offsets in step (once per process).
 
         faust reads the offsets to commit before its commit waits for anything, forgets the
-        acknowledged offsets of partitions being revoked before it commits, and acknowledges records
-        it handed to a batch whether or not they were processed. So every commit runs between
-        batches and reads its offsets there, a rebalance first commits what has been processed,
-        only processed records are acknowledged (streams/progress.py), and partitions this worker
-        no longer holds lose their progress.
+        acknowledged offsets of partitions being revoked before it commits, acknowledges records
+        it handed to a batch whether or not they were processed, and its count of acknowledged
+        offsets can lag behind the records processed. So every commit runs between batches and
+        commits the offsets processed by then (streams/progress.py), a rebalance first commits
+        what has been processed, only processed records are acknowledged, and partitions this
+        worker no longer holds lose their progress.
         """
         consumer = self.consumer
         if getattr(consumer, "guarded_by_batches", False):
@@ -227,7 +228,32 @@ class ScorerApp(faust.App):
         async def commit_between_batches(topics=None, start_new_transaction: bool = True) -> bool:
             async with lock:
                 await self.delivered()  # no offsets past a record the broker did not take
-                return await consumer.force_commit(topics, start_new_transaction=start_new_transaction)
+                offsets = offsets_processed(topics)
+                if not offsets:
+                    return False
+                committed = await consumer._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+                forget_acknowledged(offsets)
+                return committed
+
+        def offsets_processed(topics) -> dict:
+            # From our own progress, not faust's acknowledged offsets: a transaction then commits
+            # exactly the offsets of the records whose output it holds, table writes included. faust's
+            # count can lag behind over the holes transaction markers leave, and a partition
+            # transaction that commits another partition's offsets then holds table writes of
+            # records it does not commit, which would be applied twice after a crash.
+            assigned, committed = consumer.assignment(), consumer._committed_offset
+            return {tp: offset for tp, offset in progress.next_offsets().items()
+                    if tp in assigned and tp.topic in self.source_topics
+                    and (topics is None or tp in topics or tp.topic in topics)
+                    and (committed.get(tp) is None or offset > committed[tp])}
+
+        def forget_acknowledged(offsets) -> None:
+            # faust's own bookkeeping, which its commits would have trimmed.
+            for tp, offset in offsets.items():
+                acked, index = consumer._acked[tp], consumer._acked_index[tp]
+                acked[:] = [o for o in acked if o >= offset]
+                index.difference_update([o for o in index if o < offset])
+                consumer._gap[tp].chop(0, offset)
 
         async def commit_then_revoke(revoked) -> None:
             progress.rebalancing()  # faust may drop the records it fetched: holes are suspect now

@@ -55,6 +55,10 @@ class PartitionProgress:
         self.rereading.pop(tp, None)
         self.rebalanced.discard(tp)
 
+    def next_offsets(self) -> dict:
+        """Partition -> the offset to commit: everything before it has been processed."""
+        return {tp: done + 1 for tp, done in self.done.items()}
+
     def first_missing(self, tp: Hashable) -> int:
         return self.done[tp] + 1
 

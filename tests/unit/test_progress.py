@@ -75,3 +75,13 @@ def test_partitions_kept_through_a_rebalance_keep_their_progress_and_others_star
     assert run(p, after_rebalance, tp="kept")[0] == (DUPLICATE if after_rebalance[0] <= 5 else PROCESS)
     assert run(p, [2], tp="moved") == [PROCESS]
     assert p.has_processed("kept", 5) and not p.has_processed("kept", 9)
+
+
+def test_the_offsets_to_commit_follow_the_last_record_processed_of_each_partition():
+    p = PartitionProgress()
+    run(p, [3, 4, 5], tp="a")
+    run(p, [10, 12], tp="b")  # 11: a transaction marker
+    assert p.next_offsets() == {"a": 6, "b": 13}
+    p.rebalancing()
+    assert run(p, [14], tp="b") == [REREAD]  # not processed: not committed
+    assert p.next_offsets() == {"a": 6, "b": 13}
