@@ -256,7 +256,6 @@ class ScorerApp(faust.App):
                 consumer._gap[tp].chop(0, offset)
 
         async def commit_then_revoke(revoked) -> None:
-            progress.rebalancing()  # faust may drop the records it fetched: holes are suspect now
             if revoked:
                 await commit_between_batches()
             await revoke(revoked)
@@ -294,6 +293,21 @@ class ScorerApp(faust.App):
         await super().on_start()
         if self.in_transaction:
             self.guard_commits()
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        self.runtime.progress.rebalance_started()  # faust may drop records until it ends
+
+    def on_rebalance_end(self) -> None:
+        super().on_rebalance_end()
+        self.runtime.progress.rebalance_ended(time.monotonic())
+
+    async def committed_offset(self, tp: TP) -> int | None:
+        """The group's committed offset of `tp`, asked of the broker (None: never committed)."""
+        from aiokafka import TopicPartition
+
+        thread = self.consumer._thread
+        return await thread.call_thread(thread._ensure_consumer().committed, TopicPartition(tp.topic, tp.partition))
 
     async def on_stop(self) -> None:
         # faust commits and ends the partition transactions as it stops its consumer: finish the
@@ -407,7 +421,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     async def first_delivery(event) -> bool:
         """Whether to process this record now (see streams/progress.py)."""
         tp, offset = event.message.tp, event.message.offset
-        decision = runtime.progress.decide(tp, offset, time.monotonic())
+        if not runtime.progress.knows(tp):
+            runtime.progress.start(tp, await app.committed_offset(tp))
+        decision = runtime.progress.decide(tp, offset, time.monotonic(), event.message.time_in)
         if decision == PROCESS:
             return True
         if decision == DUPLICATE:
@@ -421,6 +437,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             await app.consumer.seek(tp, first)
         return False
 
+    def processed(event) -> None:
+        runtime.progress.processed(event.message.tp, event.message.offset, event.message.time_in)
+
     async def score_batch(events):
         metrics.consumed.inc(len(events))
         started = time.perf_counter()
@@ -430,7 +449,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         for event in events:
             if not await first_delivery(event):
                 continue
-            runtime.progress.processed(event.message.tp, event.message.offset)
+            processed(event)
             try:
                 txn = await decode(runtime.transactions, event.value)
                 reason = invalid_transaction_reason(txn, now_ms=int(time.time() * 1000))
@@ -521,7 +540,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         for event in events:
             if not await first_delivery(event):
                 continue
-            runtime.progress.processed(event.message.tp, event.message.offset)
+            processed(event)
             labelled = event.message.topic == settings.terminal_labels_topic
             try:
                 record = await decode(runtime.terminal_labels if labelled else runtime.terminal_transactions,
@@ -569,7 +588,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         """Join a label to its verdict: online quality of the models that scored it, the labelled
         example, and the terminal label (frauds only) that feeds the terminal's risk. Undecodable
         feedback, and a label with no known verdict, go to the DLQ."""
-        runtime.progress.processed(event.message.tp, event.message.offset)
+        processed(event)
         if isinstance(label, str):
             await dead_letter(event, label)
             return

@@ -8,10 +8,11 @@ processed, because the record follows a hole.
 
 Offsets also leave holes where nothing was dropped: a Kafka transaction's commit marker takes an
 offset, so every topic written under exactly-once has one after each transaction. faust drops records
-only in a rebalance, so a hole on a partition that has been through none since its last processed
-record is markers and is accepted; after a rebalance, the hole is read again, and is accepted as
-markers when the re-read brings back the record that revealed it. A re-read the fetcher overtakes
-(records it had already fetched move its read position past the seek) is asked for again.
+only while a rebalance suspends its flow, so a hole between two records both handed over since the
+last rebalance ended is markers, and is accepted. Any other hole is read again, and accepted as
+markers when the re-read brings back the record that revealed it. A partition this worker starts
+on begins at the group's committed offset. A re-read the fetcher overtakes (records it had already
+fetched move its read position past the seek) is asked for again.
 """
 
 from __future__ import annotations
@@ -21,24 +22,27 @@ from typing import Hashable
 
 PROCESS, DUPLICATE, REREAD, HOLD = "process", "duplicate", "reread", "hold"
 RESEEK_SECONDS = 1.0  # a re-read whose first record has not come back by then is asked for again
+NEVER = float("-inf")
 
 
 @dataclass
 class PartitionProgress:
     done: dict = field(default_factory=dict)  # partition -> highest offset processed
+    handed_at: dict = field(default_factory=dict)  # partition -> when that record was handed over
     rereading: dict = field(default_factory=dict)  # partition -> (offset that revealed a hole, when sought)
-    rebalanced: set = field(default_factory=set)  # partitions through a rebalance since their last record
+    settled_at: float | None = None  # when the last rebalance ended; None while one is under way
 
-    def decide(self, tp: Hashable, offset: int, now: float = 0.0) -> str:
+    def decide(self, tp: Hashable, offset: int, now: float = 0.0, handed_at: float | None = None) -> str:
         """PROCESS, DUPLICATE, REREAD (seek to `first_missing(tp)`, then this record comes again) or
-        HOLD (a re-read is under way: this record will come again). `now`: a monotonic clock."""
+        HOLD (a re-read is under way: this record will come again). `now` and `handed_at` (when
+        faust handed the record to the stream) are monotonic clock readings."""
         done = self.done.get(tp)
         if done is None or offset == done + 1:
             return PROCESS
         if offset <= done:
             return DUPLICATE
-        if tp not in self.rebalanced:  # nothing was dropped: the hole is transaction markers
-            return PROCESS
+        if self.settled_at is not None and self.handed_at.get(tp, NEVER) > self.settled_at:
+            return PROCESS  # no rebalance since the last record: the hole is transaction markers
         if tp not in self.rereading:
             self.rereading[tp] = (offset, now)
             return REREAD
@@ -50,10 +54,20 @@ class PartitionProgress:
             return REREAD
         return HOLD
 
-    def processed(self, tp: Hashable, offset: int) -> None:
+    def processed(self, tp: Hashable, offset: int, handed_at: float | None = None) -> None:
         self.done[tp] = offset
+        self.handed_at[tp] = NEVER if handed_at is None else handed_at
         self.rereading.pop(tp, None)
-        self.rebalanced.discard(tp)
+
+    def knows(self, tp: Hashable) -> bool:
+        return tp in self.done
+
+    def start(self, tp: Hashable, committed: int | None) -> None:
+        """A partition this worker had no progress on begins at the group's committed offset (None:
+        the group never committed one, and the first record handed over begins it)."""
+        if committed is not None and tp not in self.done:
+            self.done[tp] = committed - 1
+            self.handed_at[tp] = NEVER
 
     def next_offsets(self) -> dict:
         """Partition -> the offset to commit: everything before it has been processed."""
@@ -66,13 +80,15 @@ class PartitionProgress:
         done = self.done.get(tp)
         return done is not None and offset <= done
 
-    def rebalancing(self) -> None:
-        """A rebalance is suspending the flow: records fetched by now may be dropped."""
-        self.rebalanced.update(self.done)
+    def rebalance_started(self) -> None:
+        self.settled_at = None
+
+    def rebalance_ended(self, now: float) -> None:
+        self.settled_at = now
 
     def keep_only(self, assigned) -> None:
         """Forget partitions this worker no longer holds: another may process them meanwhile."""
         for tp in set(self.done) - set(assigned):
             del self.done[tp]
+            self.handed_at.pop(tp, None)
         self.rereading = {tp: v for tp, v in self.rereading.items() if tp in assigned}
-        self.rebalanced &= set(assigned)

@@ -17,7 +17,7 @@ from fraud.settings import Settings
 from models.simulate import SimulationConfig, simulate, transaction_records
 from models.train import TrainParams, train_and_register
 from schemas.codec import load_schema
-from streams.topics import ensure_topics, terminal_changelog
+from streams.topics import TERMINAL_TABLE, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -94,17 +94,18 @@ def read_committed(settings: Settings, topic: str, expected: int, timeout: float
     return out
 
 
-def terminal_rows(settings: Settings) -> dict[str, dict]:
-    """The latest committed row of every terminal in the terminal table's changelog."""
+def table_rows(settings: Settings, table: str) -> dict[str, dict]:
+    """The latest committed row of every key of a Faust table, from its changelog."""
+    topic = f"{settings.app_id}-{table}-changelog"
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"check-{uuid.uuid4()}",
                          "isolation.level": "read_committed", "enable.partition.eof": True})
-    partitions = consumer.list_topics(terminal_changelog(settings), timeout=10).topics[terminal_changelog(settings)].partitions
-    consumer.assign([TopicPartition(terminal_changelog(settings), p, OFFSET_BEGINNING) for p in partitions])
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     rows, at_end = {}, set()
     try:
         while len(at_end) < len(partitions):
             msg = consumer.poll(10)
-            assert msg is not None, "the terminal changelog could not be read to its end"
+            assert msg is not None, f"{topic} could not be read to its end"
             if msg.error():
                 at_end.add(msg.partition())
                 continue
@@ -114,21 +115,23 @@ def terminal_rows(settings: Settings) -> dict[str, dict]:
     return rows
 
 
-def assert_terminal_rows_count_each_once(settings: Settings, records: list[dict], timeout: float = 60) -> None:
-    """Each terminal's row holds the event time of each of its transactions exactly once."""
-    expected = defaultdict(list)
-    for r in records:
-        expected[r["terminal_id"]].append(r["timestamp"])
-    expected = {k: sorted(v) for k, v in expected.items()}
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = terminal_rows(settings)
-        held = {k: sorted(rows[k]["t"]) if rows.get(k) else [] for k in expected}
-        if held == expected or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    wrong = {k: (len(held[k]), len(v)) for k, v in expected.items() if held[k] != v}
-    assert not wrong, f"{len(wrong)} terminals' rows differ (held, expected), e.g. {list(wrong.items())[:5]}"
+def assert_table_rows_count_each_once(settings: Settings, records: list[dict], timeout: float = 60) -> None:
+    """Each card's row (customer-history) and each terminal's row (terminal-history) holds the event
+    time of each of its transactions exactly once."""
+    for table, key in (("customer-history", "customer_id"), (TERMINAL_TABLE, "terminal_id")):
+        expected = defaultdict(list)
+        for r in records:
+            expected[r[key]].append(r["timestamp"])
+        expected = {k: sorted(v) for k, v in expected.items()}
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = table_rows(settings, table)
+            held = {k: sorted(rows[k]["t"]) if rows.get(k) else [] for k in expected}
+            if held == expected or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        wrong = {k: (len(held[k]), len(v)) for k, v in expected.items() if held[k] != v}
+        assert not wrong, f"{table}: {len(wrong)} rows differ (held, expected), e.g. {list(wrong.items())[:5]}"
 
 
 def verdicts_by_id(verdicts: list[dict]) -> dict[str, list[dict]]:

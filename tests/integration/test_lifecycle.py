@@ -22,7 +22,7 @@ from fraud.settings import ROOT
 from schemas.codec import load_schema
 from streams.topics import ensure_topics
 from tests.conftest import WorkerProcess, settings_env, unique_settings
-from tests.integration.conftest import (assert_terminal_rows_count_each_once, produce_raw, produce_transactions,
+from tests.integration.conftest import (assert_table_rows_count_each_once, produce_raw, produce_transactions,
                                         read_committed, registry_client, simulated_transactions, train_version,
                                         verdicts_by_id)
 
@@ -81,8 +81,8 @@ def test_moving_the_alias_mid_stream_switches_later_verdicts_with_none_lost(serv
 
 def restart_mid_stream(small_history, tmp_path, stop_signal: int) -> None:
     """Stop the worker with `stop_signal` while transactions stream in, start another, and check
-    that every transaction has exactly one committed verdict and is counted once in its terminal's
-    table row."""
+    that every transaction has exactly one committed verdict and is counted once in its card's and
+    its terminal's table rows."""
     settings = unique_settings(tmp_path)
     train_version(settings, small_history, n_estimators=20)
     ensure_topics(settings)
@@ -101,12 +101,12 @@ def restart_mid_stream(small_history, tmp_path, stop_signal: int) -> None:
         producing.join()
         verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records), timeout=120)
         assert_one_verdict_each(records, verdicts)
-        assert_terminal_rows_count_each_once(settings, records)
+        assert_table_rows_count_each_once(settings, records)
     finally:
         worker.stop()
 
 
-def test_a_worker_restarted_mid_stream_leaves_one_verdict_per_transaction_and_counts_it_once_at_its_terminal(
+def test_a_worker_restarted_mid_stream_leaves_one_verdict_per_transaction_and_counts_it_once_in_its_card_and_terminal_rows(
         services, small_history, tmp_path):
     restart_mid_stream(small_history, tmp_path, signal.SIGTERM)
 

@@ -16,19 +16,19 @@ import pytest
 
 from streams.topics import ensure_topics
 from tests.conftest import WorkerProcess, free_port, unique_settings
-from tests.integration.conftest import (assert_terminal_rows_count_each_once, produce_transactions, read_committed,
+from tests.integration.conftest import (assert_table_rows_count_each_once, produce_transactions, read_committed,
                                         simulated_transactions, train_version)
 from tests.integration.test_lifecycle import assert_one_verdict_each, restart_mid_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.resilience]
 
 
-def test_a_worker_killed_mid_stream_leaves_one_verdict_per_transaction_and_counts_it_once_at_its_terminal(
+def test_a_worker_killed_mid_stream_leaves_one_verdict_per_transaction_and_counts_it_once_in_its_card_and_terminal_rows(
         services, small_history, tmp_path):
     restart_mid_stream(small_history, tmp_path, signal.SIGKILL)
 
 
-def test_a_second_worker_joining_and_leaving_mid_stream_leaves_one_verdict_per_transaction_and_counts_it_once_at_its_terminal(
+def test_a_second_worker_joining_and_leaving_mid_stream_leaves_one_verdict_per_transaction_and_counts_it_once_in_its_card_and_terminal_rows(
         services, small_history, tmp_path):
     settings = unique_settings(tmp_path, partitions=6)
     train_version(settings, small_history, n_estimators=20)
@@ -50,7 +50,7 @@ def test_a_second_worker_joining_and_leaving_mid_stream_leaves_one_verdict_per_t
         producing.join()
         verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records), timeout=180)
         assert_one_verdict_each(records, verdicts)
-        assert_terminal_rows_count_each_once(settings, records)
+        assert_table_rows_count_each_once(settings, records)
     finally:
         second.stop()
         first.stop()
