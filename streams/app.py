@@ -39,7 +39,7 @@ from streams.features import (N_CUSTOMER_FEATURES, N_FEATURES, customer_features
                               empty_terminal_history, invalid_transaction_reason, remember,
                               remember_terminal)
 from streams.metrics import Metrics
-from streams.progress import DUPLICATE, PROCESS, REREAD, PartitionProgress
+from streams.progress import DUPLICATE, PROCESS, REREAD, RESEEK_SECONDS, PartitionProgress
 from streams.quality import OnlineQuality
 from streams.rules import RulesFollower, apply_rules
 from streams.topics import TERMINAL_CHANGELOG_CONFIG, TERMINAL_TABLE, terminal_changelog
@@ -215,15 +215,15 @@ class ScorerApp(faust.App):
         acknowledged offsets of partitions being revoked before it commits, acknowledges records
         it handed to a batch whether or not they were processed, and its count of acknowledged
         offsets can lag behind the records processed. So every commit runs between batches and
-        commits the offsets processed by then (streams/progress.py), a rebalance first commits
-        what has been processed, only processed records are acknowledged, and partitions this
-        worker no longer holds lose their progress.
+        commits the offsets processed by then, by the worker's own count (streams/progress.py); a
+        rebalance first commits what has been processed, and partitions this worker no longer
+        holds lose their progress.
         """
         consumer = self.consumer
         if getattr(consumer, "guarded_by_batches", False):
             return
         lock, revoke, assign = self.runtime.batch_lock, consumer.on_partitions_revoked, consumer.on_partitions_assigned
-        progress, ack = self.runtime.progress, consumer.ack
+        progress = self.runtime.progress
 
         async def commit_between_batches(topics=None, start_new_transaction: bool = True) -> bool:
             async with lock:
@@ -264,14 +264,6 @@ class ScorerApp(faust.App):
             progress.keep_only(assigned)  # another worker may hold the others meanwhile
             await assign(assigned, generation_id)
 
-        def ack_if_processed(message) -> bool:
-            # faust acknowledges every record it handed to a batch, processed or not: only what was
-            # processed may count towards the offsets a transaction commits.
-            if message.topic in self.source_topics and not progress.has_processed(message.tp, message.offset):
-                return False
-            return ack(message)
-
-        consumer.ack = ack_if_processed
         consumer.commit = commit_between_batches
         consumer.on_partitions_revoked = commit_then_revoke
         consumer.on_partitions_assigned = forget_partitions_gone
@@ -629,6 +621,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         finally:
             runtime.rules.stop()
             runtime.follower.stop()
+
+    @app.timer(interval=RESEEK_SECONDS / 2)
+    async def retry_rereads():
+        # A re-read whose first record has not come back: the fetcher overtook the seek.
+        assigned = app.consumer.assignment()
+        for tp, offset in runtime.progress.overdue_rereads(time.monotonic()).items():
+            if tp in assigned:
+                log.warning("%s[%d]: re-read from %d not delivered yet; seeking again", tp.topic, tp.partition, offset)
+                await app.consumer.seek(tp, offset)
 
     @app.timer(interval=5.0)
     async def export_online_quality():

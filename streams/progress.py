@@ -12,7 +12,8 @@ only while a rebalance suspends its flow, so a hole between two records both han
 last rebalance ended is markers, and is accepted. Any other hole is read again, and accepted as
 markers when the re-read brings back the record that revealed it. A partition this worker starts
 on begins at the group's committed offset. A re-read the fetcher overtakes (records it had already
-fetched move its read position past the seek) is asked for again.
+fetched move its read position past the seek) is sought again, on a timer: the records it holds
+back may be the last the partition has.
 """
 
 from __future__ import annotations
@@ -46,13 +47,20 @@ class PartitionProgress:
         if tp not in self.rereading:
             self.rereading[tp] = (offset, now)
             return REREAD
-        revealed, sought_at = self.rereading[tp]
+        revealed, _ = self.rereading[tp]
         if offset <= revealed:  # the re-read's first record: what lay before it holds no records
             return PROCESS
-        if now - sought_at >= RESEEK_SECONDS:
-            self.rereading[tp] = (revealed, now)
-            return REREAD
         return HOLD
+
+    def overdue_rereads(self, now: float) -> dict:
+        """Partition -> offset to seek to again, for re-reads whose first record has not come back
+        within RESEEK_SECONDS; each is then timed afresh."""
+        out = {}
+        for tp, (revealed, sought_at) in list(self.rereading.items()):
+            if now - sought_at >= RESEEK_SECONDS and tp in self.done:
+                self.rereading[tp] = (revealed, now)
+                out[tp] = self.done[tp] + 1
+        return out
 
     def processed(self, tp: Hashable, offset: int, handed_at: float | None = None) -> None:
         self.done[tp] = offset

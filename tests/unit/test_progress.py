@@ -66,14 +66,16 @@ def test_a_hole_that_holds_no_records_is_accepted_when_the_reread_brings_back_th
     assert run(p, [12, 13]) == [PROCESS, PROCESS]
 
 
-def test_a_reread_the_fetcher_overtook_is_asked_for_again_after_a_pause():
+def test_a_reread_the_fetcher_overtook_is_sought_again_after_a_pause():
     p = PartitionProgress()
     run(p, [10], now=99.0)
     assert run(p, [12], now=100.0) == [REREAD]
     assert run(p, [20, 21], now=100.5) == [HOLD, HOLD]  # the records before 20 were not handed over
-    assert run(p, [22], now=101.0) == [REREAD]
-    assert p.first_missing("p") == 11
-    assert run(p, [11, 12], now=101.1) == [PROCESS, PROCESS]
+    assert p.overdue_rereads(100.9) == {}
+    assert p.overdue_rereads(101.0) == {"p": 11}
+    assert p.overdue_rereads(101.5) == {}  # timed afresh
+    assert run(p, [11, 12], now=101.6) == [PROCESS, PROCESS]
+    assert p.overdue_rereads(110.0) == {}
 
 
 @pytest.mark.parametrize("first, decision", [(40, PROCESS), (38, DUPLICATE), (43, REREAD)])
