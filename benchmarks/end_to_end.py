@@ -5,7 +5,8 @@
 
 For each variant a fresh worker process consumes its own topics. Two measurements per variant:
 - throughput: a backlog of --transactions is produced first, then the worker starts; rate = backlog /
-  (last verdict committed - first verdict committed);
+  (time the worker's terminal agent has added every scored transaction to the terminal rows - first
+  verdict scored): both agents' work, the verdicts and the terminal table;
 - latency: transactions produced at a steady --rate while the worker runs; per verdict, the time
   from the transaction's produce timestamp to the verdict being read by a read_committed consumer
   ("visible"), and to scoring (the verdict's own latency_ms). Visibility waits for the partition's
@@ -54,6 +55,18 @@ def collect(settings, expected: int, timeout: float) -> list[tuple[float, dict]]
     return out
 
 
+def terminals_caught_up(worker: WorkerProcess, expected: int, timeout: float) -> float:
+    """Wall time at which the worker's terminal agent has added `expected` transactions to the
+    terminal rows, polled every 50 ms."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counted = worker.get("/metrics")[1].get("fraud_terminal_events_total{kind=transaction}", 0)
+        if counted >= expected:
+            return time.time()
+        time.sleep(0.05)
+    raise TimeoutError("the terminal agent did not catch up")
+
+
 def variant(name: str, batch_max: int, model_name: str, backlog: list[dict], paced: list[dict],
             rate: float, tmp: Path) -> dict:
     settings = unique_settings(tmp, model_name=model_name, batch_max=batch_max, partitions=6)
@@ -69,8 +82,8 @@ def variant(name: str, batch_max: int, model_name: str, backlog: list[dict], pac
         worker.wait_ready()
         verdicts = collect(settings, len(backlog), timeout=600)
         assert len(verdicts) == len(backlog), f"{name}: {len(verdicts)} of {len(backlog)} verdicts"
-        scored = sorted(v["scored_at"] for _, v in verdicts)
-        throughput = len(backlog) / max(1e-3, (scored[-1] - scored[0]) / 1000)
+        first_scored = min(v["scored_at"] for _, v in verdicts) / 1000
+        throughput = len(backlog) / max(1e-3, terminals_caught_up(worker, len(backlog), timeout=600) - first_scored)
 
         sender = threading.Thread(target=replay, kwargs={
             "producer": producer, "messages": transaction_messages(settings.transactions_topic, codec, paced),

@@ -7,9 +7,9 @@ produced in the Kafka transaction of the partition its transaction came from, th
 that commits that partition's offsets.
 
 A terminal's transactions come from every card partition, so its history has an agent of its own:
-each verdict's transaction is also sent, keyed by terminal, to `fraud-terminal-transactions`, and
-each fraud label to `fraud-terminal-labels`; the worker holding a terminal's partition of both adds
-them to the terminal's row of the `terminal-history` table. Every worker reads all rows through the
+each batch's transactions are also sent, one record per terminal partition, to
+`fraud-terminal-transactions`, and each fraud label to `fraud-terminal-labels`; the worker holding a
+terminal's partition of both adds them to the terminal's row of the `terminal-history` table. Every worker reads all rows through the
 table's changelog (streams/verdicts.py).
 
 `faust -A streams.app worker` runs the module-level `app`; `fraud worker` does the same with the ops
@@ -42,7 +42,7 @@ from streams.metrics import Metrics
 from streams.progress import DUPLICATE, PROCESS, REREAD, RESEEK_SECONDS, PartitionProgress
 from streams.quality import OnlineQuality
 from streams.rules import RulesFollower, apply_rules
-from streams.topics import TERMINAL_CHANGELOG_CONFIG, TERMINAL_TABLE, terminal_changelog
+from streams.topics import TERMINAL_CHANGELOG_CONFIG, TERMINAL_TABLE, terminal_changelog, terminal_partition
 from streams.verdicts import VerdictFollower
 
 log = logging.getLogger(__name__)
@@ -346,9 +346,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     app.in_flight = []
 
-    async def publish(topic: str, key, value: bytes, headers, source: TP):
+    async def publish(topic: str, key, value: bytes, headers, source: TP, partition: int | None = None):
         tid = _transactional_id(app, source) if app.in_transaction else None
-        delivery = await app.producer.send(topic, key, value, None, None, headers, transactional_id=tid)
+        delivery = await app.producer.send(topic, key, value, partition, None, headers, transactional_id=tid)
         app.in_flight.append(delivery)
         return delivery
 
@@ -482,6 +482,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         metrics.batch_seconds.observe(time.perf_counter() - started)
         metrics.batch_size.observe(len(txns))
         now_ms = int(time.time() * 1000)
+        seen: dict[tuple, list] = {}  # (source partition, terminal partition) -> transactions
         for event, txn, score, decision, why, broken, shadow_score, row in zip(
                 events, txns, scores.tolist(), decisions, reasons, fired, shadow, rows.tolist()):
             latency_ms = max(0.0, now_ms - event.message.timestamp * 1000.0)
@@ -506,15 +507,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             await publish(settings.verdicts_topic, txn["transaction_id"].encode(), runtime.verdicts.encode(verdict),
                           [("source.topic", source.topic.encode()), ("source.partition", b"%d" % source.partition),
                            ("source.offset", b"%d" % source.offset), ("scored.by", worker)], source.tp)
-            seen = {"transaction_id": txn["transaction_id"], "terminal_id": txn["terminal_id"],
-                    "transaction_timestamp": txn["timestamp"]}
-            await publish(settings.terminal_transactions_topic, txn["terminal_id"].encode(),
-                          runtime.terminal_transactions.encode(seen), None, source.tp)
+            at = (source.tp, terminal_partition(txn["terminal_id"], settings.partitions))
+            seen.setdefault(at, []).append({"transaction_id": txn["transaction_id"], "terminal_id": txn["terminal_id"],
+                                            "transaction_timestamp": txn["timestamp"]})
             metrics.decisions.labels(decision).inc()
             for rule in broken:
                 metrics.rules_fired.labels(rule.split(":", 1)[0]).inc()
             metrics.latency.observe(latency_ms)
         metrics.scored.labels(model.version).inc(len(txns))
+        for (source, partition), transactions in seen.items():  # one record each, in the source's transaction
+            await publish(settings.terminal_transactions_topic, None,
+                          runtime.terminal_transactions.encode({"transactions": transactions}), None, source, partition)
 
     @app.agent(terminal_events)
     async def track_terminals(stream):
@@ -526,8 +529,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     async def update_terminals(events) -> None:
         """Add a batch's scored transactions and fraud labels to their terminals' table rows, one
-        write per terminal. Every event of a terminal comes from the same partition, the partition
-        its row's changelog record goes to."""
+        write per terminal. Every event of a terminal comes from its partition (`terminal_partition`),
+        the partition its row's changelog record goes to."""
         changed: dict[str, tuple[dict, object]] = {}
         for event in events:
             if not await first_delivery(event):
@@ -542,13 +545,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                 continue
             if labelled and record["label"] != "FRAUD":
                 continue
-            terminal_id = record["terminal_id"]
-            if terminal_id in changed:
-                history = changed[terminal_id][0]
-            else:
-                _current_event.set(weakref.ref(event))
-                history = terminals.get(terminal_id) or empty_terminal_history()
-            changed[terminal_id] = (remember_terminal(history, record["transaction_timestamp"], labelled), event)
+            seen = [record] if labelled else record["transactions"]
+            for item in seen:
+                terminal_id = item["terminal_id"]
+                if terminal_id in changed:
+                    history = changed[terminal_id][0]
+                else:
+                    _current_event.set(weakref.ref(event))
+                    history = terminals.get(terminal_id) or empty_terminal_history()
+                changed[terminal_id] = (remember_terminal(history, item["transaction_timestamp"], labelled), event)
+            metrics.terminal_events.labels("fraud_label" if labelled else "transaction").inc(len(seen))
         for terminal_id, (history, event) in changed.items():
             _current_event.set(weakref.ref(event))
             terminals[terminal_id] = history
@@ -612,7 +618,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
                       "transaction_timestamp": verdict.transaction_timestamp, "label": label["label"],
                       "reported_at": label["reported_at"]}
             await publish(settings.terminal_labels_topic, verdict.terminal_id.encode(),
-                          runtime.terminal_labels.encode(record), None, event.message.tp)
+                          runtime.terminal_labels.encode(record), None, event.message.tp,
+                          terminal_partition(verdict.terminal_id, settings.partitions))
 
     @app.task
     async def stop_followers_on_shutdown():

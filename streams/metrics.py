@@ -33,6 +33,9 @@ class Metrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=r)
         self.terminal_updates = Counter(
             "fraud_terminal_updates", "Terminal table rows written (one per terminal per batch)", registry=r)
+        self.terminal_events = Counter(
+            "fraud_terminal_events", "Scored transactions and fraud labels added to terminal rows", ["kind"],
+            registry=r)
         self.lag = Gauge("fraud_consumer_lag", "Messages behind the end of the partition", ["partition"], registry=r)
         self.model_version = Gauge("fraud_model_version", "Version of the live model", ["model"], registry=r)
         self.challenger_scored = Counter("fraud_challenger_scored", "Transactions scored in shadow",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -19,6 +22,13 @@ TERMINAL_TABLE = "terminal-history"
 TERMINAL_CHANGELOG_CONFIG = {"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.2"}
 
 
+@lru_cache(maxsize=65_536)
+def terminal_partition(terminal_id: str, partitions: int) -> int:
+    """The partition of a terminal in the terminal topics and table: the Java client's (and
+    aiokafka's) default partitioner of the terminal id, so a record keyed by it lands there too."""
+    return (murmur2(terminal_id.encode()) & 0x7FFFFFFF) % partitions
+
+
 def terminal_changelog(settings: Settings) -> str:
     """The changelog topic Faust gives the terminal table."""
     return f"{settings.app_id}-{TERMINAL_TABLE}-changelog"
@@ -32,7 +42,7 @@ def topic_specs(settings: Settings) -> dict[str, dict]:
         settings.feedback_topic: {"retention.ms": str(90 * DAY_MS)},
         settings.dlq_topic: {"retention.ms": str(30 * DAY_MS)},
         settings.terminal_labels_topic: {"retention.ms": VERDICT_RETENTION_MS},
-        # Each scored transaction, keyed by terminal, on its way to its terminal's table row.
+        # Scored transactions, by terminal partition, on their way to their terminals' table rows.
         settings.terminal_transactions_topic: {"retention.ms": WEEK_MS},
         # One example per transaction, its latest label winning: what training reads.
         settings.examples_topic: {"cleanup.policy": "compact"},
