@@ -6,11 +6,10 @@ Each variant runs, over the same Confluent-framed Avro messages, what a worker d
 the scoring agent's decode -> validate -> features (card history, terminal rows) -> score -> decide ->
 reasons -> encode the verdict, and the batch's transactions in one record per terminal partition (6);
 the terminal agent's decode -> add to the terminal's row -> serialise the row for the changelog (once
-per terminal per batch); and the
-follower's decode of every verdict and of every changelog row. The baseline does it one event at a
-time; the others in micro-batches with one model call per batch. No broker is involved: this
-isolates the Python and model cost per transaction. Figures are medians over --repeat runs, with ratios to the
-baseline of the same run.
+per terminal per batch); and the follower's keeping of every verdict (as written) and decode of every
+changelog row. The baseline does it one event at a time; the others in micro-batches with one model
+call per batch. No broker is involved: this isolates the Python and model cost per transaction.
+Figures are medians over --repeat runs, with ratios to the baseline of the same run.
 """
 
 from __future__ import annotations
@@ -55,13 +54,13 @@ class LocalRegistry:
 
 def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bool) -> float:
     """Seconds to turn all messages into encoded verdicts, `batch` at a time, as the scoring agent
-    does, to add them to the terminal table's rows, as the terminal agent does, and to read the
-    verdicts and rows back, as every worker's follower does."""
+    does, to add them to the terminal table's rows, as the terminal agent does, and to keep the
+    verdicts and read the rows back, as every worker's follower does."""
     txn_codec, verdict_codec, terminal_codec = codecs
     thresholds = Thresholds()
     histories: dict[str, dict] = {}
     table: dict[str, dict] = {}  # the terminal agent's rows
-    terminals = VerdictFollower("unused:9092", "verdicts", "terminal-changelog", verdict_codec, 86_400.0)
+    terminals = VerdictFollower("unused:9092", "verdicts", "terminal-changelog", 86_400.0)
     out, seen = [], {}
     started = time.perf_counter()
     for at in range(0, len(messages), batch):
@@ -103,8 +102,8 @@ def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bo
                 row = changed.get(key) or table.get(key) or empty_terminal_history()
                 changed[key] = table[key] = remember_terminal(row, item["transaction_timestamp"])
         changelog = [(json.dumps(key).encode(), json.dumps(row).encode()) for key, row in changed.items()]
-        for encoded in out[len(out) - len(txns):]:
-            terminals.apply_verdict(verdict_codec.decode(encoded))
+        for txn, encoded in zip(txns, out[len(out) - len(txns):]):
+            terminals.remember_verdict(txn["transaction_id"], now, encoded)
         for key, value in changelog:
             terminals.apply_terminal(key, value)
     elapsed = time.perf_counter() - started

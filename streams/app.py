@@ -103,7 +103,7 @@ class Runtime:
                                                f"{s.terminal_transactions_topic}-value")
         self.examples = AvroCodec(self.registry, load_schema("labelled_example"), f"{s.examples_topic}-value")
         self.follower = VerdictFollower(s.kafka_bootstrap, s.verdicts_topic, terminal_changelog(s),
-                                        self.verdicts, s.feedback_horizon_days * 86_400)
+                                        s.feedback_horizon_days * 86_400)
         thresholds = Thresholds(s.review_threshold, s.decline_threshold)
         self.quality = {model: OnlineQuality(thresholds, s.quality_window) for model in ("champion", "challenger")}
 
@@ -591,35 +591,35 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             await dead_letter(event, label)
             return
         metrics.feedback.labels(label["label"], label["source"]).inc()
-        verdict = runtime.follower.verdict(label["transaction_id"])
-        if verdict is None:
+        known = runtime.follower.verdict(label["transaction_id"])
+        if known is None:
             metrics.feedback_unmatched.inc()
             await dead_letter(event, f"field transaction_id: no verdict known for {label['transaction_id']!r}"
                                      f" within the feedback horizon")
             return
+        verdict = await decode(runtime.verdicts, known)  # as written: the codec errors are our own
         fraud = label["label"] == "FRAUD"
-        delay_seconds = (label["reported_at"] - verdict.transaction_timestamp) / 1000
+        tid, at, terminal_id = verdict["transaction_id"], verdict["transaction_timestamp"], verdict.get("terminal_id")
+        delay_seconds = (label["reported_at"] - at) / 1000
         metrics.feedback_matched.labels(label["label"]).inc()
         metrics.label_delay.observe(max(0.0, delay_seconds))
         if delay_seconds > settings.feedback_horizon_days * 86_400:
             metrics.feedback_late.inc()
-        for model, score in (("champion", verdict.score), ("challenger", verdict.challenger_score)):
+        for model, score in (("champion", verdict["score"]), ("challenger", verdict.get("challenger_score"))):
             if score is None:
                 continue
             for threshold, outcome in runtime.quality[model].observe(score, fraud).items():
                 metrics.confusion.labels(model, threshold, outcome).inc()
-        example = {"transaction_id": verdict.transaction_id, "transaction_timestamp": verdict.transaction_timestamp,
+        example = {"transaction_id": tid, "transaction_timestamp": at,
                    "label": label["label"], "source": label["source"], "reported_at": label["reported_at"],
-                   "model_version": verdict.model_version, "score": verdict.score, "features": verdict.features}
-        await publish(settings.examples_topic, verdict.transaction_id.encode(), runtime.examples.encode(example),
-                      None, event.message.tp)
-        if fraud and verdict.terminal_id:
-            record = {"transaction_id": verdict.transaction_id, "terminal_id": verdict.terminal_id,
-                      "transaction_timestamp": verdict.transaction_timestamp, "label": label["label"],
-                      "reported_at": label["reported_at"]}
-            await publish(settings.terminal_labels_topic, verdict.terminal_id.encode(),
-                          runtime.terminal_labels.encode(record), None, event.message.tp,
-                          terminal_partition(verdict.terminal_id, settings.partitions))
+                   "model_version": verdict["model_version"], "score": verdict["score"],
+                   "features": verdict.get("features") or {}}
+        await publish(settings.examples_topic, tid.encode(), runtime.examples.encode(example), None, event.message.tp)
+        if fraud and terminal_id:
+            record = {"transaction_id": tid, "terminal_id": terminal_id, "transaction_timestamp": at,
+                      "label": label["label"], "reported_at": label["reported_at"]}
+            await publish(settings.terminal_labels_topic, terminal_id.encode(), runtime.terminal_labels.encode(record),
+                          None, event.message.tp, terminal_partition(terminal_id, settings.partitions))
 
     @app.task
     async def stop_followers_on_shutdown():

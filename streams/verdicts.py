@@ -5,7 +5,8 @@ From them it keeps two things no single partition holds:
   worker that holds a terminal's partition writes its row; every worker reads all rows here, as a
   global table would. The terminal features read it; they only look at events more than 7 days old,
   so a follower a second behind sees all they need.
-- the verdicts of the last `horizon`, by transaction id, for the feedback join.
+- the verdicts of the last `horizon`, by transaction id, for the feedback join: as the bytes on the
+  topic, decoded only when a label asks for one.
 
 Both topics are read with read_committed, from their start: the changelog is compacted to about one
 record per terminal, and the verdicts topic's retention bounds how long the rest takes.
@@ -18,12 +19,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from schemas.codec import AvroCodec, CodecError, RegistryUnavailable
 from streams.features import TERMINAL_FEATURE_NAMES, TerminalHistory, empty_terminal_history, terminal_features
 from streams.follow import TopicFollower
 
@@ -31,32 +30,14 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY = 50_000  # messages between two prunings of the verdicts
 
 
-@dataclass(frozen=True)
-class KnownVerdict:
-    """What the feedback join needs of a verdict."""
-
-    transaction_id: str
-    terminal_id: str | None
-    transaction_timestamp: int
-    score: float
-    decision: str
-    model_version: str
-    challenger_score: float | None
-    challenger_model_version: str | None
-    scored_at: int  # epoch ms, for the horizon
-    features: dict
-
-
 class VerdictFollower(TopicFollower):
     name = "verdict-follower"
 
-    def __init__(self, bootstrap: str, verdicts_topic: str, terminal_changelog: str, verdicts: AvroCodec,
-                 horizon_seconds: float):
+    def __init__(self, bootstrap: str, verdicts_topic: str, terminal_changelog: str, horizon_seconds: float):
         super().__init__(bootstrap, (verdicts_topic, terminal_changelog), isolation_level="read_committed")
-        self.codec = verdicts
         self.horizon_seconds = horizon_seconds
         self.terminals: dict[str, TerminalHistory] = {}
-        self.verdicts: OrderedDict[str, KnownVerdict] = OrderedDict()
+        self.verdicts: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # id -> (written at, epoch ms; value)
         self.undecodable = 0
         self._lock = threading.Lock()
         self._since_prune = 0
@@ -91,19 +72,18 @@ class VerdictFollower(TopicFollower):
                     "terminals": len(self.terminals), "verdicts_for_feedback": len(self.verdicts),
                     "undecodable_records": self.undecodable}
 
-    def verdict(self, transaction_id: str) -> KnownVerdict | None:
+    def verdict(self, transaction_id: str) -> bytes | None:
+        """The verdict's record as written (Confluent Avro), or None when none is known."""
         with self._lock:
-            return self.verdicts.get(transaction_id)
+            known = self.verdicts.get(transaction_id)
+        return known[1] if known else None
 
     # What the topics say.
 
-    def apply_verdict(self, v: dict) -> None:
+    def remember_verdict(self, transaction_id: str, written_at_ms: int, value: bytes) -> None:
         with self._lock:
-            self.verdicts[v["transaction_id"]] = KnownVerdict(
-                v["transaction_id"], v.get("terminal_id"), v["transaction_timestamp"], v["score"],
-                v["decision"], v["model_version"], v.get("challenger_score"),
-                v.get("challenger_model_version"), v["scored_at"], v.get("features") or {})
-            self.verdicts.move_to_end(v["transaction_id"])
+            self.verdicts[transaction_id] = (written_at_ms, value)
+            self.verdicts.move_to_end(transaction_id)
 
     def apply_terminal(self, key: bytes, value: bytes | None) -> None:
         """A changelog record of the terminal table: the terminal's whole history, or its deletion."""
@@ -123,36 +103,19 @@ class VerdictFollower(TopicFollower):
                 self.terminals[terminal_id] = history
 
     def prune(self) -> None:
-        """Forget verdicts past the horizon."""
+        """Forget verdicts written before the horizon."""
         with self._lock:
             expired = time.time() * 1000 - self.horizon_seconds * 1000
             while self.verdicts:
-                first = next(iter(self.verdicts.values()))
-                if first.scored_at >= expired:
+                written_at, _ = next(iter(self.verdicts.values()))
+                if written_at >= expired:
                     break
                 self.verdicts.popitem(last=False)
 
-    def _apply_verdict(self, value: bytes | None) -> None:
-        if value is None:
-            return
-        while not self._stop.is_set():
-            try:
-                record = self.codec.decode(value)
-                break
-            except RegistryUnavailable as exc:  # not the record's fault: wait for the registry
-                log.warning("schema registry unavailable, verdict follower waits: %s", exc)
-                self._stop.wait(2)
-            except CodecError as exc:
-                self.undecodable += 1
-                log.warning("verdicts: undecodable record skipped: %s", exc)
-                return
-        else:
-            return
-        self.apply_verdict(record)
-
     def on_record(self, msg) -> None:
         if msg.topic() == self.topics[0]:
-            self._apply_verdict(msg.value())
+            if msg.key() is not None and msg.value() is not None:
+                self.remember_verdict(msg.key().decode("utf-8", "replace"), msg.timestamp()[1], msg.value())
             self._since_prune += 1
         elif msg.key() is not None:
             self.apply_terminal(msg.key(), msg.value())

@@ -13,14 +13,7 @@ T0 = 1_522_540_800_000
 
 
 def follower(horizon_seconds=3600.0):
-    return VerdictFollower("unused:9092", "verdicts", "terminal-changelog", None, horizon_seconds)
-
-
-def verdict(tid, terminal, ts, scored_at=None):
-    return {"transaction_id": tid, "terminal_id": terminal, "transaction_timestamp": ts, "score": 0.2,
-            "decision": "APPROVE", "model_version": "1", "challenger_score": None,
-            "challenger_model_version": None, "scored_at": scored_at or int(time.time() * 1000),
-            "features": {"amount": 1.0}}
+    return VerdictFollower("unused:9092", "verdicts", "terminal-changelog", horizon_seconds)
 
 
 def changelog_record(terminal, history):
@@ -58,12 +51,12 @@ def test_an_undecodable_changelog_record_is_counted_and_changes_nothing(key, val
     assert f.undecodable == 1 and f.terminals == {"T1": {"t": [T0], "f": []}}
 
 
-def test_verdicts_are_kept_for_the_feedback_join_until_the_horizon():
+def test_verdicts_are_kept_as_written_for_the_feedback_join_until_the_horizon():
     f = follower(horizon_seconds=60)
     now = int(time.time() * 1000)
-    f.apply_verdict(verdict("old", "T1", T0, scored_at=now - 120_000))
-    f.apply_verdict(verdict("new", "T2", T0 + 60 * DAY_MS, scored_at=now))
-    assert f.verdict("old").terminal_id == "T1" and f.verdict("nope") is None
+    f.remember_verdict("old", now - 120_000, b"old verdict")
+    f.remember_verdict("new", now, b"new verdict")
+    assert f.verdict("old") == b"old verdict" and f.verdict("nope") is None
     f.prune()
-    assert f.verdict("old") is None and f.verdict("new") is not None
+    assert f.verdict("old") is None and f.verdict("new") == b"new verdict"
     assert f.status()["verdicts_for_feedback"] == 1 and f.status()["status"] == "loading"
