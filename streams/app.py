@@ -415,7 +415,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         tp, offset = event.message.tp, event.message.offset
         if not runtime.progress.knows(tp):
             runtime.progress.start(tp, await app.committed_offset(tp))
-        decision = runtime.progress.decide(tp, offset, time.monotonic(), event.message.time_in)
+        decision = runtime.progress.decide(tp, offset, time.monotonic())
         if decision == PROCESS:
             return True
         if decision == DUPLICATE:

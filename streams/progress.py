@@ -33,10 +33,9 @@ class PartitionProgress:
     rereading: dict = field(default_factory=dict)  # partition -> (offset that revealed a hole, when sought)
     settled_at: float | None = None  # when the last rebalance ended; None while one is under way
 
-    def decide(self, tp: Hashable, offset: int, now: float = 0.0, handed_at: float | None = None) -> str:
+    def decide(self, tp: Hashable, offset: int, now: float = 0.0) -> str:
         """PROCESS, DUPLICATE, REREAD (seek to `first_missing(tp)`, then this record comes again) or
-        HOLD (a re-read is under way: this record will come again). `now` and `handed_at` (when
-        faust handed the record to the stream) are monotonic clock readings."""
+        HOLD (a re-read is under way: this record will come again). `now`: a monotonic clock."""
         done = self.done.get(tp)
         if done is None or offset == done + 1:
             return PROCESS
@@ -63,6 +62,7 @@ class PartitionProgress:
         return out
 
     def processed(self, tp: Hashable, offset: int, handed_at: float | None = None) -> None:
+        """`handed_at`: when faust handed the record to the stream (monotonic clock)."""
         self.done[tp] = offset
         self.handed_at[tp] = NEVER if handed_at is None else handed_at
         self.rereading.pop(tp, None)

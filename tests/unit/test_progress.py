@@ -15,7 +15,7 @@ def run(progress, offsets, tp="p", now=1.0, handed_at=None):
     """Feed deliveries; record decisions, and mark processed what is processed."""
     out = []
     for offset in offsets:
-        decision = progress.decide(tp, offset, now, handed_at if handed_at is not None else now)
+        decision = progress.decide(tp, offset, now)
         if decision == PROCESS:
             progress.processed(tp, offset, handed_at if handed_at is not None else now)
         out.append(decision)
