@@ -379,13 +379,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         log.warning("DLQ %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
         return await publish(settings.dlq_topic, msg.key, msg.value, headers, msg.tp)
 
-    @app.agent(transactions)
-    async def score_transactions(stream):
+    async def in_batches(stream, work) -> None:
+        """Micro-batches of the stream, each done and acknowledged under the batch lock."""
         await runtime.ensure_ready()
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_seconds):
             async with runtime.batch_lock:
-                await crash_unless_done(score_batch(events))
+                await crash_unless_done(work(events))
                 await settle(stream, events)
+
+    @app.agent(transactions)
+    async def score_transactions(stream):
+        await in_batches(stream, score_batch)
 
     async def crash_unless_done(work) -> None:
         # If a batch cannot be finished, faust would still acknowledge its events when the agent
@@ -521,11 +525,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     @app.agent(terminal_events)
     async def track_terminals(stream):
-        await runtime.ensure_ready()
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_seconds):
-            async with runtime.batch_lock:
-                await crash_unless_done(update_terminals(events))
-                await settle(stream, events)
+        await in_batches(stream, update_terminals)
 
     async def update_terminals(events) -> None:
         """Add a batch's scored transactions and fraud labels to their terminals' table rows, one
