@@ -17,6 +17,7 @@ ENV PATH="/opt/venv/bin:$PATH"
 
 WORKDIR /src
 COPY pyproject.toml constraints.txt ./
+COPY core/ core/
 COPY fraud/ fraud/
 COPY schemas/ schemas/
 COPY streams/ streams/
@@ -44,6 +45,7 @@ COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
 COPY --chown=scorer:scorer pyproject.toml constraints.txt ./
+COPY --chown=scorer:scorer core/ core/
 COPY --chown=scorer:scorer fraud/ fraud/
 COPY --chown=scorer:scorer schemas/ schemas/
 COPY --chown=scorer:scorer streams/ streams/

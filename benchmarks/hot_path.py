@@ -25,8 +25,8 @@ from models.serving import LoadedModel
 from models.simulate import SimulationConfig, simulate, transaction_records
 from models.train import TrainParams, fit
 from schemas.codec import AvroCodec, CodecError, _parse, load_schema
-from streams.decision import Thresholds, decide, top_reasons
-from streams.features import (FEATURE_NAMES, N_CUSTOMER_FEATURES, N_FEATURES, customer_features,
+from core.decision import Thresholds, decide, top_reasons
+from core.features import (FEATURE_NAMES, N_CUSTOMER_FEATURES, N_FEATURES, customer_features,
                               empty_history, empty_terminal_history, feature_matrix,
                               invalid_transaction_reason, remember, remember_terminal)
 from streams.topics import terminal_partition

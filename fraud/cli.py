@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from fraud.settings import ROOT, Settings
+from core.settings import ROOT, Settings
 
 log = logging.getLogger("fraud")
 
@@ -165,7 +165,7 @@ def cmd_tune(args, settings: Settings) -> int:
     from models.serving import quiet_mlflow_client_env
     from models.simulate import SimulationConfig, simulate, transaction_records
     from models.tune import tune, tuning_rows
-    from streams.features import feature_matrix
+    from core.features import feature_matrix
 
     quiet_mlflow_client_env(settings.mlflow_uri, timeout_seconds=30)
     progress, jobs = _job_progress(args, settings)
@@ -207,7 +207,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
 
     from models.evaluate import Protocol, evaluate_seed
     from models.train import TrainParams
-    from streams.features import FEATURE_NAMES, HANDBOOK_FEATURE_NAMES
+    from core.features import FEATURE_NAMES, HANDBOOK_FEATURE_NAMES
 
     params = TrainParams(n_estimators=args.n_estimators, max_depth=args.max_depth,
                          learning_rate=args.learning_rate, tree_method=args.tree_method)
@@ -301,7 +301,7 @@ def cmd_api(args, settings: Settings) -> int:
 
     from models.serving import quiet_mlflow_client_env
     from ops_api.app import create_api
-    from streams.metrics import Metrics
+    from core.metrics import Metrics
 
     quiet_mlflow_client_env(settings.mlflow_uri)
     web.run_app(create_api(settings, Metrics()), host=settings.api_host, port=settings.api_port,

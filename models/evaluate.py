@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from streams.features import FEATURE_NAMES, LOOKBACK_DAYS
+from core.features import FEATURE_NAMES, LOOKBACK_DAYS
 
 DAY_MS = 86_400_000
 
@@ -100,7 +100,7 @@ def evaluate_seed(seed: int, params, protocol: Protocol = Protocol(),
     score its test days. Returns (metrics, test labels, test scores)."""
     from models.simulate import SimulationConfig, simulate, transaction_records
     from models.train import fit
-    from streams.features import feature_matrix
+    from core.features import feature_matrix
 
     history = protocol_rows(simulate(SimulationConfig(seed=seed)), protocol)
     X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())

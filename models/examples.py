@@ -12,7 +12,7 @@ import uuid
 import numpy as np
 
 from schemas.codec import AvroCodec, SchemaRegistry, load_schema
-from streams.features import ATTRIBUTE_PREFIX, model_feature_names
+from core.features import ATTRIBUTE_PREFIX, model_feature_names
 
 
 class NoExamples(Exception):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
-from streams.features import FEATURE_NAMES, attribute_matrix, attributes_of
+from core.features import FEATURE_NAMES, attribute_matrix, attributes_of
 
 log = logging.getLogger(__name__)
 

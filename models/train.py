@@ -1,6 +1,6 @@
 """Train, register and (when it is better) promote a model.
 
-Features come from `streams.features.feature_matrix`, the functions the stream runs. A new version is
+Features come from `core.features.feature_matrix`, the functions the stream runs. A new version is
 registered on every run; the `champion` alias moves to it only when it beats the current champion on
 the same held-out data (or when there is no champion yet).
 """
@@ -19,7 +19,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from models.params import TrainParams
 from models.simulate import transaction_records
-from streams.features import FEATURE_NAMES, feature_matrix, model_feature_names
+from core.features import FEATURE_NAMES, feature_matrix, model_feature_names
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from models.evaluate import DAY_MS, Protocol, evaluation_metrics, split
 from models.train import TrainParams, fit
-from streams.features import LOOKBACK_DAYS
+from core.features import LOOKBACK_DAYS
 
 log = logging.getLogger(__name__)
 

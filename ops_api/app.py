@@ -21,9 +21,9 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from fraud.settings import Settings
+from core.settings import Settings
 from ops_api.jobs import TrainingJobs, TrainRequest, TuneRequest
-from streams.metrics import Metrics
+from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"

@@ -31,14 +31,14 @@ from confluent_kafka import KafkaException
 from faust.streams import _current_event
 from faust.types import TP
 
-from fraud.settings import Settings
+from core.settings import Settings
 from models.serving import LoadedModel, ModelHandle, ModelSource, ModelUnavailable
 from schemas.codec import AvroCodec, CodecError, RegistryUnavailable, SchemaRegistry, load_schema
-from streams.decision import Thresholds, decide, top_reasons
-from streams.features import (N_CUSTOMER_FEATURES, N_FEATURES, customer_features, empty_history,
+from core.decision import Thresholds, decide, top_reasons
+from core.features import (N_CUSTOMER_FEATURES, N_FEATURES, customer_features, empty_history,
                               empty_terminal_history, invalid_transaction_reason, remember,
                               remember_terminal)
-from streams.metrics import Metrics
+from core.metrics import Metrics
 from streams.progress import DUPLICATE, PROCESS, REREAD, RESEEK_SECONDS, PartitionProgress
 from streams.quality import OnlineQuality
 from streams.rules import RulesFollower, apply_rules

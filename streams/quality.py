@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from streams.decision import Thresholds
+from core.decision import Thresholds
 
 
 def confusion(score: float, fraud: bool, threshold: float) -> str:

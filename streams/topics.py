@@ -8,7 +8,7 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from fraud.settings import Settings
+from core.settings import Settings
 from schemas.codec import AvroCodec, SchemaRegistry, load_schema
 
 DAY_MS = 86_400_000

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from streams.features import TERMINAL_FEATURE_NAMES, TerminalHistory, empty_terminal_history, terminal_features
+from core.features import TERMINAL_FEATURE_NAMES, TerminalHistory, empty_terminal_history, terminal_features
 from streams.follow import TopicFollower
 
 log = logging.getLogger(__name__)

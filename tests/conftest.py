@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fraud.settings import ROOT, Settings
+from core.settings import ROOT, Settings
 
 SERVICES = {"kafka": ("127.0.0.1", 9092), "schema registry": ("127.0.0.1", 8081),
             "redis": ("127.0.0.1", 6379), "mlflow": ("127.0.0.1", 5002)}

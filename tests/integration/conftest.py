@@ -13,7 +13,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from fraud.settings import Settings
+from core.settings import Settings
 from models.simulate import SimulationConfig, simulate, transaction_records
 from models.train import TrainParams, train_and_register
 from schemas.codec import load_schema

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from fraud.settings import ROOT
+from core.settings import ROOT
 from schemas.codec import load_schema
 from streams.topics import ensure_topics
 from tests.conftest import WorkerProcess, settings_env, unique_settings

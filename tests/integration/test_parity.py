@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from models.simulate import transaction_records
 from schemas.codec import AvroCodec, SchemaRegistry, load_schema
-from streams.features import feature_matrix, model_feature_names
+from core.features import feature_matrix, model_feature_names
 from streams.produce import DAY_MS, history_messages, producer_for, replay
 from streams.topics import ensure_topics
 from tests.conftest import WorkerProcess, settings_env, unique_settings

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from streams.decision import Thresholds, decide, top_reasons
+from core.decision import Thresholds, decide, top_reasons
 
 
 @pytest.mark.parametrize("score, decision", [

@@ -1,8 +1,8 @@
 """Static checks of the Docker path (Dockerfile, docker-compose.yml, deploy/docker/): no engine needed.
 
 The compose file is validated against the compose-spec JSON schema that check-jsonschema ships, and kept in
-step with the local topology: the ports of scripts/services, the defaults of fraud/settings.py, the routes
-of the ops API and the metrics of streams/metrics.py.
+step with the local topology: the ports of scripts/services, the defaults of core/settings.py, the routes
+of the ops API and the metrics of core/metrics.py.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import jsonschema
 import pytest
 import yaml
 
-from fraud.settings import Settings
-from streams.metrics import Metrics
+from core.settings import Settings
+from core.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -223,7 +223,7 @@ def promql_metric_names(expr: str) -> set[str]:
 
 
 def exported_metric_names() -> set[str]:
-    """Every series name streams.metrics.Metrics can expose, by metric type."""
+    """Every series name core.metrics.Metrics can expose, by metric type."""
     suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
                 "gauge": ("",), "summary": ("", "_count", "_sum", "_created")}
     names = set()
@@ -270,7 +270,7 @@ def test_compose_ports_match_the_local_services_script(services):
                       "REDIS": url_port(settings_default("redis_url")),
                       "MLFLOW": url_port(settings_default("mlflow_uri"))}
     for name, port in settings_ports.items():
-        assert port == script[name], f"fraud/settings.py and scripts/services disagree on {name}"
+        assert port == script[name], f"core/settings.py and scripts/services disagree on {name}"
 
     expected = {"kafka": script["KAFKA"], "schema-registry": script["REGISTRY"], "redis": script["REDIS"],
                 "mlflow": script["MLFLOW"], "worker": settings_default("api_port"),
@@ -360,7 +360,7 @@ def test_every_scorer_service_gets_every_service_address(services):
             assert env.get(key) == value, f"{name}: {key}={env.get(key)!r}, expected {value!r}"
         assert "/apis/ccompat" not in env["FRAUD_SCHEMA_REGISTRY_URL"], "Confluent's API is at the root"
         unknown = {k for k in env if k.startswith("FRAUD_")} - fields
-        assert not unknown, f"{name}: {unknown} are not fraud.settings.Settings fields"
+        assert not unknown, f"{name}: {unknown} are not core.settings.Settings fields"
         for key in expected:
             host = urlsplit(env[key] if "://" in env[key] else f"//{env[key]}").hostname
             assert host == "0.0.0.0" or host in services, f"{name}: {key} names no compose service"
@@ -478,7 +478,7 @@ def test_grafana_dashboard_queries_only_metrics_the_scorer_exports():
         names = promql_metric_names(expr)
         assert names, f"panel {title!r}: no metric in {expr!r}"
         unknown = names - exported
-        assert not unknown, f"panel {title!r} queries {sorted(unknown)}, not in streams/metrics.py"
+        assert not unknown, f"panel {title!r} queries {sorted(unknown)}, not in core/metrics.py"
 
 
 def test_the_promql_name_check_catches_a_misspelt_metric():

@@ -6,7 +6,7 @@ import pytest
 
 import numpy as np
 
-from streams.features import (CUSTOMER_FEATURE_NAMES, DAY_MS, FEATURE_NAMES, NO_PREVIOUS_SECONDS,
+from core.features import (CUSTOMER_FEATURE_NAMES, DAY_MS, FEATURE_NAMES, NO_PREVIOUS_SECONDS,
                               TERMINAL_FEATURE_NAMES, attributes_of, calendar_features,
                               customer_features, empty_history, feature_matrix,
                               invalid_transaction_reason, model_feature_names, remember,

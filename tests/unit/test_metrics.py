@@ -1,6 +1,6 @@
 """The JSON view of the Prometheus metrics."""
 
-from streams.metrics import Metrics
+from core.metrics import Metrics
 
 
 def test_summary_names_each_series_with_its_labels_and_leaves_out_buckets():

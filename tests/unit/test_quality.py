@@ -2,7 +2,7 @@
 
 import pytest
 
-from streams.decision import Thresholds
+from core.decision import Thresholds
 from streams.quality import OnlineQuality, confusion
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from streams.features import DAY_MS, TERMINAL_FEATURE_NAMES, empty_terminal_history, remember_terminal
+from core.features import DAY_MS, TERMINAL_FEATURE_NAMES, empty_terminal_history, remember_terminal
 from streams.verdicts import VerdictFollower
 
 T0 = 1_522_540_800_000
