@@ -3,19 +3,18 @@
     .venv/bin/python benchmarks/hot_path.py [--transactions 20000] [--trees 100] [--repeat 3]
 
 Each variant runs, over the same Confluent-framed Avro messages, what a worker does per transaction:
-the scoring agent's decode -> validate -> features (card history, terminal rows) -> score -> decide ->
-reasons -> encode the verdict, and the batch's transactions in one record per terminal partition (6);
-the terminal agent's decode -> add to the terminal's row -> serialise the row for the changelog (once
-per terminal per batch); and the follower's keeping of every verdict (as written) and decode of every
-changelog row. The baseline does it one event at a time; the others in micro-batches with one model
-call per batch. No broker is involved: this isolates the Python and model cost per transaction.
+the scoring agent's decode -> validate -> features (the card's state, the terminal's counts) -> score ->
+decide -> reasons -> encode the verdict; the terminal agent's adding of each transaction to its
+terminal's daily counts, serialised once per terminal per batch; and the follower's keeping of every
+verdict (as written) and reading of every serialised terminal. The baseline does it one event at a
+time; the others in micro-batches with one model call per batch. No broker is involved: this isolates
+the Python and model cost per transaction.
 Figures are medians over --repeat runs, with ratios to the baseline of the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -26,13 +25,10 @@ from models.simulate import SimulationConfig, simulate, transaction_records
 from models.train import TrainParams, fit
 from schemas.codec import AvroCodec, CodecError, _parse, load_schema
 from core.decision import Thresholds, decide, top_reasons
-from core.features import (FEATURE_NAMES, N_CUSTOMER_FEATURES, N_FEATURES, customer_features,
-                              empty_history, empty_terminal_history, feature_matrix,
-                              invalid_transaction_reason, remember, remember_terminal)
-from streams.topics import terminal_partition
-from streams.verdicts import VerdictFollower
+from core.features import (FEATURE_NAMES, N_FEATURES, TERMINAL_FEATURE_NAMES, CardState, TerminalCounts,
+                           feature_matrix, invalid_transaction_reason)
 
-PARTITIONS = 6
+NO_TERMINAL = (0.0,) * len(TERMINAL_FEATURE_NAMES)
 
 
 class LocalRegistry:
@@ -54,14 +50,15 @@ class LocalRegistry:
 
 def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bool) -> float:
     """Seconds to turn all messages into encoded verdicts, `batch` at a time, as the scoring agent
-    does, to add them to the terminal table's rows, as the terminal agent does, and to keep the
-    verdicts and read the rows back, as every worker's follower does."""
-    txn_codec, verdict_codec, terminal_codec = codecs
+    does, to add them to their terminals' counts, as the terminal agent does, and to keep the verdicts
+    and read the counts back, as every worker's follower does."""
+    txn_codec, verdict_codec = codecs
     thresholds = Thresholds()
-    histories: dict[str, dict] = {}
-    table: dict[str, dict] = {}  # the terminal agent's rows
-    terminals = VerdictFollower("unused:9092", "verdicts", "terminal-changelog", 86_400.0)
-    out, seen = [], {}
+    cards: dict[str, CardState] = {}
+    counts: dict[str, TerminalCounts] = {}     # the terminal agent's
+    snapshots: dict[str, TerminalCounts] = {}  # what the scorers read, from the serialised counts
+    verdicts: dict[str, tuple[int, bytes]] = {}
+    out = []
     started = time.perf_counter()
     for at in range(0, len(messages), batch):
         chunk = messages[at: at + batch]
@@ -71,13 +68,14 @@ def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bo
             txn = txn_codec.decode(data)
             if invalid_transaction_reason(txn):
                 continue
-            history = histories.get(txn["customer_id"]) or empty_history()
-            rows[len(txns), :N_CUSTOMER_FEATURES] = customer_features(history, txn)
-            histories[txn["customer_id"]] = remember(history, txn)
+            card = cards.get(txn["customer_id"])
+            if card is None:
+                card = cards[txn["customer_id"]] = CardState()
+            terminal = snapshots.get(txn["terminal_id"])
+            rows[len(txns)] = (*card.features_then_add(txn),
+                               *(terminal.features(txn["timestamp"]) if terminal is not None else NO_TERMINAL))
             txns.append(txn)
         rows = rows[: len(txns)]
-        rows[:, N_CUSTOMER_FEATURES:] = terminals.terminal_features(
-            [t["terminal_id"] for t in txns], [t["timestamp"] for t in txns])
         scores = model.scores(rows)
         decisions = decide(scores, thresholds)
         reasons = top_reasons(model.contributions(rows, exact=exact), rows, FEATURE_NAMES)
@@ -90,22 +88,18 @@ def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bo
                 "scored_at": now, "latency_ms": 0.0, "terminal_id": txn["terminal_id"],
                 "features": dict(zip(FEATURE_NAMES, row))}
             out.append(verdict_codec.encode(verdict))
-            seen.setdefault(terminal_partition(txn["terminal_id"], PARTITIONS), []).append(
-                {"transaction_id": txn["transaction_id"], "terminal_id": txn["terminal_id"],
-                 "transaction_timestamp": txn["timestamp"]})
-        records = [terminal_codec.encode({"transactions": items}) for items in seen.values()]
-        seen.clear()
-        changed = {}
-        for encoded in records:
-            for item in terminal_codec.decode(encoded)["transactions"]:
-                key = item["terminal_id"]
-                row = changed.get(key) or table.get(key) or empty_terminal_history()
-                changed[key] = table[key] = remember_terminal(row, item["transaction_timestamp"])
-        changelog = [(json.dumps(key).encode(), json.dumps(row).encode()) for key, row in changed.items()]
+        changed = set()
+        for txn in txns:
+            terminal = counts.get(txn["terminal_id"])
+            if terminal is None:
+                terminal = counts[txn["terminal_id"]] = TerminalCounts()
+            terminal.add(txn["timestamp"])
+            changed.add(txn["terminal_id"])
+        changelog = [(key, counts[key].to_bytes()) for key in changed]
         for txn, encoded in zip(txns, out[len(out) - len(txns):]):
-            terminals.remember_verdict(txn["transaction_id"], now, encoded)
+            verdicts[txn["transaction_id"]] = (now, encoded)
         for key, value in changelog:
-            terminals.apply_terminal(key, value)
+            snapshots[key] = TerminalCounts.from_bytes(value)
     elapsed = time.perf_counter() - started
     assert len(out) == len(messages)
     return elapsed
@@ -129,11 +123,10 @@ def main() -> None:
     registry = LocalRegistry()
     txn_codec = AvroCodec(registry, load_schema("transaction"), "t-value")
     verdict_codec = AvroCodec(registry, load_schema("verdict"), "v-value")
-    terminal_codec = AvroCodec(registry, load_schema("terminal_transaction"), "tt-value")
-    txn_codec.register(), verdict_codec.register(), terminal_codec.register()
+    txn_codec.register(), verdict_codec.register()
     stream = transaction_records(simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=1)))
     messages = [txn_codec.encode(t) for t in stream[: args.transactions]]
-    codecs = (txn_codec, verdict_codec, terminal_codec)
+    codecs = (txn_codec, verdict_codec)
 
     variants = [("per event (baseline)", 1, False), ("batch 100", 100, False), ("batch 500", 500, False),
                 ("batch 1000", 1000, False), ("batch 500, exact TreeSHAP reasons", 500, True)]

@@ -1,33 +1,38 @@
-"""Features of a transaction: one implementation for serving and training.
+"""Features of a transaction: one definition for serving and training, in bounded state, O(1) per event.
 
-Card features: the stream keeps a `CustomerHistory` per card in a Faust table and calls
-`customer_features` then `remember` for each transaction in arrival order. Windows are exact per event:
-a transaction sees every earlier transaction of its card whose event time lies in the trailing window
-(now - w, now], plus itself.
+Card features: a card's recent past is a `CardState` of fixed size, whatever the card's volume: hourly
+buckets over its last 24 hours, daily buckets over its last 30 days (UTC), and the last-seen times of the
+16 terminals it used most recently. `features_then_add` gives a transaction's card features and folds
+the transaction in. The stream keeps one per card (`to_bytes`/`from_bytes` for its table); training
+replays each card's history through the very same class (`feature_matrix`), so a model sees in
+production exactly what it saw in training.
 
-Terminal features (the handbook's): over the terminal's transactions whose event time lies in
-(now - 7 days - w, now - 7 days], their count and the share of them known to be fraud. The 7-day delay
-is the time labels take to arrive. The stream keeps every terminal's transaction times and fraud times
-(`TerminalHistory`) in a Faust table keyed by terminal, fed by the transactions it scores and by the
-fraud labels on the feedback topic (`remember_terminal`), and calls `terminal_features` per terminal
-for a batch.
-
-Training replays a labelled history through the very same functions (`feature_matrix`), so a model
-sees in production exactly what it saw in training.
+Terminal features (the handbook's): the terminal's transactions on the w UTC days ending 7 days before
+the transaction's day, their count and the share of them labelled fraud; the 7-day delay is the time
+labels take to arrive. A `TerminalCounts` holds a terminal's transactions and frauds per day: the
+terminal agent adds to it, every scorer reads snapshots of it. Training computes the same numbers for a
+whole history at once (`terminal_matrix`).
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_right, insort
-from typing import Mapping, Sequence
+import struct
+import sys
+from array import array
+from bisect import bisect_left
+from typing import Callable, Mapping, Sequence
+from zlib import crc32
 
 import numpy as np
 
+HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 WINDOWS_DAYS = (1, 7, 30)
-HISTORY_MS = max(WINDOWS_DAYS) * DAY_MS
+HISTORY_DAYS = max(WINDOWS_DAYS)
+HISTORY_MS = HISTORY_DAYS * DAY_MS  # a card whose last event is older than this has nothing to say
 NO_PREVIOUS_SECONDS = float(HISTORY_MS // 1000)
+DISTINCT_TERMINALS_CAP = 16
 
 CUSTOMER_FEATURE_NAMES: tuple[str, ...] = (
     "amount",
@@ -47,10 +52,9 @@ CUSTOMER_FEATURE_NAMES: tuple[str, ...] = (
 )
 N_CUSTOMER_FEATURES = len(CUSTOMER_FEATURE_NAMES)
 TERMINAL_DELAY_DAYS = 7
-TERMINAL_DELAY_MS = TERMINAL_DELAY_DAYS * DAY_MS
-TERMINAL_HISTORY_MS = TERMINAL_DELAY_MS + max(WINDOWS_DAYS) * DAY_MS
-TERMINAL_KEEP_MS = TERMINAL_HISTORY_MS + TERMINAL_DELAY_MS
-LOOKBACK_DAYS = TERMINAL_DELAY_DAYS + max(WINDOWS_DAYS)  # the oldest event any feature reads
+# Days a terminal keeps: the 37 its features read, plus a margin for events that arrive late.
+TERMINAL_RING_DAYS = 45
+LOOKBACK_DAYS = TERMINAL_DELAY_DAYS + HISTORY_DAYS  # the oldest day any feature reads
 TERMINAL_FEATURE_NAMES: tuple[str, ...] = tuple(
     f"terminal_{kind}_{days}d" for days in WINDOWS_DAYS for kind in ("nb_tx", "risk"))
 FEATURE_NAMES: tuple[str, ...] = CUSTOMER_FEATURE_NAMES + TERMINAL_FEATURE_NAMES
@@ -64,139 +68,468 @@ HANDBOOK_FEATURE_NAMES: tuple[str, ...] = tuple(
     if name not in ("card_present", "channel_ecom", "seconds_since_previous", "amount_zscore_30d",
                     "distinct_terminals_1d"))
 
-# A card's history as stored in its table row: parallel lists sorted by event time.
-CustomerHistory = dict  # {"t": [epoch ms], "a": [amount], "term": [terminal_id]}
-
-
-def empty_history() -> CustomerHistory:
-    return {"t": [], "a": [], "term": []}
+HOURS = 24
+if array("I").itemsize != 4 or array("q").itemsize != 8:
+    raise ImportError("core.features needs 4-byte 'I' and 8-byte 'q' arrays")
+_LONGEST_RING = max(2 * HISTORY_DAYS, TERMINAL_RING_DAYS)
+_ZEROS = {"I": array("I", bytes(4 * _LONGEST_RING)), "d": array("d", bytes(8 * _LONGEST_RING))}
+_BIG_ENDIAN = sys.byteorder == "big"
 
 
 def calendar_features(timestamp_ms: int) -> tuple[float, float]:
     """(during_weekend, during_night) in UTC: Saturday/Sunday, and hours 0 to 6 inclusive."""
     days = timestamp_ms // DAY_MS
     weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday == 0
-    hour = (timestamp_ms % DAY_MS) // 3_600_000
+    hour = (timestamp_ms % DAY_MS) // HOUR_MS
     return float(weekday >= 5), float(hour <= 6)
 
 
-def customer_features(history: CustomerHistory, txn: Mapping) -> list[float]:
-    """The card features (in CUSTOMER_FEATURE_NAMES order) of `txn` given the card's earlier history."""
-    now = txn["timestamp"]
-    amount = float(txn["amount"])
-    times, amounts, terminals = history["t"], history["a"], history["term"]
-    end = bisect_right(times, now)  # only transactions at or before this one's event time
-    weekend, night = calendar_features(now)
-    row = [
-        amount,
-        weekend,
-        night,
-        float(bool(txn.get("card_present", True))),
-        float(txn.get("channel") == "ECOM"),
-    ]
-    for days in WINDOWS_DAYS:
-        start = bisect_right(times, now - days * DAY_MS, 0, end)
-        count = end - start + 1
-        row.append(float(count))
-        row.append((math.fsum(amounts[start:end]) + amount) / count)
-    row.append((now - times[end - 1]) / 1000.0 if end else NO_PREVIOUS_SECONDS)
-    row.append(_zscore(amounts[bisect_right(times, now - HISTORY_MS, 0, end):end], amount))
-    day_start = bisect_right(times, now - DAY_MS, 0, end)
-    row.append(float(len(set(terminals[day_start:end]) | {txn["terminal_id"]})))
-    return row
+def _window(ring: array, first: int, last: int):
+    """Sum of the buckets of absolute indices first..last (inclusive) of a ring indexed modulo its
+    length; the caller keeps the span within the ring."""
+    size = len(ring)
+    if first >= last:
+        return ring[first % size] if first == last else 0
+    if last - first + 1 >= size:
+        return sum(ring)
+    a, b = first % size, last % size + 1
+    if a < b:
+        return sum(ring[a:b])
+    return sum(ring[a:]) + sum(ring[:b])
 
 
-def _zscore(previous: Sequence[float], amount: float) -> float:
-    """How unusual `amount` is for the card: (amount - mean) / std over its previous 30 days."""
-    n = len(previous)
-    if n < 2:
-        return 0.0
-    mean = math.fsum(previous) / n
-    var = math.fsum((x - mean) ** 2 for x in previous) / (n - 1)
-    std = math.sqrt(var)
-    return (amount - mean) / std if std > 1e-9 else 0.0
-
-
-def remember(history: CustomerHistory, txn: Mapping) -> CustomerHistory:
-    """Add `txn` to the history (in event-time order) and forget what fell out of the longest window."""
-    times, amounts, terminals = history["t"], history["a"], history["term"]
-    now = txn["timestamp"]
-    if not times or now >= times[-1]:
-        times.append(now)
-        amounts.append(float(txn["amount"]))
-        terminals.append(txn["terminal_id"])
-    else:  # a late event: keep the lists sorted
-        at = bisect_right(times, now)
-        insort(times, now)
-        amounts.insert(at, float(txn["amount"]))
-        terminals.insert(at, txn["terminal_id"])
-    cutoff = bisect_right(times, times[-1] - HISTORY_MS)
-    if cutoff:
-        del times[:cutoff], amounts[:cutoff], terminals[:cutoff]
-    return history
-
-
-def terminal_features(times: Sequence[int], fraud_times: Sequence[int], now: Sequence[int]) -> np.ndarray:
-    """The terminal features (in TERMINAL_FEATURE_NAMES order), one row per event time in `now`.
-
-    `times` are the event times of the terminal's transactions and `fraud_times` those of the ones
-    known to be fraud, both sorted. Counts and risks only look at (now - delay - w, now - delay]."""
-    out = np.empty((len(now), len(TERMINAL_FEATURE_NAMES)), dtype=np.float64)
-    for row, at in enumerate(now):
-        end = int(at) - TERMINAL_DELAY_MS
-        last, last_fraud = bisect_right(times, end), bisect_right(fraud_times, end)
-        values = []
-        for days in WINDOWS_DAYS:
-            start = end - days * DAY_MS
-            count = last - bisect_right(times, start, 0, last)
-            frauds = last_fraud - bisect_right(fraud_times, start, 0, last_fraud)
-            values += (count, min(1.0, frauds / count) if count else 0.0)
-        out[row] = values
-    return out
-
-
-# A terminal's history as stored in its table row: event times of its transactions ("t") and of those
-# labelled fraud ("f"), each sorted.
-TerminalHistory = dict
-
-
-def empty_terminal_history() -> TerminalHistory:
-    return {"t": [], "f": []}
-
-
-def remember_terminal(history: TerminalHistory, timestamp: int, fraud: bool = False) -> TerminalHistory:
-    """Add a transaction (or, with `fraud`, its fraud label) and forget what no window will read: events
-    older than the terminal's latest by more than the delay and the longest window, plus a margin of
-    one delay for events that arrive out of order."""
-    values = history["f"] if fraud else history["t"]
-    if not values or timestamp >= values[-1]:
-        values.append(timestamp)
+def _clear(ring: array, first: int, last: int) -> None:
+    """Zero the buckets of absolute indices first..last (inclusive): the ring's head moved past them."""
+    size = len(ring)
+    if first == last:
+        ring[first % size] = 0
+        return
+    zeros = _ZEROS[ring.typecode]
+    if last - first + 1 >= size:
+        ring[:] = zeros[:size]
+        return
+    a, b = first % size, last % size + 1
+    if a < b:
+        ring[a:b] = zeros[: b - a]
     else:
-        insort(values, timestamp)
-    latest = max(history["t"][-1] if history["t"] else timestamp, history["f"][-1] if history["f"] else timestamp)
-    cutoff = latest - TERMINAL_KEEP_MS
-    for key in ("t", "f"):
-        drop = bisect_right(history[key], cutoff)
-        if drop:
-            del history[key][:drop]
-    return history
+        ring[a:] = zeros[: size - a]
+        ring[:b] = zeros[:b]
+
+
+def _little_endian(values: array) -> bytes:
+    if _BIG_ENDIAN:
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def _from_little_endian(typecode: str, data: bytes) -> array:
+    values = array(typecode)
+    values.frombytes(data)
+    if _BIG_ENDIAN:
+        values.byteswap()
+    return values
+
+
+_NEVER_MS = -HISTORY_MS  # "last event" of a card with none: every real event is 30+ days after it
+_CARD_VERSION = 1
+# version, last event (epoch ms), reference amount, hours held, terminals held, then the window totals:
+# counts over 1, 7 and 30 days, sums of amounts over 1, 7 and 30 days, sum of squares over 30 days.
+_CARD_HEADER = struct.Struct("<BqdBBIIIdddd")
+_CARD_TOTALS = ("_n_1d", "_n_7d", "_n_30d", "_sum_1d", "_sum_7d", "_sum_30d", "_sq_30d")
+CARD_STATE_BYTES = (_CARD_HEADER.size + HOURS * (1 + 4 + 8) + HISTORY_DAYS * (4 + 8 + 8)
+                    + DISTINCT_TERMINALS_CAP * (4 + 8))
+_SQUARES = HISTORY_DAYS  # where a day's sum of squares sits in `_day_sums`, after its sum
+_HASH = struct.Struct("<I")
+
+
+class CardState:
+    """A card's recent past in fixed space, and its card features (CUSTOMER_FEATURE_NAMES order).
+
+    Hourly buckets (UTC hour t // 1 h) cover the 24 hours up to the latest event seen, and daily buckets
+    (t // 1 day, a ring indexed modulo 30) its 30 days. Per hour: count and sum of amounts, kept only
+    for the hours that have some, since most cards pay a few times a day. Per day: count, sum of
+    amounts, and sum of squared differences from a reference amount (the card's first amount since its
+    days were last empty: a card that always pays the same amount then has a variance of exactly zero,
+    and the squares stay small). Running totals of the 1-, 7- and 30-day windows make an event in order
+    cost the same whatever the card's volume: what enters a window is added, what leaves it subtracted,
+    and an emptied window restarts from exactly zero. The 16 terminals used most recently are kept by a
+    32-bit hash of their id, most recent first, with their last-seen times; one last seen two days
+    before the latest event is dropped, as no event up to a day late can count it.
+
+    A late event is folded into its buckets while they are still held, and its windows read the buckets
+    up to its own hour or day; an event older than the buckets held counts nowhere.
+    """
+
+    __slots__ = ("_last", "_reference", "_hours", "_day_n", "_day_sums", "_terminals",
+                 "_terminal_seen") + _CARD_TOTALS
+
+    def __init__(self) -> None:
+        self._last = _NEVER_MS
+        self._reference = 0.0
+        self._hours = array("d")  # (hour, count, sum) of each hour held with transactions, ascending
+        self._day_n = array("I", bytes(4 * HISTORY_DAYS))
+        self._day_sums = array("d", bytes(8 * 2 * HISTORY_DAYS))  # sums, then sums of squares
+        self._terminals = bytearray()     # crc32 of each terminal id (4 bytes), most recently seen first
+        self._terminal_seen = array("q")  # minus its last-seen time: ascending, so bisect finds a cutoff
+        self._n_1d = self._n_7d = self._n_30d = 0
+        self._sum_1d = self._sum_7d = self._sum_30d = self._sq_30d = 0.0
+
+    @property
+    def last_event_ms(self) -> int | None:
+        """The latest event time folded in, or None for a card with none."""
+        return None if self._last == _NEVER_MS else self._last
+
+    def features_then_add(self, txn: Mapping) -> list[float]:
+        """The card features of `txn` (its windows include it), then fold it into the state."""
+        t = txn["timestamp"]
+        amount = float(txn["amount"])
+        hour = t // HOUR_MS
+        day = hour // HOURS
+        last = self._last
+        head_hour = last // HOUR_MS
+        if hour > head_hour:
+            self._move_to(hour, head_hour)
+            head_hour = hour
+        in_order = hour == head_hour
+        if in_order:  # the windows are the running totals
+            n_1d, sum_1d = self._n_1d, self._sum_1d
+            n_7d, sum_7d = self._n_7d, self._sum_7d
+            n_before, sum_before, sq_before = self._n_30d, self._sum_30d, self._sq_30d
+        else:  # late: the buckets up to its own hour and day that are still held
+            n_1d, sum_1d = self._late_hours(hour)
+            n_7d, sum_7d, _ = self._late_days(day - 6, day, head_hour // HOURS)
+            n_before, sum_before, sq_before = self._late_days(day - (HISTORY_DAYS - 1), day, head_hour // HOURS)
+
+        zscore = 0.0
+        if n_before >= 2:
+            shift = sum_before - n_before * self._reference
+            variance = (sq_before - shift * shift / n_before) / (n_before - 1)
+            if variance > 0.0:
+                std = math.sqrt(variance)
+                if std > 1e-9:
+                    zscore = (amount - sum_before / n_before) / std
+        gap = t - last
+        seconds = 0.0 if gap <= 0 else min(gap, HISTORY_MS) / 1000.0
+        terminal = txn["terminal_id"]
+        distinct = self._distinct_terminals_then_add(
+            crc32(terminal.encode() if terminal.__class__ is str else str(terminal).encode()), t)
+
+        if in_order:
+            hours = self._hours
+            if hours and hours[-3] == hour:
+                hours[-2] += 1.0
+                hours[-1] += amount
+            else:
+                hours.extend((hour, 1.0, amount))
+            if not n_before:  # nothing held: a new reference amount
+                self._reference = amount
+            deviation = amount - self._reference
+            at = day % HISTORY_DAYS
+            self._day_n[at] += 1
+            sums = self._day_sums
+            sums[at] += amount
+            sums[at + _SQUARES] += deviation * deviation
+            self._n_1d, self._sum_1d = n_1d + 1, sum_1d + amount
+            self._n_7d, self._sum_7d = n_7d + 1, sum_7d + amount
+            self._n_30d, self._sum_30d = n_before + 1, sum_before + amount
+            self._sq_30d = sq_before + deviation * deviation
+            if t > last:
+                self._last = t
+        else:
+            self._add_late(hour, amount, head_hour)
+
+        n_1d += 1.0
+        n_7d += 1.0
+        n_30d = n_before + 1.0
+        return [amount, 1.0 if (day + 3) % 7 >= 5 else 0.0, 1.0 if hour % HOURS <= 6 else 0.0,  # as calendar_features
+                1.0 if txn.get("card_present", True) else 0.0, 1.0 if txn.get("channel") == "ECOM" else 0.0,
+                n_1d, (sum_1d + amount) / n_1d, n_7d, (sum_7d + amount) / n_7d,
+                n_30d, (sum_before + amount) / n_30d, seconds, zscore, distinct + 0.0]
+
+    def _move_to(self, hour: int, head_hour: int) -> None:
+        """Move the head from `head_hour` on to the later `hour`: take what leaves each window out of
+        its total, and forget the hours and clear the days that leave the state."""
+        hours = self._hours
+        if hours and hours[0] <= hour - HOURS:
+            if hours[-3] <= hour - HOURS:
+                self._n_1d, self._sum_1d = 0, 0.0
+                del hours[:]
+            else:
+                end = 3
+                while hours[end] <= hour - HOURS:
+                    end += 3
+                if end == 3:
+                    self._n_1d -= int(hours[1])
+                    self._sum_1d -= hours[2]
+                else:
+                    self._n_1d -= int(sum(hours[1:end:3]))
+                    self._sum_1d -= sum(hours[2:end:3])
+                del hours[:end]
+        day, head_day = hour // HOURS, head_hour // HOURS
+        if day == head_day:
+            return
+        day_n, sums = self._day_n, self._day_sums
+        if day - head_day >= HISTORY_DAYS:
+            if self._n_30d:
+                _clear(day_n, 0, HISTORY_DAYS - 1)
+                _clear(sums, 0, 2 * HISTORY_DAYS - 1)
+            self._n_7d = self._n_30d = 0
+            self._sum_7d = self._sum_30d = self._sq_30d = 0.0
+            return
+        n_7d, sum_7d, n_30d, sum_30d, sq_30d = self._n_7d, self._sum_7d, self._n_30d, self._sum_30d, self._sq_30d
+        if day - head_day >= 7:
+            n_7d, sum_7d = 0, 0.0
+        for new_day in range(head_day + 1, day + 1):
+            leaving = (new_day - 7) % HISTORY_DAYS  # that day leaves the 7-day window
+            if n_7d and day_n[leaving]:
+                n_7d -= day_n[leaving]
+                sum_7d = sum_7d - sums[leaving] if n_7d else 0.0
+            at = new_day % HISTORY_DAYS  # day new_day - 30 leaves the ring: its bucket is new_day's
+            if day_n[at]:
+                n_30d -= day_n[at]
+                if n_30d:
+                    sum_30d -= sums[at]
+                    sq_30d -= sums[at + _SQUARES]
+                else:
+                    sum_30d = sq_30d = 0.0
+                day_n[at] = 0
+                sums[at] = sums[at + _SQUARES] = 0.0
+        self._n_7d, self._sum_7d, self._n_30d, self._sum_30d, self._sq_30d = n_7d, sum_7d, n_30d, sum_30d, sq_30d
+
+    def _add_late(self, hour: int, amount: float, head_hour: int) -> None:
+        """Fold in an event earlier than the latest hour: into its hour and day while they are held, and
+        into the totals of the windows of the latest event that cover them."""
+        if hour > head_hour - HOURS:
+            hours, at = self._hours, 0
+            while at < len(hours) and hours[at] < hour:
+                at += 3
+            if at < len(hours) and hours[at] == hour:
+                hours[at + 1] += 1.0
+                hours[at + 2] += amount
+            else:
+                hours[at:at] = array("d", (hour, 1.0, amount))
+            self._n_1d += 1
+            self._sum_1d += amount
+        day, head_day = hour // HOURS, head_hour // HOURS
+        if day > head_day - HISTORY_DAYS:  # the ring holds something: the head's day at least
+            deviation = amount - self._reference
+            at = day % HISTORY_DAYS
+            self._day_n[at] += 1
+            self._day_sums[at] += amount
+            self._day_sums[at + _SQUARES] += deviation * deviation
+            self._n_30d += 1
+            self._sum_30d += amount
+            self._sq_30d += deviation * deviation
+            if day > head_day - 7:
+                self._n_7d += 1
+                self._sum_7d += amount
+
+    def _late_hours(self, hour: int) -> tuple[int, float]:
+        """Count and sum of the hours held from `hour` - 23 to `hour`."""
+        hours, n, total = self._hours, 0, 0.0
+        for at in range(0, len(hours), 3):
+            if hour - HOURS < hours[at] <= hour:
+                n += int(hours[at + 1])
+                total += hours[at + 2]
+        return n, total
+
+    def _late_days(self, first: int, last: int, head_day: int) -> tuple:
+        """Count, sum and sum of squares of the days held from `first` to `last`."""
+        first = max(first, head_day - (HISTORY_DAYS - 1))
+        n, total, squares = 0, 0.0, 0.0
+        for day in range(first, last + 1):
+            at = day % HISTORY_DAYS
+            n += self._day_n[at]
+            total += self._day_sums[at]
+            squares += self._day_sums[at + _SQUARES]
+        return n, total, squares
+
+    def _distinct_terminals_then_add(self, key: int, t: int) -> int:
+        """Distinct terminals last seen after t - 1 day, this one included (at most 16); then `key`
+        is seen at `t`."""
+        terminals, seen = self._terminals, self._terminal_seen
+        recent = bisect_left(seen, DAY_MS - t)  # the terminals last seen after t - 1 day
+        packed = _HASH.pack(key)
+        at = terminals.find(packed)
+        while at > 0 and at & 3:  # a match across two hashes: look further
+            at = terminals.find(packed, at + 1)
+        if at > 0:
+            at >>= 2
+        distinct = min(DISTINCT_TERMINALS_CAP, recent + (not 0 <= at < recent))
+        if at == 0:
+            if t > -seen[0]:
+                seen[0] = -t
+        elif at < 0 or t > -seen[at]:
+            if at > 0:
+                del terminals[4 * at: 4 * at + 4], seen[at]
+            position = 0 if not seen or t >= -seen[0] else bisect_left(seen, -t)
+            terminals[4 * position: 4 * position] = packed
+            seen.insert(position, -t)
+            if len(seen) > DISTINCT_TERMINALS_CAP:  # the least recently seen goes
+                del terminals[-4:], seen[-1]
+        while seen and seen[-1] >= 2 * DAY_MS + seen[0]:  # seen 2 days or more before the latest
+            del terminals[-4:], seen[-1]
+        return distinct
+
+    def to_bytes(self) -> bytes:
+        """The state in CARD_STATE_BYTES bytes, little-endian: a version byte and the header; the hours
+        held (each as hours before the latest, a uint8), their counts and sums, padded to 24; the days'
+        counts, sums and sums of squares; the terminals held, padded to 16."""
+        hours = self._hours
+        held_hours, held_terminals = len(hours) // 3, len(self._terminal_seen)
+        head_hour = self._last // HOUR_MS
+        hours_padding, terminals_padding = HOURS - held_hours, DISTINCT_TERMINALS_CAP - held_terminals
+        return b"".join([
+            _CARD_HEADER.pack(_CARD_VERSION, self._last, self._reference, held_hours, held_terminals,
+                              *(getattr(self, name) for name in _CARD_TOTALS)),
+            bytes(head_hour - int(hour) for hour in hours[0::3]), bytes(hours_padding),
+            _little_endian(array("I", map(int, hours[1::3]))), bytes(4 * hours_padding),
+            _little_endian(hours[2::3]), bytes(8 * hours_padding),
+            _little_endian(self._day_n), _little_endian(self._day_sums),
+            bytes(self._terminals), bytes(4 * terminals_padding),
+            _little_endian(self._terminal_seen), bytes(8 * terminals_padding),
+        ])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "CardState":
+        """The state `to_bytes` wrote; ValueError when `data` is not one."""
+        if len(data) != CARD_STATE_BYTES or data[0] != _CARD_VERSION:
+            raise ValueError(f"not a card state (version {_CARD_VERSION}, {CARD_STATE_BYTES} bytes): "
+                             f"{len(data)} bytes starting {bytes(data[:4])!r}")
+        _, last, reference, held_hours, held_terminals, *totals = _CARD_HEADER.unpack_from(data)
+        if held_hours > HOURS or held_terminals > DISTINCT_TERMINALS_CAP:
+            raise ValueError(f"not a card state: {held_hours} hours, {held_terminals} terminals held")
+        state = cls.__new__(cls)
+        state._last, state._reference = last, reference
+        for name, value in zip(_CARD_TOTALS, totals):
+            setattr(state, name, value)
+        at = _CARD_HEADER.size
+        head_hour = last // HOUR_MS
+        back = data[at: at + held_hours]
+        at += HOURS
+        counts = _from_little_endian("I", data[at: at + 4 * held_hours])
+        at += 4 * HOURS
+        sums = _from_little_endian("d", data[at: at + 8 * held_hours])
+        at += 8 * HOURS
+        state._hours = array("d", [x for i in range(held_hours) for x in (head_hour - back[i], counts[i], sums[i])])
+        state._day_n = _from_little_endian("I", data[at: at + 4 * HISTORY_DAYS])
+        at += 4 * HISTORY_DAYS
+        state._day_sums = _from_little_endian("d", data[at: at + 8 * 2 * HISTORY_DAYS])
+        at += 8 * 2 * HISTORY_DAYS
+        state._terminals = bytearray(data[at: at + 4 * held_terminals])
+        at += 4 * DISTINCT_TERMINALS_CAP
+        state._terminal_seen = _from_little_endian("q", data[at: at + 8 * held_terminals])
+        return state
+
+
+_NO_DAY = -1
+_TERMINAL_VERSION = 1
+_TERMINAL_HEADER = struct.Struct("<Bq")  # version, latest day
+TERMINAL_COUNTS_BYTES = _TERMINAL_HEADER.size + 2 * 4 * TERMINAL_RING_DAYS
+
+
+class TerminalCounts:
+    """A terminal's transactions and frauds per UTC day over the 45 days up to the latest day seen,
+    and its terminal features (TERMINAL_FEATURE_NAMES order).
+
+    The terminal agent adds to it; scorers read snapshots of it (`from_bytes`). The features of one day
+    are computed once and kept until the next `add`, so the many transactions of a terminal on one
+    day cost one lookup.
+    """
+
+    __slots__ = ("_head", "_transactions", "_frauds", "_cached_day", "_cached")
+
+    def __init__(self) -> None:
+        self._head = _NO_DAY
+        self._transactions = array("I", bytes(4 * TERMINAL_RING_DAYS))
+        self._frauds = array("I", bytes(4 * TERMINAL_RING_DAYS))
+        self._cached_day: int | None = None
+        self._cached: tuple[float, ...] = ()
+
+    @property
+    def last_day(self) -> int | None:
+        """The latest UTC day (epoch ms // 1 day) counted, or None for a terminal with none."""
+        return None if self._head == _NO_DAY else self._head
+
+    def add(self, timestamp_ms: int, fraud: bool = False) -> None:
+        """Count a transaction at `timestamp_ms`, or with `fraud` the fraud label of one. A day older
+        than the 45 held counts nowhere."""
+        day = timestamp_ms // DAY_MS
+        head = self._head
+        if day > head:
+            _clear(self._transactions, head + 1, day)
+            _clear(self._frauds, head + 1, day)
+            self._head = day
+        elif day <= head - TERMINAL_RING_DAYS:
+            return
+        (self._frauds if fraud else self._transactions)[day % TERMINAL_RING_DAYS] += 1
+        self._cached_day = None
+
+    def features(self, timestamp_ms: int) -> tuple[float, ...]:
+        """Count and fraud share of the terminal's transactions on days d-7-w+1 .. d-7 (d the day of
+        `timestamp_ms`), for w in WINDOWS_DAYS; a share is 0 without transactions and at most 1."""
+        day = timestamp_ms // DAY_MS
+        if day == self._cached_day:
+            return self._cached
+        last = min(day - TERMINAL_DELAY_DAYS, self._head)
+        oldest = self._head - (TERMINAL_RING_DAYS - 1)
+        values: list[float] = []
+        for days in WINDOWS_DAYS:
+            first = max(day - TERMINAL_DELAY_DAYS - days + 1, oldest)
+            count = _window(self._transactions, first, last)
+            frauds = _window(self._frauds, first, last)
+            values += (float(count), min(1.0, frauds / count) if count else 0.0)
+        self._cached_day, self._cached = day, tuple(values)
+        return self._cached
+
+    def to_bytes(self) -> bytes:
+        """The counts in TERMINAL_COUNTS_BYTES bytes, little-endian: version, latest day, then the
+        transactions and the frauds per day as uint32."""
+        return (_TERMINAL_HEADER.pack(_TERMINAL_VERSION, self._head)
+                + _little_endian(self._transactions) + _little_endian(self._frauds))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "TerminalCounts":
+        """The counts `to_bytes` wrote; ValueError when `data` is not one."""
+        if len(data) != TERMINAL_COUNTS_BYTES or data[0] != _TERMINAL_VERSION:
+            raise ValueError(f"not terminal counts (version {_TERMINAL_VERSION}, {TERMINAL_COUNTS_BYTES} "
+                             f"bytes): {len(data)} bytes starting {bytes(data[:4])!r}")
+        counts = cls()
+        counts._head = _TERMINAL_HEADER.unpack_from(data)[1]
+        at, size = _TERMINAL_HEADER.size, 4 * TERMINAL_RING_DAYS
+        counts._transactions = _from_little_endian("I", data[at: at + size])
+        counts._frauds = _from_little_endian("I", data[at + size: at + 2 * size])
+        return counts
+
+
+_TERMINAL_KEY_STRIDE = 1 << 32  # terminal code * stride + day: one sorted key space, terminals apart
 
 
 def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: Sequence[int]) -> np.ndarray:
-    """Terminal features of a labelled history (rows in the order given): each terminal's
-    transactions and frauds, fed to `terminal_features` as the stream does."""
-    terminal_ids = np.asarray(terminal_ids)
-    timestamps = np.asarray(timestamps, dtype=np.int64)
-    fraud = np.asarray(labels).astype(bool)
-    out = np.zeros((len(timestamps), len(TERMINAL_FEATURE_NAMES)), dtype=np.float64)
-    if not len(timestamps):
+    """TERMINAL_FEATURE_NAMES of each row of a labelled history (rows in the order given): what
+    `TerminalCounts.features` gives for it once the terminal's transactions and fraud labels (`labels`,
+    1 for fraud) up to it have been added in event-time order. Integer counts per (terminal, day) and
+    their cumulative sums give every window at once, the same numbers bit for bit."""
+    n = len(timestamps)
+    out = np.zeros((n, len(TERMINAL_FEATURE_NAMES)), dtype=np.float64)
+    if not n:
         return out
-    order = np.lexsort((timestamps, terminal_ids))
-    sorted_ids = terminal_ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    for rows in np.split(order, starts[1:]):
-        times = timestamps[rows]
-        out[rows] = terminal_features(times.tolist(), times[fraud[rows]].tolist(), times.tolist())
+    codes: dict = {}
+    code = np.fromiter((codes.setdefault(t, len(codes)) for t in terminal_ids), dtype=np.int64, count=n)
+    keys = code * _TERMINAL_KEY_STRIDE + np.asarray(timestamps, dtype=np.int64) // DAY_MS
+    unique_keys, inverse = np.unique(keys, return_inverse=True)
+    fraud = np.asarray(labels).astype(bool)
+    cumulative_transactions = np.concatenate(([0], np.cumsum(np.bincount(inverse, minlength=len(unique_keys)))))
+    cumulative_frauds = np.concatenate(([0], np.cumsum(np.bincount(inverse[fraud], minlength=len(unique_keys)))))
+    last = keys - TERMINAL_DELAY_DAYS
+    up_to_last = np.searchsorted(unique_keys, last, side="right")
+    for column, days in enumerate(WINDOWS_DAYS):
+        before_first = np.searchsorted(unique_keys, last - days, side="right")
+        count = cumulative_transactions[up_to_last] - cumulative_transactions[before_first]
+        frauds = cumulative_frauds[up_to_last] - cumulative_frauds[before_first]
+        out[:, 2 * column] = count
+        out[:, 2 * column + 1] = np.where(count > 0, np.minimum(1.0, frauds / np.maximum(count, 1)), 0.0)
     return out
 
 
@@ -228,25 +561,36 @@ def attribute_matrix(transactions: Sequence[Mapping], keys: Sequence[str]) -> np
     return out
 
 
-def feature_matrix(transactions: Sequence[Mapping], labels: Sequence[int],
-                   attributes: Sequence[str] = ()) -> np.ndarray:
+_PROGRESS_EVERY = 50_000  # card rows between two progress reports
+
+
+def feature_matrix(transactions: Sequence[Mapping], labels: Sequence[int], attributes: Sequence[str] = (),
+                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Features of a labelled history of transactions, in `model_feature_names(attributes)` order.
 
-    Give the transactions in event-time order (the order the stream would see them); `labels` (1 for
-    fraud) feed the terminal risks, of which only the labels at least 7 days old count.
+    Give the transactions in event-time order (the order the stream would see them): each card's are
+    replayed through a `CardState` as the stream does. `labels` (1 for fraud) feed the terminal risks,
+    which only read days at least 7 days old (`terminal_matrix`). `progress`, when given, hears how many
+    card rows are done: a callable(done, total), or a tqdm-like bar (its `update(n)`).
     """
-    rows = []
-    histories: dict[str, CustomerHistory] = {}
-    for txn in transactions:
-        history = histories.get(txn["customer_id"])
-        if history is None:
-            history = histories[txn["customer_id"]] = empty_history()
-        rows.append(customer_features(history, txn))
-        remember(history, txn)
-    customers = np.asarray(rows, dtype=np.float64).reshape(-1, N_CUSTOMER_FEATURES)
+    n = len(transactions)
+    # One flat array of doubles: no list per row outlives its row, so the garbage collector has
+    # nothing to walk through however long the history.
+    cards = array("d")
+    states: dict = {}
+    for start in range(0, n, _PROGRESS_EVERY):
+        for txn in transactions[start: start + _PROGRESS_EVERY]:
+            state = states.get(txn["customer_id"])
+            if state is None:
+                state = states[txn["customer_id"]] = CardState()
+            cards.extend(state.features_then_add(txn))
+        if progress is not None:
+            done = min(n, start + _PROGRESS_EVERY)
+            progress.update(done - start) if hasattr(progress, "update") else progress(done, n)
     terminals = terminal_matrix([t["terminal_id"] for t in transactions],
                                 [t["timestamp"] for t in transactions], labels)
-    return np.hstack([customers, terminals, attribute_matrix(transactions, attributes)])
+    return np.hstack([np.frombuffer(cards, dtype=np.float64).reshape(n, N_CUSTOMER_FEATURES), terminals,
+                      attribute_matrix(transactions, attributes)])
 
 
 FUTURE_TOLERANCE_MS = DAY_MS

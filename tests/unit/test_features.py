@@ -1,19 +1,19 @@
-"""Features of a transaction given its card's history: the functions training and serving share."""
+"""Features of a transaction: the card state and terminal counts that training and serving share."""
 
 import math
-
-import pytest
+import statistics
+import time
 
 import numpy as np
+import pytest
 
-from core.features import (CUSTOMER_FEATURE_NAMES, DAY_MS, FEATURE_NAMES, NO_PREVIOUS_SECONDS,
-                              TERMINAL_FEATURE_NAMES, attributes_of, calendar_features,
-                              customer_features, empty_history, feature_matrix,
-                              invalid_transaction_reason, model_feature_names, remember,
-                              TERMINAL_KEEP_MS, empty_terminal_history, remember_terminal,
-                              terminal_features, terminal_matrix)
+from core.features import (CARD_STATE_BYTES, CUSTOMER_FEATURE_NAMES, DAY_MS, FEATURE_NAMES, HOUR_MS,
+                           NO_PREVIOUS_SECONDS, TERMINAL_COUNTS_BYTES, TERMINAL_FEATURE_NAMES, CardState,
+                           TerminalCounts, attributes_of, calendar_features, feature_matrix,
+                           invalid_transaction_reason, model_feature_names, terminal_matrix)
 
 T0 = 1_522_540_800_000  # 2018-04-01 00:00 UTC, a Sunday
+MINUTE_MS = 60_000
 
 
 def txn(t_ms, amount=10.0, terminal="T1", customer="C1", **extra):
@@ -22,10 +22,15 @@ def txn(t_ms, amount=10.0, terminal="T1", customer="C1", **extra):
 
 
 def features_after(history_txns, current):
-    history = empty_history()
+    state = CardState()
     for t in history_txns:
-        remember(history, t)
-    return dict(zip(CUSTOMER_FEATURE_NAMES, customer_features(history, current)))
+        state.features_then_add(t)
+    return dict(zip(CUSTOMER_FEATURE_NAMES, state.features_then_add(current)))
+
+
+def at(day, hour=0, minute=0, ms=0):
+    """An event time `day` days after T0 (negative: before), at hour:minute UTC."""
+    return T0 + day * DAY_MS + hour * HOUR_MS + minute * MINUTE_MS + ms
 
 
 @pytest.mark.parametrize("timestamp, weekend, night", [
@@ -38,64 +43,279 @@ def features_after(history_txns, current):
 ])
 def test_weekend_and_night_follow_the_utc_calendar(timestamp, weekend, night):
     assert calendar_features(timestamp) == (weekend, night)
+    f = features_after([], txn(timestamp))
+    assert (f["during_weekend"], f["during_night"]) == (weekend, night)
 
 
 def test_a_first_transaction_sees_only_itself():
-    f = features_after([], txn(T0, amount=42.0))
+    f = features_after([], txn(T0, amount=42.0, channel="ECOM", card_present=False))
     assert f["customer_nb_tx_1d"] == f["customer_nb_tx_7d"] == f["customer_nb_tx_30d"] == 1.0
-    assert f["customer_avg_amount_1d"] == 42.0
+    assert f["customer_avg_amount_1d"] == f["customer_avg_amount_30d"] == f["amount"] == 42.0
     assert f["seconds_since_previous"] == NO_PREVIOUS_SECONDS
     assert f["amount_zscore_30d"] == 0.0
     assert f["distinct_terminals_1d"] == 1.0
+    assert (f["channel_ecom"], f["card_present"]) == (1.0, 0.0)
 
 
-@pytest.mark.parametrize("age_ms, in_1d, in_7d, in_30d", [
-    (1_000, True, True, True),
-    (DAY_MS - 1, True, True, True),
-    (DAY_MS, False, True, True),          # exactly one day old: outside (now - 1d, now]
-    (7 * DAY_MS - 1, False, True, True),
-    (7 * DAY_MS, False, False, True),
-    (30 * DAY_MS - 1, False, False, True),
-    (30 * DAY_MS, False, False, False),
+@pytest.mark.parametrize("earlier, now, in_1d, in_7d, in_30d", [
+    (at(40, 12, 0), at(40, 12, 59), True, True, True),          # the same hour
+    (at(39, 13, 0), at(40, 12, 59), True, True, True),          # 23h59 before, in hour h - 23
+    (at(39, 12, 59), at(40, 12, 59), False, True, True),        # 24h before: hour h - 24
+    (at(39, 12, 59), at(40, 12, 0), False, True, True),         # 23h01 before, but in hour h - 24
+    (at(34, 0, 0), at(40, 23, 59), False, True, True),          # day d - 6
+    (at(33, 23, 59), at(40, 0, 0), False, False, True),         # day d - 7: 6 days and a minute before
+    (at(11, 0, 0), at(40, 23, 59), False, False, True),         # day d - 29
+    (at(10, 23, 59), at(40, 0, 0), False, False, False),        # day d - 30
 ])
-def test_windows_count_earlier_transactions_strictly_inside_the_trailing_window(age_ms, in_1d, in_7d, in_30d):
-    now = T0 + 40 * DAY_MS
-    f = features_after([txn(now - age_ms, amount=100.0)], txn(now, amount=20.0))
-    assert f["customer_nb_tx_1d"] == 1 + in_1d
-    assert f["customer_nb_tx_7d"] == 1 + in_7d
-    assert f["customer_nb_tx_30d"] == 1 + in_30d
-    assert f["customer_avg_amount_1d"] == (120.0 / 2 if in_1d else 20.0)
+def test_card_windows_are_the_last_24_utc_hours_and_the_last_7_and_30_utc_days(earlier, now, in_1d, in_7d,
+                                                                                  in_30d):
+    f = features_after([txn(earlier, amount=100.0)], txn(now, amount=20.0))
+    assert (f["customer_nb_tx_1d"], f["customer_nb_tx_7d"], f["customer_nb_tx_30d"]) == (
+        1 + in_1d, 1 + in_7d, 1 + in_30d)
+    assert f["customer_avg_amount_1d"] == (60.0 if in_1d else 20.0)
+    assert f["customer_avg_amount_7d"] == (60.0 if in_7d else 20.0)
+    assert f["customer_avg_amount_30d"] == (60.0 if in_30d else 20.0)
 
 
-def test_seconds_since_previous_and_distinct_terminals():
-    history = [txn(T0, terminal="A"), txn(T0 + 60_000, terminal="B"), txn(T0 + 120_000, terminal="A")]
-    f = features_after(history, txn(T0 + 180_000, terminal="C"))
-    assert f["seconds_since_previous"] == 60.0
-    assert f["distinct_terminals_1d"] == 3.0
+def test_windows_keep_counting_as_the_card_goes_on_for_months():
+    rng = np.random.default_rng(5)
+    times = np.sort(rng.integers(at(0), at(120), 600))
+    amounts = np.round(rng.uniform(1, 300, 600), 2)
+    state = CardState()
+    for i, (t, a) in enumerate(zip(times.tolist(), amounts.tolist())):
+        f = dict(zip(CUSTOMER_FEATURE_NAMES, state.features_then_add(txn(t, a))))
+        hours, days = times[: i + 1] // HOUR_MS, times[: i + 1] // DAY_MS
+        for name, inside in (("1d", hours > t // HOUR_MS - 24), ("7d", days > t // DAY_MS - 7),
+                             ("30d", days > t // DAY_MS - 30)):
+            assert f[f"customer_nb_tx_{name}"] == inside.sum()
+            assert f[f"customer_avg_amount_{name}"] == pytest.approx(amounts[: i + 1][inside].mean(), rel=1e-12)
 
 
-def test_amount_zscore_measures_against_the_previous_30_days():
-    history = [txn(T0 + i * 1000, amount=a) for i, a in enumerate([10.0, 20.0, 30.0])]
-    f = features_after(history, txn(T0 + 10_000, amount=40.0))
-    assert f["amount_zscore_30d"] == pytest.approx((40.0 - 20.0) / 10.0)
+@pytest.mark.parametrize("previous, amount, expected", [
+    ([], 50.0, 0.0),
+    ([10.0], 50.0, 0.0),                                  # fewer than 2 previous
+    ([10.0, 20.0, 30.0], 40.0, 2.0),                      # (40 - 20) / 10
+    ([10.0, 20.0, 30.0], 20.0, 0.0),
+    ([12.34] * 6, 99.0, 0.0),                             # no spread: no z-score, however far the amount
+    ([0.1, 0.2, 0.3, 0.1, 0.2, 0.3], 5.0, (5.0 - 0.2) / statistics.stdev([0.1, 0.2, 0.3] * 2)),
+    ([1e6, 1e6 + 2.0, 1e6 + 4.0], 1e6 + 8.0, 3.0),        # large amounts keep their precision
+])
+def test_amount_zscore_measures_against_the_previous_30_days(previous, amount, expected):
+    history = [txn(at(3, 10, i), amount=a) for i, a in enumerate(previous)]
+    f = features_after(history, txn(at(3, 12), amount=amount))
+    assert f["amount_zscore_30d"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
-def test_a_late_event_sees_only_what_happened_before_it():
-    history = [txn(T0), txn(T0 + 2 * DAY_MS)]
-    late = txn(T0 + DAY_MS // 2)
-    f = features_after(history, late)
-    assert f["customer_nb_tx_30d"] == 2.0  # itself and T0, not the later one
-    h = empty_history()
-    for t in history + [late]:
-        remember(h, t)
-    assert h["t"] == sorted(h["t"])
+def test_amount_zscore_forgets_days_that_left_the_30_day_window():
+    history = [txn(at(0, 12), amount=1000.0), txn(at(31, 12), amount=10.0), txn(at(32, 12), amount=30.0)]
+    f = features_after(history, txn(at(33, 12), amount=40.0))
+    assert f["amount_zscore_30d"] == pytest.approx((40.0 - 20.0) / statistics.stdev([10.0, 30.0]))
 
 
-def test_history_forgets_what_left_the_longest_window():
-    h = empty_history()
-    for i in range(40):
-        remember(h, txn(T0 + i * DAY_MS))
-    assert len(h["t"]) == 30 and h["t"][0] == T0 + 10 * DAY_MS
+@pytest.mark.parametrize("history, now, expected", [
+    ([], at(5), NO_PREVIOUS_SECONDS),
+    ([at(5)], at(5, 0, 1), 60.0),
+    ([at(5), at(5, 0, 1)], at(5, 0, 3), 120.0),           # from the latest
+    ([at(5, 0, 0, 500)], at(5, 0, 0, 1750), 1.25),
+    ([at(5)], at(34, 23, 59), 29 * 86_400 + 86_340.0),    # within 30 days
+    ([at(5)], at(35), NO_PREVIOUS_SECONDS),               # 30 days
+    ([at(5)], at(80), NO_PREVIOUS_SECONDS),
+    ([at(5)], at(5), 0.0),                                # the same millisecond
+    ([at(5, 12)], at(5, 11), 0.0),                        # a late event: never negative
+])
+def test_seconds_since_previous_is_from_the_latest_earlier_event_and_at_most_30_days(history, now, expected):
+    f = features_after([txn(t) for t in history], txn(now))
+    assert f["seconds_since_previous"] == expected
+
+
+@pytest.mark.parametrize("earlier, expected", [
+    ([("A", at(3, 12)), ("B", at(3, 13)), ("A", at(3, 14))], 3),         # A counted once, C itself
+    ([("C", at(3, 12))], 1),                                             # itself, seen earlier too
+    ([("A", at(2, 15, 0, 1))], 2),                                       # 24 h before, less 1 ms
+    ([("A", at(2, 15))], 1),                                             # exactly 24 h before
+    ([("A", at(2, 14)), ("A", at(3, 1))], 2),                            # last seen inside the day
+    ([(f"T{i}", at(3, 14, i)) for i in range(15)], 16),                  # exact up to 16
+    ([(f"T{i}", at(3, 14, i)) for i in range(40)], 16),                  # then saturates
+    ([(f"T{i}", at(3, 14, i)) for i in range(40)] + [("C", at(3, 14, 50))], 16),
+    ([("A", at(3, 1))] + [(f"T{i}", at(3, 14, i)) for i in range(16)], 16),
+])
+def test_distinct_terminals_of_the_last_24_hours_are_exact_up_to_16(earlier, expected):
+    f = features_after([txn(t, terminal=term) for term, t in earlier], txn(at(3, 15), terminal="C"))
+    assert f["distinct_terminals_1d"] == expected
+
+
+def test_terminals_pushed_out_by_16_more_recent_ones_are_those_the_day_no_longer_reads():
+    state = CardState()
+    for i in range(20):  # T0 at 00:00, ..., T19 at 19:00: only the last 16 are kept
+        state.features_then_add(txn(at(3, i), terminal=f"T{i}"))
+    f = dict(zip(CUSTOMER_FEATURE_NAMES, state.features_then_add(txn(at(4, 10, 30), terminal="C"))))
+    assert f["distinct_terminals_1d"] == 9 + 1  # T11..T19, then C
+    f = dict(zip(CUSTOMER_FEATURE_NAMES, state.features_then_add(txn(at(4, 10, 31), terminal="T0"))))
+    assert f["distinct_terminals_1d"] == 9 + 2  # T0 was forgotten: it counts again, as new
+
+
+@pytest.mark.parametrize("history, late, expected_30d, expected_1d", [
+    ([at(0, 12), at(2, 12)], at(0, 18), 2, 1),          # its own day and before, not the later day;
+                                                        # its hours are no longer held
+    ([at(0, 12), at(0, 20)], at(0, 18), 3, 2),          # a later event of its day counts, not of a later hour
+    ([at(0, 12), at(0, 18, 30)], at(0, 18), 3, 3),      # and of its own hour
+    ([at(0, 12), at(31, 12)], at(0, 18), 1, 1),         # its day left the state: it sees nothing
+])
+def test_a_late_event_reads_the_buckets_up_to_its_own_hour_and_day(history, late, expected_30d, expected_1d):
+    f = features_after([txn(t) for t in history], txn(late))
+    assert f["customer_nb_tx_30d"] == expected_30d
+    assert f["customer_nb_tx_1d"] == expected_1d
+
+
+@pytest.mark.parametrize("late, counted_30d, counted_1d", [
+    (at(9, 11), True, True),     # in the hours held
+    (at(8, 11), True, False),    # in the days held, not the hours
+    (at(-20, 23), True, False),  # the oldest day held
+    (at(-21, 23), False, False),  # older than the state: counted nowhere
+])
+def test_a_late_event_is_folded_into_its_buckets_while_they_are_held(late, counted_30d, counted_1d):
+    state = CardState()
+    state.features_then_add(txn(at(9, 12), amount=10.0))
+    state.features_then_add(txn(late, amount=30.0))
+    f = dict(zip(CUSTOMER_FEATURE_NAMES, state.features_then_add(txn(at(9, 13), amount=20.0))))
+    assert f["customer_nb_tx_30d"] == 2 + counted_30d
+    assert f["customer_nb_tx_1d"] == 2 + counted_1d
+    assert f["customer_avg_amount_30d"] == (60.0 / 3 if counted_30d else 15.0)
+    assert state.last_event_ms == at(9, 13)
+
+
+def random_card_history(seed, n=300, days=50, late_share=0.1):
+    """A card's transactions over `days`, with `late_share` of them arriving up to two days late."""
+    rng = np.random.default_rng(seed)
+    times = np.sort(rng.integers(at(0), at(days), n))
+    late = rng.random(n) < late_share
+    arrival = times + np.where(late, rng.integers(0, 2 * DAY_MS, n), 0)
+    order = np.argsort(arrival, kind="stable")
+    amounts = np.round(rng.lognormal(3, 1, n), 2)
+    terminals = rng.integers(0, 25, n)
+    return [txn(int(times[i]), float(amounts[i]), f"T{terminals[i]}") for i in order]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_card_state_read_back_from_its_bytes_goes_on_exactly_as_the_original(seed):
+    events = random_card_history(seed)
+    state = CardState()
+    for event in events[:200]:
+        state.features_then_add(event)
+    data = state.to_bytes()
+    copy = CardState.from_bytes(data)
+    assert copy.to_bytes() == data and len(data) == CARD_STATE_BYTES and data[0] == 1
+    assert copy.last_event_ms == state.last_event_ms
+    for event in events[200:]:
+        assert copy.features_then_add(event) == state.features_then_add(event)
+    assert copy.to_bytes() == state.to_bytes()
+
+
+@pytest.mark.parametrize("data", [b"", bytes(CARD_STATE_BYTES), b"\x02" + bytes(CARD_STATE_BYTES - 1),
+                                  CardState().to_bytes()[:-1], b'{"t": [], "a": [], "term": []}'])
+def test_bytes_that_are_not_a_card_state_are_refused(data):
+    with pytest.raises(ValueError, match="not a card state"):
+        CardState.from_bytes(data)
+
+
+def test_a_card_s_state_has_the_same_size_after_100_000_events_as_after_10():
+    rng = np.random.default_rng(0)
+    busy, quiet = CardState(), CardState()
+    for i, t in enumerate(np.sort(rng.integers(at(0), at(29), 100_000)).tolist()):
+        busy.features_then_add(txn(t, amount=float(i % 97), terminal=f"T{i % 500}"))
+    for i in range(10):
+        quiet.features_then_add(txn(at(0, i), amount=5.0, terminal=f"T{i}"))
+    assert len(busy.to_bytes()) == len(quiet.to_bytes()) == CARD_STATE_BYTES <= 1500
+    last = dict(zip(CUSTOMER_FEATURE_NAMES, busy.features_then_add(txn(at(28, 23, 59), amount=1.0))))
+    assert last["customer_nb_tx_30d"] == 100_001
+    assert last["distinct_terminals_1d"] == 16
+
+
+def test_an_empty_card_state_has_no_last_event():
+    assert CardState().last_event_ms is None
+    assert CardState.from_bytes(CardState().to_bytes()).last_event_ms is None
+
+
+def terminal_row(times_days, fraud_days, now_days):
+    counts = TerminalCounts()
+    for d in times_days:
+        counts.add(T0 + round(d * DAY_MS))
+    for d in fraud_days:
+        counts.add(T0 + round(d * DAY_MS), fraud=True)
+    return dict(zip(TERMINAL_FEATURE_NAMES, counts.features(T0 + round(now_days * DAY_MS))))
+
+
+@pytest.mark.parametrize("times, frauds, now, expected", [
+    # on day 7 the windows end with day 0 (the 7-day label delay): later days do not count
+    ([1, 2, 7], [1], 7.5, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_30d": 0, "terminal_risk_30d": 0}),
+    ([0.0], [], 7.999, {"terminal_nb_tx_1d": 1, "terminal_risk_1d": 0}),
+    ([0.999], [], 7.0, {"terminal_nb_tx_1d": 1}),          # whole days: hours apart do not matter
+    ([0.5], [0.5], 7.5, {"terminal_nb_tx_1d": 1, "terminal_risk_1d": 1.0, "terminal_risk_7d": 1.0}),
+    ([-0.001], [], 7.0, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_7d": 1}),
+    ([-6.0], [], 7.5, {"terminal_nb_tx_7d": 1}),            # day -6: the 7-day window's first
+    ([-6.001], [], 7.5, {"terminal_nb_tx_7d": 0, "terminal_nb_tx_30d": 1}),
+    ([0.5, 0.6, 6.0], [0.6], 7.6, {"terminal_nb_tx_1d": 2, "terminal_risk_1d": 0.5,
+                                    "terminal_nb_tx_7d": 2}),  # day 6 is inside the delay
+    ([-29, -22.5, -10, 0], [-22.5, -10], 7.5, {"terminal_nb_tx_30d": 4, "terminal_risk_30d": 0.5,
+                                                "terminal_nb_tx_7d": 1, "terminal_risk_7d": 0.0}),
+    ([-29.0], [-29.0], 7.5, {"terminal_nb_tx_30d": 1, "terminal_risk_30d": 1.0}),  # day -29: the first
+    ([-29.001], [-29.001], 7.5, {"terminal_nb_tx_30d": 0, "terminal_risk_30d": 0.0}),
+    # a fraud label whose transaction is unknown cannot push the risk above 1
+    ([0.5], [0.5, 0.5], 7.5, {"terminal_risk_1d": 1.0}),
+    ([], [0.5], 7.5, {"terminal_nb_tx_1d": 0, "terminal_risk_1d": 0.0}),
+])
+def test_terminal_features_count_whole_days_behind_the_label_delay(times, frauds, now, expected):
+    row = terminal_row(times, frauds, now)
+    for name, value in expected.items():
+        assert row[name] == value, name
+
+
+def test_terminal_counts_forget_days_older_than_the_45_they_hold():
+    counts = TerminalCounts()
+    counts.add(at(0))
+    counts.add(at(44))
+    assert counts.features(at(7))[0] == 1.0       # day 0 is still held...
+    counts.add(at(45))
+    assert counts.features(at(7))[0] == 0.0       # ...and no longer: day 45 took its bucket
+    counts.add(at(0), fraud=True)                 # a label for a day no longer held counts nowhere
+    assert counts.features(at(7)) == (0.0,) * 6
+    assert counts.last_day == at(45) // DAY_MS
+
+
+def test_terminal_features_of_a_day_are_reused_until_the_next_add():
+    counts = TerminalCounts()
+    counts.add(at(0))
+    first = counts.features(at(7, 1))
+    assert counts.features(at(7, 23)) is first
+    counts.add(at(0), fraud=True)
+    assert counts.features(at(7, 23)) == (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+
+def test_terminal_counts_read_back_from_their_bytes_are_the_same():
+    counts = TerminalCounts()
+    for day in range(50):
+        for _ in range(day % 4):
+            counts.add(at(day, 12))
+        if day % 5 == 0:
+            counts.add(at(day, 12), fraud=True)
+    data = counts.to_bytes()
+    copy = TerminalCounts.from_bytes(data)
+    assert len(data) == TERMINAL_COUNTS_BYTES and data[0] == 1 and copy.to_bytes() == data
+    assert copy.last_day == counts.last_day == at(49) // DAY_MS
+    for day in range(40, 60):
+        assert copy.features(at(day)) == counts.features(at(day))
+    assert TerminalCounts.from_bytes(TerminalCounts().to_bytes()).last_day is None
+    with pytest.raises(ValueError, match="not terminal counts"):
+        TerminalCounts.from_bytes(data[:-4])
+
+
+def test_terminal_matrix_keeps_terminals_apart_and_rows_in_the_order_given():
+    ts = [T0 + d * DAY_MS for d in (0, 0, 9, 9, 10)]
+    ids = ["A", "B", "A", "B", "A"]
+    X = terminal_matrix(ids, ts, [1, 0, 0, 0, 0])
+    nb7, risk7 = TERMINAL_FEATURE_NAMES.index("terminal_nb_tx_7d"), TERMINAL_FEATURE_NAMES.index("terminal_risk_7d")
+    assert X[:, nb7].tolist() == [0, 0, 1, 1, 1]
+    assert X[:, risk7].tolist() == [0, 0, 1.0, 0.0, 1.0]
 
 
 def test_feature_matrix_replays_each_card_separately_in_order():
@@ -109,71 +329,76 @@ def test_feature_matrix_replays_each_card_separately_in_order():
     assert X[2, j] == 20.0
 
 
-def terminal_row(times_days, fraud_days, now_days):
-    times = [T0 + int(d * DAY_MS) for d in times_days]
-    frauds = [T0 + int(d * DAY_MS) for d in fraud_days]
-    return dict(zip(TERMINAL_FEATURE_NAMES, terminal_features(times, frauds, [T0 + int(now_days * DAY_MS)])[0]))
+def test_feature_matrix_is_bit_for_bit_what_the_stream_computes_event_by_event():
+    from models.simulate import SimulationConfig, simulate, transaction_records
+
+    history = simulate(SimulationConfig(customers=300, terminals=200, days=70, seed=4))
+    records, labels = transaction_records(history), history["is_fraud"].to_numpy()
+    batch = feature_matrix(records, labels)
+    cards: dict[str, CardState] = {}
+    terminals: dict[str, TerminalCounts] = {}
+    for i, (record, label) in enumerate(zip(records, labels)):
+        card = cards.setdefault(record["customer_id"], CardState())
+        terminal = terminals.setdefault(record["terminal_id"], TerminalCounts())
+        row = card.features_then_add(record) + list(terminal.features(record["timestamp"]))
+        terminal.add(record["timestamp"])
+        if label:  # the fraud label: in the stream it arrives later, but before any window reads its day
+            terminal.add(record["timestamp"], fraud=True)
+        assert np.array_equal(np.asarray(row).view(np.int64), batch[i].view(np.int64)), i
+    assert batch[:, FEATURE_NAMES.index("terminal_risk_30d")].max() > 0
 
 
-@pytest.mark.parametrize("times, frauds, now, expected", [
-    # at now = day 7.5, the windows end at day 0.5 (the 7-day label delay): later ones do not count
-    ([1, 2, 7], [1], 7.5, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_30d": 0, "terminal_risk_30d": 0}),
-    # the 1-day window is (day -0.5, day 0.5]: closed on the right, open on the left
-    ([0.5], [], 7.5, {"terminal_nb_tx_1d": 1, "terminal_risk_1d": 0}),
-    ([0.5], [0.5], 7.5, {"terminal_nb_tx_1d": 1, "terminal_risk_1d": 1.0, "terminal_risk_7d": 1.0}),
-    ([-0.5], [], 7.5, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_7d": 1}),
-    ([-0.49], [], 7.5, {"terminal_nb_tx_1d": 1, "terminal_nb_tx_7d": 1}),
-    ([0.5, 0.6, 6.0], [0.6], 7.6, {"terminal_nb_tx_1d": 2, "terminal_risk_1d": 0.5,
-                                    "terminal_nb_tx_7d": 2}),  # day 6 is inside the delay
-    ([-29, -22.5, -10, 0], [-22.5, -10], 7.5, {"terminal_nb_tx_30d": 4, "terminal_risk_30d": 0.5,
-                                                "terminal_nb_tx_7d": 1, "terminal_risk_7d": 0.0}),
-    ([-29.5], [-29.5], 7.5, {"terminal_nb_tx_30d": 0, "terminal_risk_30d": 0.0}),
-    ([-29.49], [-29.49], 7.5, {"terminal_nb_tx_30d": 1, "terminal_risk_30d": 1.0}),
-    # a fraud label whose transaction is unknown cannot push the risk above 1
-    ([0.5], [0.5, 0.5], 7.5, {"terminal_risk_1d": 1.0}),
-])
-def test_terminal_features_count_and_risk_behind_the_label_delay(times, frauds, now, expected):
-    row = terminal_row(times, frauds, now)
-    for name, value in expected.items():
-        assert row[name] == pytest.approx(value), name
+def test_featurises_a_history_in_which_one_card_has_100_000_transactions_and_one_terminal_500_000_within_30_days_in_seconds():
+    rng = np.random.default_rng(7)
+    n_card, n_terminal, n_other = 100_000, 500_000, 50_000
+    start = at(0)
+    times = rng.integers(start, start + 30 * DAY_MS, n_card + n_terminal + n_other)
+    cards = np.concatenate([np.full(n_card, "C-busy"), rng.integers(0, 20_000, n_terminal + n_other).astype(str)])
+    terminals = np.concatenate([rng.integers(0, 1000, n_card).astype(str), np.full(n_terminal, "T-busy"),
+                                rng.integers(0, 1000, n_other).astype(str)])
+    order = np.argsort(times, kind="stable")
+    times, cards, terminals = times[order], cards[order], terminals[order]
+    amounts = np.round(rng.uniform(1, 200, len(times)), 2)
+    labels = (rng.random(len(times)) < 0.01).astype(int)
+    records = [{"customer_id": c, "terminal_id": t, "amount": a, "timestamp": ts}
+               for c, t, a, ts in zip(cards.tolist(), terminals.tolist(), amounts.tolist(), times.tolist())]
+
+    started = time.perf_counter()
+    X = feature_matrix(records, labels)
+    assert time.perf_counter() - started < 60
+
+    card_rows = np.flatnonzero(cards == "C-busy")
+    last = X[card_rows[-1]]
+    days = times // DAY_MS
+    assert last[FEATURE_NAMES.index("customer_nb_tx_30d")] == n_card
+    assert last[FEATURE_NAMES.index("customer_nb_tx_7d")] == (days[card_rows] > days[card_rows[-1]] - 7).sum()
+    assert last[FEATURE_NAMES.index("customer_avg_amount_30d")] == pytest.approx(amounts[card_rows].mean())
+    assert last[FEATURE_NAMES.index("distinct_terminals_1d")] == 16
+    terminal_rows = np.flatnonzero(terminals == "T-busy")
+    final = terminal_rows[-1]
+    window = (days[terminal_rows] <= days[final] - 7) & (days[terminal_rows] > days[final] - 7 - 30)
+    assert X[final, FEATURE_NAMES.index("terminal_nb_tx_30d")] == window.sum()
+    assert X[final, FEATURE_NAMES.index("terminal_risk_30d")] == labels[terminal_rows][window].sum() / window.sum()
+    assert np.isfinite(X).all()
 
 
-def test_a_terminal_history_stays_sorted_and_forgets_what_no_window_reads():
-    h = empty_terminal_history()
-    for t in (5, 1, 3):
-        remember_terminal(h, t)
-    remember_terminal(h, 4, fraud=True)
-    remember_terminal(h, 2, fraud=True)
-    assert h == {"t": [1, 3, 5], "f": [2, 4]}
-    kept = TERMINAL_KEEP_MS  # the delay, the longest window, and one more delay for late arrivals
-    remember_terminal(h, 3 + kept)
-    assert h == {"t": [5, 3 + kept], "f": [4]}
-    remember_terminal(h, 4 + kept, fraud=True)
-    assert h == {"t": [5, 3 + kept], "f": [4 + kept]}
+class Bar:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, n):
+        self.n += n
 
 
-def test_terminal_matrix_keeps_terminals_apart_and_rows_in_the_order_given():
-    ts = [T0 + d * DAY_MS for d in (0, 0, 9, 9, 10)]
-    ids = ["A", "B", "A", "B", "A"]
-    X = terminal_matrix(ids, ts, [1, 0, 0, 0, 0])
-    nb7, risk7 = TERMINAL_FEATURE_NAMES.index("terminal_nb_tx_7d"), TERMINAL_FEATURE_NAMES.index("terminal_risk_7d")
-    assert X[:, nb7].tolist() == [0, 0, 1, 1, 1]
-    assert X[:, risk7].tolist() == [0, 0, 1.0, 0.0, 1.0]
-
-
-def test_terminal_matrix_matches_the_stream_s_incremental_history():
-    rng = np.random.default_rng(3)
-    ts = np.sort(rng.integers(T0, T0 + 60 * DAY_MS, 400))
-    ids = rng.choice(["A", "B", "C"], 400)
-    labels = rng.random(400) < 0.2
-    batch = terminal_matrix(ids, ts, labels)
-    histories = {k: empty_terminal_history() for k in "ABC"}
-    for i in range(400):
-        h = histories[ids[i]]
-        np.testing.assert_array_equal(terminal_features(h["t"], h["f"], [ts[i]])[0], batch[i])
-        remember_terminal(h, int(ts[i]))
-        if labels[i]:
-            remember_terminal(h, int(ts[i]), fraud=True)
+def test_feature_matrix_reports_its_progress_to_a_callable_or_a_bar():
+    records = [txn(T0 + i * 1000, customer=f"C{i % 7}") for i in range(120_000)]
+    heard = []
+    feature_matrix(records, [0] * len(records), progress=lambda done, total: heard.append((done, total)))
+    assert heard[-1] == (120_000, 120_000) and len(heard) > 1
+    assert [done for done, _ in heard] == sorted(done for done, _ in heard)
+    bar = Bar()
+    feature_matrix(records, [0] * len(records), progress=bar)
+    assert bar.n == 120_000
 
 
 @pytest.mark.parametrize("change, reason", [
