@@ -561,7 +561,7 @@ def attribute_matrix(transactions: Sequence[Mapping], keys: Sequence[str]) -> np
     return out
 
 
-_PROGRESS_EVERY = 50_000  # card rows between two progress reports
+_PROGRESS_EVERY = 10_000  # card rows between two progress reports
 
 
 def feature_matrix(transactions: Sequence[Mapping], labels: Sequence[int], attributes: Sequence[str] = (),

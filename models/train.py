@@ -8,6 +8,7 @@ the same held-out data (or when there is no champion yet).
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -92,17 +93,33 @@ def train_and_register(
     tags: dict | None = None,
 ) -> TrainResult:
     """Train on a labelled history (Transaction fields + `is_fraud`), log and register the model."""
+    from tqdm import tqdm
+
     if "is_fraud" not in history.columns:
         raise TrainingError("history has no is_fraud label column")
-    history = history.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    history = with_entity_ids(history).sort_values("timestamp", kind="stable").reset_index(drop=True)
     attributes = attribute_keys(history)
     progress(0.05, f"computing features for {len(history)} transactions"
                    + (f" (attributes: {', '.join(attributes)})" if attributes else ""))
-    X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy(), attributes)
+    with tqdm(total=len(history), unit="txn", desc="features", file=sys.stderr) as bar:
+        X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy(), attributes, bar)
     return register_model(X, history["is_fraud"].to_numpy(), history["timestamp"].to_numpy(),
                           feature_names=model_feature_names(attributes),
                           tracking_uri=tracking_uri, model_name=model_name, experiment=experiment,
                           params=params, alias=alias, promote=promote, progress=progress, tags=tags)
+
+
+ENTITY_IDS = {"customer_id": "card", "terminal_id": "terminal"}
+
+
+def with_entity_ids(history: pd.DataFrame) -> pd.DataFrame:
+    """The history with a card and a terminal id on every row: a history without one of the columns
+    gets a single constant id for it, and a warning that those features then say nothing."""
+    missing = [column for column in ENTITY_IDS if column not in history.columns]
+    for column in missing:
+        log.warning("history has no %s column: its transactions count as those of one %s, so the %s "
+                    "features carry no information", column, ENTITY_IDS[column], ENTITY_IDS[column])
+    return history.assign(**{column: "unknown" for column in missing}) if missing else history
 
 
 def register_model(
