@@ -68,7 +68,7 @@ HANDBOOK_FEATURE_NAMES: tuple[str, ...] = tuple(
     if name not in ("card_present", "channel_ecom", "seconds_since_previous", "amount_zscore_30d",
                     "distinct_terminals_1d"))
 
-HOURS = 24
+HOURS_PER_DAY = 24
 if array("I").itemsize != 4 or array("q").itemsize != 8:
     raise ImportError("core.features needs 4-byte 'I' and 8-byte 'q' arrays")
 _LONGEST_RING = max(2 * HISTORY_DAYS, TERMINAL_RING_DAYS)
@@ -137,7 +137,7 @@ _CARD_VERSION = 1
 # counts over 1, 7 and 30 days, sums of amounts over 1, 7 and 30 days, sum of squares over 30 days.
 _CARD_HEADER = struct.Struct("<BqdBBIIIdddd")
 _CARD_TOTALS = ("_n_1d", "_n_7d", "_n_30d", "_sum_1d", "_sum_7d", "_sum_30d", "_sq_30d")
-CARD_STATE_BYTES = (_CARD_HEADER.size + HOURS * (1 + 4 + 8) + HISTORY_DAYS * (4 + 8 + 8)
+CARD_STATE_BYTES = (_CARD_HEADER.size + HOURS_PER_DAY * (1 + 4 + 8) + HISTORY_DAYS * (4 + 8 + 8)
                     + DISTINCT_TERMINALS_CAP * (4 + 8))
 _SQUARES = HISTORY_DAYS  # where a day's sum of squares sits in `_day_sums`, after its sum
 _HASH = struct.Struct("<I")
@@ -185,7 +185,7 @@ class CardState:
         t = txn["timestamp"]
         amount = float(txn["amount"])
         hour = t // HOUR_MS
-        day = hour // HOURS
+        day = hour // HOURS_PER_DAY
         last = self._last
         head_hour = last // HOUR_MS
         if hour > head_hour:
@@ -198,8 +198,8 @@ class CardState:
             n_before, sum_before, sq_before = self._n_30d, self._sum_30d, self._sq_30d
         else:  # late: the buckets up to its own hour and day that are still held
             n_1d, sum_1d = self._late_hours(hour)
-            n_7d, sum_7d, _ = self._late_days(day - 6, day, head_hour // HOURS)
-            n_before, sum_before, sq_before = self._late_days(day - (HISTORY_DAYS - 1), day, head_hour // HOURS)
+            n_7d, sum_7d, _ = self._late_days(day - 6, day, head_hour // HOURS_PER_DAY)
+            n_before, sum_before, sq_before = self._late_days(day - (HISTORY_DAYS - 1), day, head_hour // HOURS_PER_DAY)
 
         zscore = 0.0
         if n_before >= 2:
@@ -242,7 +242,9 @@ class CardState:
         n_1d += 1.0
         n_7d += 1.0
         n_30d = n_before + 1.0
-        return [amount, 1.0 if (day + 3) % 7 >= 5 else 0.0, 1.0 if hour % HOURS <= 6 else 0.0,  # as calendar_features
+        weekend = 1.0 if (day + 3) % 7 >= 5 else 0.0  # as calendar_features
+        night = 1.0 if hour % HOURS_PER_DAY <= 6 else 0.0
+        return [amount, weekend, night,
                 1.0 if txn.get("card_present", True) else 0.0, 1.0 if txn.get("channel") == "ECOM" else 0.0,
                 n_1d, (sum_1d + amount) / n_1d, n_7d, (sum_7d + amount) / n_7d,
                 n_30d, (sum_before + amount) / n_30d, seconds, zscore, distinct + 0.0]
@@ -251,13 +253,13 @@ class CardState:
         """Move the head from `head_hour` on to the later `hour`: take what leaves each window out of
         its total, and forget the hours and clear the days that leave the state."""
         hours = self._hours
-        if hours and hours[0] <= hour - HOURS:
-            if hours[-3] <= hour - HOURS:
+        if hours and hours[0] <= hour - HOURS_PER_DAY:
+            if hours[-3] <= hour - HOURS_PER_DAY:
                 self._n_1d, self._sum_1d = 0, 0.0
                 del hours[:]
             else:
                 end = 3
-                while hours[end] <= hour - HOURS:
+                while hours[end] <= hour - HOURS_PER_DAY:
                     end += 3
                 if end == 3:
                     self._n_1d -= int(hours[1])
@@ -266,7 +268,7 @@ class CardState:
                     self._n_1d -= int(sum(hours[1:end:3]))
                     self._sum_1d -= sum(hours[2:end:3])
                 del hours[:end]
-        day, head_day = hour // HOURS, head_hour // HOURS
+        day, head_day = hour // HOURS_PER_DAY, head_hour // HOURS_PER_DAY
         if day == head_day:
             return
         day_n, sums = self._day_n, self._day_sums
@@ -300,7 +302,7 @@ class CardState:
     def _add_late(self, hour: int, amount: float, head_hour: int) -> None:
         """Fold in an event earlier than the latest hour: into its hour and day while they are held, and
         into the totals of the windows of the latest event that cover them."""
-        if hour > head_hour - HOURS:
+        if hour > head_hour - HOURS_PER_DAY:
             hours, at = self._hours, 0
             while at < len(hours) and hours[at] < hour:
                 at += 3
@@ -311,7 +313,7 @@ class CardState:
                 hours[at:at] = array("d", (hour, 1.0, amount))
             self._n_1d += 1
             self._sum_1d += amount
-        day, head_day = hour // HOURS, head_hour // HOURS
+        day, head_day = hour // HOURS_PER_DAY, head_hour // HOURS_PER_DAY
         if day > head_day - HISTORY_DAYS:  # the ring holds something: the head's day at least
             deviation = amount - self._reference
             at = day % HISTORY_DAYS
@@ -329,7 +331,7 @@ class CardState:
         """Count and sum of the hours held from `hour` - 23 to `hour`."""
         hours, n, total = self._hours, 0, 0.0
         for at in range(0, len(hours), 3):
-            if hour - HOURS < hours[at] <= hour:
+            if hour - HOURS_PER_DAY < hours[at] <= hour:
                 n += int(hours[at + 1])
                 total += hours[at + 2]
         return n, total
@@ -379,7 +381,7 @@ class CardState:
         hours = self._hours
         held_hours, held_terminals = len(hours) // 3, len(self._terminal_seen)
         head_hour = self._last // HOUR_MS
-        hours_padding, terminals_padding = HOURS - held_hours, DISTINCT_TERMINALS_CAP - held_terminals
+        hours_padding, terminals_padding = HOURS_PER_DAY - held_hours, DISTINCT_TERMINALS_CAP - held_terminals
         return b"".join([
             _CARD_HEADER.pack(_CARD_VERSION, self._last, self._reference, held_hours, held_terminals,
                               *(getattr(self, name) for name in _CARD_TOTALS)),
@@ -398,7 +400,7 @@ class CardState:
             raise ValueError(f"not a card state (version {_CARD_VERSION}, {CARD_STATE_BYTES} bytes): "
                              f"{len(data)} bytes starting {bytes(data[:4])!r}")
         _, last, reference, held_hours, held_terminals, *totals = _CARD_HEADER.unpack_from(data)
-        if held_hours > HOURS or held_terminals > DISTINCT_TERMINALS_CAP:
+        if held_hours > HOURS_PER_DAY or held_terminals > DISTINCT_TERMINALS_CAP:
             raise ValueError(f"not a card state: {held_hours} hours, {held_terminals} terminals held")
         state = cls.__new__(cls)
         state._last, state._reference = last, reference
@@ -407,11 +409,11 @@ class CardState:
         at = _CARD_HEADER.size
         head_hour = last // HOUR_MS
         back = data[at: at + held_hours]
-        at += HOURS
+        at += HOURS_PER_DAY
         counts = _from_little_endian("I", data[at: at + 4 * held_hours])
-        at += 4 * HOURS
+        at += 4 * HOURS_PER_DAY
         sums = _from_little_endian("d", data[at: at + 8 * held_hours])
-        at += 8 * HOURS
+        at += 8 * HOURS_PER_DAY
         state._hours = array("d", [x for i in range(held_hours) for x in (head_hour - back[i], counts[i], sums[i])])
         state._day_n = _from_little_endian("I", data[at: at + 4 * HISTORY_DAYS])
         at += 4 * HISTORY_DAYS

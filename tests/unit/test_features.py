@@ -391,14 +391,13 @@ class Bar:
 
 
 def test_feature_matrix_reports_its_progress_to_a_callable_or_a_bar():
-    records = [txn(T0 + i * 1000, customer=f"C{i % 7}") for i in range(120_000)]
+    records = [txn(T0 + i * 1000, customer=f"C{i % 7}") for i in range(25_000)]
     heard = []
     feature_matrix(records, [0] * len(records), progress=lambda done, total: heard.append((done, total)))
-    assert heard[-1] == (120_000, 120_000) and len(heard) > 1
-    assert [done for done, _ in heard] == sorted(done for done, _ in heard)
+    assert heard == [(10_000, 25_000), (20_000, 25_000), (25_000, 25_000)]
     bar = Bar()
     feature_matrix(records, [0] * len(records), progress=bar)
-    assert bar.n == 120_000
+    assert bar.n == 25_000
 
 
 @pytest.mark.parametrize("change, reason", [
