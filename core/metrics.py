@@ -28,13 +28,17 @@ class Metrics:
         self.batch_seconds = Histogram(
             "fraud_batch_scoring_seconds", "Features + model + decisions for one micro-batch",
             buckets=BATCH_BUCKETS_S, registry=r)
+        self.commit_seconds = Histogram(
+            "fraud_commit_seconds", "One transaction commit: changelogs, offsets, commit_transaction",
+            buckets=BATCH_BUCKETS_S, registry=r)
         self.batch_size = Histogram(
             "fraud_batch_size", "Transactions per micro-batch",
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=r)
         self.terminal_updates = Counter(
-            "fraud_terminal_updates", "Terminal table rows written (one per terminal per batch)", registry=r)
+            "fraud_terminal_updates", "Terminal snapshots published (a day closed, or a late event changed one)",
+            registry=r)
         self.terminal_events = Counter(
-            "fraud_terminal_events", "Scored transactions and fraud labels added to terminal rows", ["kind"],
+            "fraud_terminal_events", "Scored transactions and fraud labels added to terminal counts", ["kind"],
             registry=r)
         self.lag = Gauge("fraud_consumer_lag", "Messages behind the end of the partition", ["partition"], registry=r)
         self.model_version = Gauge("fraud_model_version", "Version of the live model", ["model"], registry=r)

@@ -22,8 +22,7 @@ class Settings(BaseSettings):
     feedback_topic: str = "fraud-feedback"
     dlq_topic: str = "transactions-dlq"
     rules_topic: str = "fraud-rules"
-    terminal_labels_topic: str = "fraud-terminal-labels"
-    terminal_transactions_topic: str = "fraud-terminal-transactions"
+    terminal_events_topic: str = "fraud-terminal-events"  # scored transactions and fraud labels, by terminal
     examples_topic: str = "fraud-labelled-examples"
     partitions: int = 6
 
@@ -35,8 +34,10 @@ class Settings(BaseSettings):
     experiment: str = "fraud-scorer"
 
     batch_max: int = 1000
-    batch_within_seconds: float = 0.02
-    commit_interval_seconds: float = 0.5
+    batch_within_seconds: float = 0.0  # after a batch's first record, how long to wait for more
+    commit_interval_seconds: float = 0.1  # how often the worker's transaction commits
+    transaction_timeout_ms: int = 10_000
+    session_timeout_ms: int = 10_000
     review_threshold: float = 0.5
     decline_threshold: float = 0.9
     xgb_threads: int = 1

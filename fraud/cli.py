@@ -4,7 +4,7 @@
   fraud topics                    create topics, register Avro schemas
   fraud simulate                  labelled synthetic history to a file, or live to Kafka
   fraud train                     train, register, promote when better
-  fraud worker                    the Faust scoring worker, with the ops API on :5000
+  fraud worker                    the scoring worker, with the ops API on :5000
   fraud api                       the ops API alone
   fraud tail                      decoded verdicts from the verdict topic
 """
@@ -252,17 +252,15 @@ def cmd_rules(args, settings: Settings) -> int:
 
     from confluent_kafka import Producer
 
-    from streams.rules import RulesFollower, parse_rule
+    from streams.rules import parse_rule, read_rules
     from streams.topics import ensure_topics
 
     ensure_topics(settings)
     if args.action == "list":
-        follower = RulesFollower(settings.kafka_bootstrap, settings.rules_topic).start()
-        follower.caught_up.wait(15)
-        follower.stop()
-        for rule_id, rule in sorted(follower.records.items()):
+        table = read_rules(settings.kafka_bootstrap, settings.rules_topic)
+        for rule_id, rule in sorted(table.records.items()):
             print(f"{rule_id}\t{json.dumps(rule)}")
-        print(f"{len(follower.records)} rules in force on {settings.rules_topic}", file=sys.stderr)
+        print(f"{len(table.records)} rules in force on {settings.rules_topic}", file=sys.stderr)
         return 0
     if args.action == "remove":
         rule_id, value = args.args[0], None
@@ -289,10 +287,10 @@ def cmd_worker(args, settings: Settings) -> int:
     import faust
 
     from models.serving import quiet_mlflow_client_env
-    quiet_mlflow_client_env(settings.mlflow_uri)
-    from streams.app import app  # built from the same environment as `settings`
+    from fraud.worker import build
 
-    faust.Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+    quiet_mlflow_client_env(settings.mlflow_uri)
+    faust.Worker(build(settings).app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
     return 0
 
 

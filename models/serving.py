@@ -208,3 +208,63 @@ class ModelSource:
         except ValueError as exc:
             raise ModelUnavailable(f"model in {model_dir} cannot be served by this scorer: {exc}") from exc
         return booster
+
+
+class ModelFollower:
+    """Keeps the handles on the versions the serving and the challenger aliases point at.
+
+    `follow` runs every FRAUD_MODEL_POLL_SECONDS, off the scoring thread: a moved alias is loaded in
+    the background and swapped in between two batches. MLflow being down changes nothing: the loaded
+    versions stay, and `error` says why they may be stale.
+    """
+
+    def __init__(self, source: ModelSource, champion: ModelHandle, challenger: ModelHandle,
+                 challenger_alias: str, on_swap=lambda model: None):
+        self.source = source
+        self.champion = champion
+        self.challenger = challenger
+        self.challenger_alias = challenger_alias
+        self.on_swap = on_swap
+        self.error = ""
+
+    def load_at_start(self) -> None:
+        """The serving alias's version (or the cached one); ModelUnavailable when neither loads."""
+        if self.champion.current is None:
+            self._install(self.source.load_at_start())
+
+    def follow(self) -> None:
+        self._follow_champion()
+        self._follow_challenger()
+
+    def _install(self, model: LoadedModel) -> None:
+        self.champion.swap(model)
+        self.error = ""
+        self.on_swap(model)
+
+    def _follow_champion(self) -> None:
+        current = self.champion.current
+        try:
+            version, run_id = self.source.alias_version()
+            self.error = ""
+            if current is not None and current.version == version:
+                if current.source == "cache":  # the registry is back: say so in health
+                    self.champion.swap(LoadedModel(current.booster, current.name, version, "registry", run_id))
+                return
+            self._install(self.source.load_version(version, run_id))
+        except Exception as exc:  # noqa: BLE001 - MLflow down or refusing: keep serving what is loaded
+            self.error = f"cannot follow {self.source.name}@{self.source.alias}: {exc}"
+            log.warning(self.error)
+
+    def _follow_challenger(self) -> None:
+        current = self.challenger.current
+        try:
+            found = self.source.optional_alias_version(self.challenger_alias)
+            if found is None:
+                if current is not None:
+                    self.challenger.clear()
+                return
+            version, run_id = found
+            if current is None or current.version != version:
+                self.challenger.swap(self.source.load_version(version, run_id, remember=False))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot follow %s@%s: %s", self.source.name, self.challenger_alias, exc)

@@ -36,16 +36,17 @@ CHECK_TIMEOUT = 3.0
 class StreamView:
     """What the worker tells the API about its stream; absent when the API runs on its own."""
 
-    assigned: Callable[[], list[int]]
+    assigned: Callable[[], list[str]]  # the partitions this worker holds, as topic[partition]
     lag: Callable[[], dict]
     model: Callable[[], Any]
     model_error: Callable[[], str]
     rules: Callable[[], Any]
     challenger: Callable[[], Any]
-    caught_up: Callable[[], bool]  # the rules, verdicts and terminal labels read to their end
-    terminal: Callable[[str, int], dict]  # a terminal's history and features at an event time
-    verdicts: Callable[[], dict]  # what the verdict follower holds
+    caught_up: Callable[[], bool]  # the followed topics and the held partitions' state read to their end
+    terminal: Callable[[str, int], dict]  # a terminal's counts and features at an event time
+    verdicts: Callable[[], dict]  # what the worker follows: terminal snapshots, verdicts for the feedback join
     quality: Callable[[], dict]  # online quality per model, from matured labels
+    waiting_for: Callable[[], str] = lambda: ""  # a dependency the worker cannot reach yet, and why
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -148,7 +149,7 @@ async def health(request: web.Request) -> web.Response:
     components["model"] = _model_status(stream)
     if stream is not None:
         follower = stream.rules()
-        components["rules"] = {"status": "ok" if follower.caught_up.is_set() else "loading",
+        components["rules"] = {"status": "ok" if follower.source.caught_up else "loading",
                                "topic": follower.topic, "rules": follower.rules.count,
                                "invalid_records": follower.invalid}
         components["verdicts"] = stream.verdicts()
@@ -180,12 +181,14 @@ async def ready(request: web.Request) -> web.Response:
     if stream is None:
         return web.json_response({"status": "ready", "role": "api"})
     reasons = []
+    if stream.waiting_for():
+        reasons.append("waiting for " + stream.waiting_for())
     if stream.model() is None:
         reasons.append("model not loaded: " + (stream.model_error() or "loading"))
     if not stream.assigned():
         reasons.append("no partitions assigned")
     if not stream.caught_up():
-        reasons.append("rules, verdicts and terminal labels not yet read to their end")
+        reasons.append("rules, terminal snapshots and the state of the partitions held not yet read to their end")
     if reasons:
         return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
     return web.json_response({"status": "ready", "assigned_partitions": stream.assigned()})

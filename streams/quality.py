@@ -42,8 +42,11 @@ class OnlineQuality:
     def summary(self) -> dict:
         """Precision and recall at each threshold and average precision, over the window.
         A figure with nothing to count (no flagged score, no fraud) is None."""
-        scores = np.fromiter(self.scores, dtype=np.float64, count=len(self.scores))
-        labels = np.fromiter(self.labels, dtype=bool, count=len(self.labels))
+        # Copies first: the feedback join appends from the worker's loop thread meanwhile.
+        scores, labels = list(self.scores), list(self.labels)
+        n = min(len(scores), len(labels))
+        scores = np.asarray(scores[-n:] if n else [], dtype=np.float64)
+        labels = np.asarray(labels[-n:] if n else [], dtype=bool)
         frauds = int(labels.sum())
         out: dict = {"labels": len(labels), "frauds": frauds,
                      "average_precision": float(average_precision_score(labels, scores)) if frauds else None}

@@ -1,8 +1,8 @@
 """Hard rules evaluated beside the model: block lists and amount ceilings per merchant category.
 
 Rules live on a compacted control topic, one record per rule keyed by its id, a tombstone (null
-value) removing it. Every worker reads the whole topic and keeps following it, so a change reaches
-all workers within a second or so, without a restart. A fired rule forces DECLINE and is named in
+value) removing it. Every worker reads the whole topic before its first batch and keeps following it
+(streams/tables.py), so a change reaches all workers within a batch or two, without a restart. A fired rule forces DECLINE and is named in
 the verdict's `rules`.
 
 Control record values (JSON):
@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from streams.follow import TopicFollower
+from streams.tables import Source, TableReader
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +97,15 @@ def apply_rules(rules: Rules, txns: Sequence[Mapping], decisions: np.ndarray) ->
     return decisions, fired
 
 
-class RulesFollower(TopicFollower):
-    """Reads the control topic from its start and keeps following it, in a thread of its own."""
+class RulesTable:
+    """The rules in force, from the control topic."""
 
-    name = "rules-follower"
-
-    def __init__(self, bootstrap: str, topic: str):
-        super().__init__(bootstrap, (topic,))
+    def __init__(self, topic: str):
         self.topic = topic
         self.rules = Rules()
         self.records: dict[str, dict] = {}
         self.invalid = 0
+        self.source = Source(topic, 0, self.on_record, follow=True)  # one partition, compacted
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         rule_id = (key or b"").decode(errors="replace")
@@ -128,3 +126,17 @@ class RulesFollower(TopicFollower):
 
     def on_record(self, msg) -> None:
         self.apply(msg.key(), msg.value())
+
+
+def read_rules(bootstrap: str, topic: str, timeout: float = 15.0) -> RulesTable:
+    """The rules in force now, read once to the end of the control topic."""
+    import threading
+
+    table = RulesTable(topic)
+    reader = TableReader({"bootstrap.servers": bootstrap})
+    try:
+        reader.add(table.source)
+        reader.catch_up([table.source], threading.Event(), timeout)
+    finally:
+        reader.close()
+    return table

@@ -13,13 +13,11 @@ from schemas.codec import AvroCodec, SchemaRegistry, load_schema
 
 DAY_MS = 86_400_000
 WEEK_MS = str(7 * DAY_MS)
-# Workers read the verdicts of the feedback horizon (30 days) at start; terminal labels are kept as
-# long, for audit.
+# A worker reads the verdicts of the feedback horizon (30 days) of the feedback partitions it holds.
 VERDICT_RETENTION_MS = str(45 * DAY_MS)
-# The Faust table of terminal histories (streams/app.py), and the compacted changelog every worker
-# follows to read all terminals: the latest history of each terminal, and the updates since.
-TERMINAL_TABLE = "terminal-history"
-TERMINAL_CHANGELOG_CONFIG = {"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.2"}
+# Compacted topics that hold the latest value of each key: the stores' changelogs and the terminal
+# snapshots every worker follows. Short segments let the cleaner keep them near one record per key.
+COMPACTED = {"cleanup.policy": "compact", "segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.2"}
 
 
 @lru_cache(maxsize=65_536)
@@ -29,9 +27,20 @@ def terminal_partition(terminal_id: str, partitions: int) -> int:
     return (murmur2(terminal_id.encode()) & 0x7FFFFFFF) % partitions
 
 
-def terminal_changelog(settings: Settings) -> str:
-    """The changelog topic Faust gives the terminal table."""
-    return f"{settings.app_id}-{TERMINAL_TABLE}-changelog"
+def cards_changelog(settings: Settings) -> str:
+    """Each card's state (streams/scoring.py), by card, partitioned like the transactions."""
+    return f"{settings.app_id}-cards-changelog"
+
+
+def terminals_changelog(settings: Settings) -> str:
+    """Each terminal's daily counts (streams/terminals.py), partitioned like the terminal events."""
+    return f"{settings.app_id}-terminals-changelog"
+
+
+def terminal_snapshots(settings: Settings) -> str:
+    """Each terminal's counts as the terminal features read them, published when a day closes or a
+    late label changes a closed day: what every worker follows."""
+    return f"{settings.app_id}-terminal-snapshots"
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
@@ -41,11 +50,13 @@ def topic_specs(settings: Settings) -> dict[str, dict]:
         settings.verdicts_topic: {"retention.ms": VERDICT_RETENTION_MS},
         settings.feedback_topic: {"retention.ms": str(90 * DAY_MS)},
         settings.dlq_topic: {"retention.ms": str(30 * DAY_MS)},
-        settings.terminal_labels_topic: {"retention.ms": VERDICT_RETENTION_MS},
-        # Scored transactions, by terminal partition, on their way to their terminals' table rows.
-        settings.terminal_transactions_topic: {"retention.ms": WEEK_MS},
+        # Scored transactions and fraud labels, by terminal partition, on their way to the counts.
+        settings.terminal_events_topic: {"retention.ms": WEEK_MS},
         # One example per transaction, its latest label winning: what training reads.
         settings.examples_topic: {"cleanup.policy": "compact"},
+        cards_changelog(settings): COMPACTED,
+        terminals_changelog(settings): COMPACTED,
+        terminal_snapshots(settings): COMPACTED,
     }
 
 
@@ -71,9 +82,17 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
 def register_schemas(settings: Settings) -> dict[str, int]:
     """Register our schemas under `<topic>-value` with BACKWARD compatibility."""
     registry = SchemaRegistry(settings.schema_registry_url)
-    pairs = {settings.transactions_topic: "transaction", settings.verdicts_topic: "verdict",
-             settings.feedback_topic: "feedback", settings.terminal_labels_topic: "terminal_label",
-             settings.terminal_transactions_topic: "terminal_transaction",
-             settings.examples_topic: "labelled_example"}
-    return {f"{topic}-value": AvroCodec(registry, load_schema(name), f"{topic}-value").register()
-            for topic, name in pairs.items()}
+    return {codec.subject: codec.register() for codec in codecs(settings, registry).values()}
+
+
+SCHEMAS = {"transactions": "transaction", "verdicts": "verdict", "feedback": "feedback",
+           "terminal_events": "terminal_events", "examples": "labelled_example"}
+
+
+def codecs(settings: Settings, registry: SchemaRegistry) -> dict[str, AvroCodec]:
+    """One codec per Avro topic, by role (`transactions`, `verdicts`, ...), subject `<topic>-value`."""
+    out = {}
+    for role, schema in SCHEMAS.items():
+        topic = getattr(settings, f"{role}_topic")
+        out[role] = AvroCodec(registry, load_schema(schema), f"{topic}-value")
+    return out

@@ -51,7 +51,7 @@ def unique_settings(tmp_path: Path, **overrides) -> Settings:
         app_id=f"test-scorer-{tag}", transactions_topic=f"test-transactions-{tag}",
         verdicts_topic=f"test-verdicts-{tag}", feedback_topic=f"test-feedback-{tag}",
         dlq_topic=f"test-dlq-{tag}", rules_topic=f"test-rules-{tag}",
-        terminal_labels_topic=f"test-terminal-labels-{tag}", terminal_transactions_topic=f"test-terminal-txns-{tag}",
+        terminal_events_topic=f"test-terminal-events-{tag}",
         examples_topic=f"test-examples-{tag}", partitions=3, model_name=f"test-xgb-{tag}",
         experiment="fraud-scorer-tests", model_poll_seconds=1.0, api_port=free_port(),
         state_dir=tmp_path / "faust", model_cache_dir=tmp_path / "model-cache", worker_id=f"test-{tag}",

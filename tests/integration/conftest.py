@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -17,7 +17,9 @@ from core.settings import Settings
 from models.simulate import SimulationConfig, simulate, transaction_records
 from models.train import TrainParams, train_and_register
 from schemas.codec import load_schema
-from streams.topics import TERMINAL_TABLE, ensure_topics
+from core.features import (CUSTOMER_FEATURE_NAMES, DAY_MS, TERMINAL_DELAY_DAYS, TERMINAL_FEATURE_NAMES,
+                           CardState, TerminalCounts)
+from streams.topics import cards_changelog, ensure_topics, terminals_changelog
 
 pytestmark = pytest.mark.integration
 
@@ -94,44 +96,56 @@ def read_committed(settings: Settings, topic: str, expected: int, timeout: float
     return out
 
 
-def table_rows(settings: Settings, table: str) -> dict[str, dict]:
-    """The latest committed row of every key of a Faust table, from its changelog."""
-    topic = f"{settings.app_id}-{table}-changelog"
+def store_rows(settings: Settings, changelog: str, decode) -> dict[str, object]:
+    """The latest committed value of every key of a store, from its changelog."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"check-{uuid.uuid4()}",
                          "isolation.level": "read_committed", "enable.partition.eof": True})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    partitions = consumer.list_topics(changelog, timeout=10).topics[changelog].partitions
+    consumer.assign([TopicPartition(changelog, p, OFFSET_BEGINNING) for p in partitions])
     rows, at_end = {}, set()
     try:
         while len(at_end) < len(partitions):
             msg = consumer.poll(10)
-            assert msg is not None, f"{topic} could not be read to its end"
+            assert msg is not None, f"{changelog} could not be read to its end"
             if msg.error():
                 at_end.add(msg.partition())
                 continue
-            rows[json.loads(msg.key())] = None if msg.value() is None else json.loads(msg.value())
+            rows[msg.key().decode()] = None if msg.value() is None else decode(msg.value())
     finally:
         consumer.close()
     return rows
 
 
-def assert_table_rows_count_each_once(settings: Settings, records: list[dict], timeout: float = 60) -> None:
-    """Each card's row (customer-history) and each terminal's row (terminal-history) holds the event
-    time of each of its transactions exactly once."""
-    for table, key in (("customer-history", "customer_id"), (TERMINAL_TABLE, "terminal_id")):
-        expected = defaultdict(list)
-        for r in records:
-            expected[r[key]].append(r["timestamp"])
-        expected = {k: sorted(v) for k, v in expected.items()}
+def card_count(state: CardState) -> int:
+    """How many transactions a card's state counts over its last 30 days: its 30-day count as seen
+    by one more transaction at its latest event time, less that one."""
+    probe = {"timestamp": state.last_event_ms, "amount": 0.0, "terminal_id": "", "channel": "POS"}
+    return int(state.features_then_add(probe)[CUSTOMER_FEATURE_NAMES.index("customer_nb_tx_30d")]) - 1
+
+
+def terminal_count(counts: TerminalCounts) -> int:
+    """How many transactions a terminal's counts hold over its last 30 days: the 30-day count a
+    transaction a week after them reads."""
+    at = (counts.last_day + TERMINAL_DELAY_DAYS) * DAY_MS
+    return int(counts.features(at)[TERMINAL_FEATURE_NAMES.index("terminal_nb_tx_30d")])
+
+
+def assert_each_transaction_counted_once(settings: Settings, records: list[dict], timeout: float = 60) -> None:
+    """Each card's state (cards store) and each terminal's counts (terminals store) count each of
+    its transactions exactly once (the records span less than 30 days)."""
+    checks = ((cards_changelog(settings), CardState.from_bytes, card_count, "customer_id"),
+              (terminals_changelog(settings), TerminalCounts.from_bytes, terminal_count, "terminal_id"))
+    for changelog, decode, count, key in checks:
+        expected = Counter(r[key] for r in records)
         deadline = time.monotonic() + timeout
         while True:
-            rows = table_rows(settings, table)
-            held = {k: sorted(rows[k]["t"]) if rows.get(k) else [] for k in expected}
+            rows = store_rows(settings, changelog, decode)
+            held = {k: count(rows[k]) if rows.get(k) is not None else 0 for k in expected}
             if held == expected or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        wrong = {k: (len(held[k]), len(v)) for k, v in expected.items() if held[k] != v}
-        assert not wrong, f"{table}: {len(wrong)} rows differ (held, expected), e.g. {list(wrong.items())[:5]}"
+        wrong = {k: (held[k], n) for k, n in expected.items() if held[k] != n}
+        assert not wrong, f"{changelog}: {len(wrong)} keys differ (held, expected), e.g. {list(wrong.items())[:5]}"
 
 
 def verdicts_by_id(verdicts: list[dict]) -> dict[str, list[dict]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,8 +22,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from core.settings import ROOT
 from schemas.codec import load_schema
 from streams.topics import ensure_topics
-from tests.conftest import WorkerProcess, settings_env, unique_settings
-from tests.integration.conftest import (assert_table_rows_count_each_once, produce_raw, produce_transactions,
+from tests.conftest import WorkerProcess, free_port, settings_env, unique_settings
+from tests.integration.conftest import (assert_each_transaction_counted_once, produce_raw, produce_transactions,
                                         read_committed, registry_client, simulated_transactions, train_version,
                                         verdicts_by_id)
 
@@ -101,7 +102,7 @@ def restart_mid_stream(small_history, tmp_path, stop_signal: int) -> None:
         producing.join()
         verdicts = read_committed(settings, settings.verdicts_topic, expected=len(records), timeout=120)
         assert_one_verdict_each(records, verdicts)
-        assert_table_rows_count_each_once(settings, records)
+        assert_each_transaction_counted_once(settings, records)
     finally:
         worker.stop()
 
@@ -111,7 +112,7 @@ def test_a_worker_restarted_mid_stream_leaves_one_verdict_per_transaction_and_co
     restart_mid_stream(small_history, tmp_path, signal.SIGTERM)
 
 
-def test_a_restarted_worker_recovers_the_terminal_table_and_extends_its_rows(services, small_history, tmp_path):
+def test_a_restarted_worker_restores_the_terminal_counts_and_extends_them(services, small_history, tmp_path):
     settings = unique_settings(tmp_path)
     train_version(settings, small_history, n_estimators=5)
     ensure_topics(settings)
@@ -125,12 +126,12 @@ def test_a_restarted_worker_recovers_the_terminal_table_and_extends_its_rows(ser
             worker.wait_ready()
             produce_transactions(settings, records)
             deadline = time.monotonic() + 30
-            # If the restarted worker had not recovered the row, the third transaction would start a
-            # new one holding only itself.
-            while (terminal := worker.get(f"/api/v1/terminals/T-RESTART?at={t0 + 7 * day + 3_600_000}")[1])["transactions"] != known:
+            # If the restarted worker had not restored the counts, the third transaction would start
+            # them again from itself alone.
+            at = t0 + 7 * day + 3_600_000
+            while (terminal := worker.get(f"/api/v1/terminals/T-RESTART?at={at}")[1])["features"]["terminal_nb_tx_1d"] != known:
                 assert time.monotonic() < deadline, (terminal, worker.log_tail())
                 time.sleep(0.3)
-            assert terminal["features"]["terminal_nb_tx_1d"] == known
         finally:
             worker.stop()
 
@@ -322,3 +323,77 @@ def test_a_challenger_is_scored_in_shadow_and_promoted_with_one_call(services, s
     promoted = [v for v in verdicts if v["transaction_id"].startswith("promoted-")]
     assert len(promoted) == len(after)
     assert {(v["model_version"], v["challenger_model_version"]) for v in promoted} == {(challenger, None)}
+
+
+class DelayedPort:
+    """A TCP port that refuses connections until `open()`, then forwards them to `target`: a broker
+    that is unreachable for a while, then comes back."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+
+    def open(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+
+
+def test_a_worker_started_while_the_broker_is_unreachable_waits_then_becomes_ready_by_itself(
+        services, small_history, tmp_path):
+    settings = unique_settings(tmp_path)
+    train_version(settings, small_history, n_estimators=5)
+    broker = DelayedPort(("127.0.0.1", 9092))
+    away = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{broker.port}"})
+    worker = WorkerProcess(away, tmp_path / "worker.log").start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # alive, not ready, and saying why
+            try:
+                live, (ready, body) = worker.get("/health/live")[0], worker.get("/health/ready")
+            except OSError:
+                live, ready, body = None, None, None
+            if live == 200 and ready == 503 and any("kafka" in r.lower() for r in body["reasons"]):
+                break
+            assert worker.proc.poll() is None, worker.log_tail()
+            assert time.monotonic() < deadline, (live, ready, body, worker.log_tail())
+            time.sleep(0.5)
+        time.sleep(5)
+        assert worker.proc.poll() is None, "the worker gave up while the broker was away"
+        broker.open()
+        worker.wait_ready(timeout=120)
+        records = simulated_transactions(seed=25, count=100, prefix="late-broker")
+        produce_transactions(settings, records)
+        verdicts = read_committed(settings, settings.verdicts_topic, expected=100)
+        assert_one_verdict_each(records, verdicts)
+    finally:
+        worker.stop()
+        broker.close()

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from streams.rules import InvalidRule, Rules, RulesFollower, apply_rules, compile_rules, parse_rule
+from streams.rules import InvalidRule, Rules, RulesTable, apply_rules, compile_rules, parse_rule
 
 
 def txn(card="C1", terminal="T1", mcc="5411", amount=10.0):
@@ -68,7 +68,7 @@ def test_invalid_control_records_are_refused_with_the_field_named(value, message
 
 
 def test_following_the_control_records_adds_replaces_and_removes_rules():
-    follower = RulesFollower("unused:9092", "rules")
+    follower = RulesTable("rules")
     follower.apply(b"block_card:C1", json.dumps({"type": "block_card", "value": "C1"}).encode())
     follower.apply(b"ceiling", json.dumps({"type": "amount_ceiling", "merchant_category": "m",
                                            "max_amount": 5}).encode())

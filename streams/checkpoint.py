@@ -1,0 +1,426 @@
+"""Exactly-once: what one Kafka transaction holds, when it commits, and what happens when it cannot.
+
+A worker has one consumer in the group (read_committed, offsets never auto-committed) and one
+transactional producer. Everything the worker writes — verdicts, dead letters, terminal events,
+labelled examples, terminal snapshots and its stores' changelog records — goes into the open
+transaction, and so do the offsets of the records whose processing wrote it. The transaction commits
+every `interval` seconds (FRAUD_COMMIT_INTERVAL_SECONDS), between two batches, in these steps:
+
+  1. each store writes one changelog record per key changed since the last commit;
+  2. the offsets processed (last offset + 1 per partition) join the transaction, with the consumer's
+     group metadata: the broker refuses them from a worker that is no longer in the group's current
+     generation (KIP-447), so a worker that lost its partitions cannot commit for them;
+  3. commit_transaction, which first waits until the broker has every record of the transaction.
+
+Either all of a transaction is visible to read_committed consumers — its outputs, its state changes,
+its offsets — or none of it is. When a commit or a write fails in a way that aborts the transaction
+(the broker away longer than the transaction timeout, say), the worker rewinds rather than stops:
+every partition it holds goes back to its committed offset and its state to the committed changelog,
+and the records are processed again (`Rewind`). A producer that the broker has fenced (another worker
+now holds the transactional id) is replaced before the rewind.
+
+Partitions come and go with the group. The range assignor gives each worker an even share of every
+input topic (what a worker does is then proportional to its share of the traffic). Before
+partitions leave, the open transaction is committed, so the next owner starts exactly where this
+worker stopped. A partition that arrives is paused until what its step needs is read — its store's
+changelog, or the verdicts the feedback join needs (streams/tables.py) — then resumed at the
+group's committed offset. A rebalance takes every partition away and hands out the new assignment;
+a partition this worker gets back keeps its state, since nobody else held it in between and its
+offsets were committed on the way out. A partition lost without notice (this worker missed the
+group's session) aborts the transaction and rewinds the rest.
+
+Records within a partition are handed over in offset order once each. Offsets between two records
+that hold none (transaction markers: every topic written under exactly-once has one after each
+transaction) are simply stepped over: the committed offset is the last processed one plus one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streams.state import Store
+from streams.tables import Source, TableReader
+
+log = logging.getLogger(__name__)
+
+RETRIES = 5  # attempts of a transactional call that fails with a retriable error
+OP_TIMEOUT = 30.0  # seconds for one transactional call
+RETRY_DELAY = 0.1  # seconds before a partition set back by `retry_later` is read again
+
+
+class Rewind(Exception):
+    """The open transaction was aborted: go back to the committed offsets and state."""
+
+
+class Step(Protocol):
+    """What the worker does with one input topic's records (streams/scoring.py, feedback.py,
+    terminals.py)."""
+
+    topic: str
+
+    def prepare(self, partition: int) -> list[Source]:
+        """What must be read before the partition's records can be processed (its state)."""
+
+    def release(self, partition: int) -> None:
+        """Forget the partition's state: it left, or is rewound."""
+
+    def process(self, partition: int, records: list[Message], checkpoint: "Checkpoint") -> None:
+        """Process records in offset order; call `checkpoint.processed` for each one done."""
+
+    def tick(self, checkpoint: "Checkpoint") -> None:
+        """Called about every second: work due by the clock rather than by a record."""
+
+
+def consumer_config(bootstrap: str, group_id: str, session_timeout_ms: int = 10_000) -> dict:
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "range",
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(1000, session_timeout_ms // 5),
+        "max.poll.interval.ms": 300_000,
+    }
+
+
+def producer_config(bootstrap: str, transactional_id: str, transaction_timeout_ms: int = 10_000,
+                    linger_ms: float = 2.0) -> dict:
+    return {
+        "bootstrap.servers": bootstrap,
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": transaction_timeout_ms,
+        "message.timeout.ms": transaction_timeout_ms,
+        "linger.ms": linger_ms,
+        # Keyed records land where the Java client (and faust, and Kafka Streams) would put them, so
+        # a verdict keyed by transaction id shares its partition number with that transaction's feedback.
+        "partitioner": "murmur2_random",
+        "queue.buffering.max.messages": 1_000_000,
+    }
+
+
+@dataclass
+class Checkpoint:
+    """The open Kafka transaction: outputs, offsets processed, and the stores whose changes it takes."""
+
+    producer: Producer
+    consumer: Consumer
+    stores: list[Store]
+    interval: float
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> last processed
+    begun_at: float | None = None  # monotonic time of the first write or offset, None when nothing is open
+    commits: int = 0
+
+    def begin(self) -> None:
+        if self.begun_at is None:
+            try:
+                call_transactional(self.producer.begin_transaction)
+            except KafkaException as exc:
+                raise failure_of(exc, "begin") from exc
+            self.begun_at = time.monotonic()
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int = -1,
+                headers: list | None = None) -> None:
+        """Add one record to the transaction."""
+        self.begin()
+        while True:
+            try:
+                self.producer.produce(topic, value, key, partition, headers=headers)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain
+                self.producer.poll(0.05)
+            except KafkaException as exc:
+                raise failure_of(exc, "produce") from exc
+
+    def processed(self, topic: str, partition: int, offset: int) -> None:
+        """A record's outputs are all in the transaction: its offset may be committed with them."""
+        self.begin()
+        self.offsets[(topic, partition)] = offset
+
+    def due(self, now: float) -> bool:
+        return self.begun_at is not None and now - self.begun_at >= self.interval
+
+    def seconds_left(self, now: float) -> float:
+        return self.interval if self.begun_at is None else max(0.0, self.begun_at + self.interval - now)
+
+    def commit(self) -> dict[tuple[str, int], int]:
+        """Steps 1-3 above; returns the offsets committed. Raises Rewind when the transaction was aborted."""
+        if self.begun_at is None:
+            return {}
+        for store in self.stores:  # step 1
+            for partition, key, value in store.pending():
+                self.produce(store.changelog_topic, value, key, partition)
+        positions = [TopicPartition(t, p, o + 1) for (t, p), o in self.offsets.items()]
+        try:
+            if positions:  # step 2
+                metadata = self.consumer.consumer_group_metadata()
+                call_transactional(self.producer.send_offsets_to_transaction, positions, metadata, OP_TIMEOUT)
+            call_transactional(self.producer.commit_transaction, OP_TIMEOUT)  # step 3
+        except KafkaException as exc:
+            raise failure_of(exc, "commit") from exc
+        committed = dict(self.offsets)
+        self.offsets.clear()
+        self.begun_at = None
+        self.commits += 1
+        return committed
+
+    def abort(self) -> None:
+        """Drop the open transaction (outputs and offsets), e.g. before a rewind."""
+        self.offsets.clear()
+        for store in self.stores:
+            store.forget_pending()
+        if self.begun_at is None:
+            return
+        self.begun_at = None
+        try:
+            call_transactional(self.producer.abort_transaction, OP_TIMEOUT)
+        except KafkaException as exc:
+            failure = failure_of(exc, "abort")
+            if isinstance(failure, ProducerFenced):
+                raise failure from exc
+            log.warning("abort_transaction failed (%s); the broker aborts it when it times out", exc)
+
+
+def call_transactional(fn: Callable, *args):
+    """A transactional call, retried while librdkafka says the error is retriable."""
+    for attempt in range(RETRIES):
+        try:
+            return fn(*args)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (isinstance(error, KafkaError) and error.retriable()) or attempt == RETRIES - 1:
+                raise
+            log.warning("%s: %s; retrying", getattr(fn, "__name__", "kafka call"), error)
+            time.sleep(min(2.0, 0.2 * 2 ** attempt))
+
+
+class ProducerFenced(Rewind):
+    """The producer can no longer be used (fenced, or a fatal error): replace it, then rewind."""
+
+
+def failure_of(exc: KafkaException, what: str) -> Rewind:
+    """The Rewind a librdkafka error calls for: ProducerFenced when the producer is done for."""
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError) and error.fatal():
+        return ProducerFenced(f"{what}: {error}")
+    return Rewind(f"{what}: {exc}")
+
+
+@dataclass
+class Assignment:
+    """The group partitions this worker holds, and which of them wait for their state."""
+
+    held: set = field(default_factory=set)  # (topic, partition)
+    preparing: dict = field(default_factory=dict)  # (topic, partition) -> sources still being read
+    sources: dict = field(default_factory=dict)  # (topic, partition) -> every source read for it
+
+
+class Partitions:
+    """The rebalance side of exactly-once: commit before partitions leave, restore before they are
+    processed, rewind when a transaction is lost."""
+
+    def __init__(self, consumer: Consumer, checkpoint: Checkpoint, tables: TableReader,
+                 steps: dict[str, Step], new_producer: Callable[[], Producer]):
+        self.consumer = consumer
+        self.checkpoint = checkpoint
+        self.tables = tables
+        self.steps = steps
+        self.new_producer = new_producer
+        self.assignment = Assignment()
+        self.parked: set[tuple[str, int]] = set()  # revoked in a rebalance, state kept until it ends
+        self.waiting: dict[tuple[str, int], float] = {}  # set back by retry_later: when to read again
+        self.deferred: dict[tuple[str, int], tuple[float, Callable[[], None]]] = {}  # broker away: retry
+        self.rewinds = 0
+        self.pending_rewind: tuple[float, Exception] | None = None  # (when to try again, why)
+        self.on_change: Callable[[], None] = lambda: None
+
+    def retry_later(self, topic: str, partition: int, offset: int, delay: float = RETRY_DELAY) -> None:
+        """Read a partition again from `offset` in `delay` seconds; what was fetched after it is
+        dropped and fetched again. For a record that cannot be processed yet (its schema registry
+        away, its verdict not yet known)."""
+        self.consumer.pause([TopicPartition(topic, partition)])
+        self.consumer.seek(TopicPartition(topic, partition, offset))
+        self.waiting[(topic, partition)] = time.monotonic() + delay
+
+    def run_timers(self, now: float) -> None:
+        if self.pending_rewind is not None and self.pending_rewind[0] <= now:
+            self.rewind(self.pending_rewind[1])
+            return
+        for key, (when, action) in list(self.deferred.items()):
+            if when <= now:
+                del self.deferred[key]
+                if key in self.assignment.held:
+                    action()
+        for key, when in list(self.waiting.items()):
+            if when <= now:
+                del self.waiting[key]
+                if key in self.assignment.held and key not in self.assignment.preparing:
+                    self.consumer.resume([TopicPartition(*key)])
+
+    # Group callbacks: librdkafka runs them inside consumer.poll/consume, between two batches.
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.assign(partitions)
+        kept = self.parked & {(tp.topic, tp.partition) for tp in partitions}
+        self._release([TopicPartition(t, p) for t, p in self.parked - kept])
+        self.parked = set()
+        arriving = [tp for tp in partitions if (tp.topic, tp.partition) not in kept]
+        consumer.pause(arriving)
+        self.assignment.held |= kept
+        for tp in arriving:  # all of them not ready until each one is
+            self.assignment.preparing[(tp.topic, tp.partition)] = []
+        for tp in arriving:
+            self._prepare(tp.topic, tp.partition, seek=False)
+        log.info("assigned %s (%d kept with their state)", _names(partitions), len(kept))
+        self.on_change()
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            self.checkpoint.commit()  # the next owner starts where this worker stopped
+        except Rewind as exc:
+            log.warning("commit before revoking %s failed (%s): rewinding", _names(partitions), exc)
+            self._release(partitions)
+            self.rewind(exc)
+            return
+        # Kept until the new assignment is known: a partition handed back keeps its state.
+        ready = {(tp.topic, tp.partition) for tp in partitions} - set(self.assignment.preparing)
+        self._release([tp for tp in partitions if (tp.topic, tp.partition) not in ready])
+        self.parked = ready
+        self.assignment.held -= ready
+        self.waiting = {k: v for k, v in self.waiting.items() if k not in ready}
+        log.info("revoked %s", _names(partitions))
+        self.on_change()
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("lost %s (the group moved on without this worker): aborting the open transaction",
+                    _names(partitions))
+        self._release(partitions)
+        self.rewind(Rewind("partitions lost"))
+
+    # Rewinding.
+
+    def rewind(self, reason: Exception) -> None:
+        """Abort the open transaction; every held partition goes back to its committed offset and
+        state. When the broker cannot be reached to do so, it is tried again a second later."""
+        self.rewinds += 1
+        self.pending_rewind = None
+        log.warning("rewinding to the last committed transaction: %s", reason)
+        try:
+            try:
+                if not isinstance(reason, ProducerFenced):
+                    self.checkpoint.abort()
+            except ProducerFenced:
+                reason = ProducerFenced(str(reason))
+            if isinstance(reason, ProducerFenced):
+                self._replace_producer()
+            held = sorted(self.assignment.held)
+            self.waiting.clear()
+            self.deferred.clear()
+            self.consumer.pause([TopicPartition(t, p) for t, p in held])
+            for topic, partition in held:
+                self._forget_sources((topic, partition))
+                self.steps[topic].release(partition)
+            for topic, partition in held:
+                self._prepare(topic, partition, seek=True)
+        except KafkaException as exc:
+            log.warning("rewind not finished (%s); trying again", exc)
+            self.pending_rewind = (time.monotonic() + 1.0, reason)
+        self.on_change()
+
+    def _replace_producer(self) -> None:
+        self.checkpoint.offsets.clear()
+        self.checkpoint.begun_at = None
+        for store in self.checkpoint.stores:
+            store.forget_pending()
+        try:
+            self.checkpoint.producer.purge()
+        except Exception:
+            pass
+        self.checkpoint.producer = self.new_producer()
+
+    # One partition's life.
+
+    def _prepare(self, topic: str, partition: int, seek: bool) -> None:
+        """Read what the partition's step needs, then resume it (seek: at the committed offset)."""
+        key = (topic, partition)
+        self.assignment.held.add(key)
+        self.assignment.preparing[key] = []
+
+        def ready(source: Source) -> Callable[[], None]:
+            def done() -> None:
+                pending = self.assignment.preparing.get(key)
+                if pending is None or source not in pending:
+                    return
+                pending.remove(source)
+                if not pending:
+                    self._resume(topic, partition, seek)
+            return done
+
+        try:
+            sources = self.steps[topic].prepare(partition)
+            self.assignment.preparing[key] = list(sources)
+            self.assignment.sources[key] = list(sources)
+            for source in sources:
+                source.waiters.append(ready(source))
+                self.tables.add(source)
+        except KafkaException as exc:  # the broker cannot say where the partition ends: later
+            log.warning("cannot read what %s[%d] needs yet (%s); trying again", topic, partition, exc)
+            self._forget_sources(key)
+            self.steps[topic].release(partition)
+            self.deferred[key] = (time.monotonic() + 1.0, lambda: self._prepare(topic, partition, seek))
+            return
+        if not sources:
+            self._resume(topic, partition, seek)
+
+    def _resume(self, topic: str, partition: int, seek: bool) -> None:
+        key = (topic, partition)
+        if key not in self.assignment.held:
+            self.assignment.preparing.pop(key, None)
+            return
+        tp = TopicPartition(topic, partition)
+        if seek:  # back to the committed offset (none: the beginning)
+            try:
+                committed = self.consumer.committed([tp], timeout=OP_TIMEOUT)[0].offset
+            except KafkaException as exc:
+                log.warning("cannot ask the committed offset of %s[%d] (%s); trying again", topic, partition, exc)
+                self.assignment.preparing[key] = []
+                self.deferred[key] = (time.monotonic() + 1.0, lambda: self._resume(topic, partition, seek))
+                return
+            self.consumer.seek(TopicPartition(topic, partition, committed if committed >= 0 else OFFSET_BEGINNING))
+        self.assignment.preparing.pop(key, None)
+        if key not in self.waiting:
+            self.consumer.resume([tp])
+        log.info("%s[%d] ready", topic, partition)
+        self.on_change()
+
+    def _release(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self.assignment.held.discard(key)
+            self.waiting.pop(key, None)
+            self.deferred.pop(key, None)
+            self._forget_sources(key)
+            step = self.steps.get(tp.topic)
+            if step is not None:
+                step.release(tp.partition)
+            self.checkpoint.offsets.pop(key, None)
+
+    def _forget_sources(self, key: tuple[str, int]) -> None:
+        """Stop reading what a partition needed (a restore under way, a followed partition)."""
+        self.assignment.preparing.pop(key, None)
+        for source in self.assignment.sources.pop(key, []):
+            self.tables.remove(source.topic, source.partition)
+
+    def ready(self) -> list[tuple[str, int]]:
+        return sorted(k for k in self.assignment.held if k not in self.assignment.preparing)
+
+
+def _names(partitions: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

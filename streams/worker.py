@@ -1,0 +1,246 @@
+"""The worker's loop: take a batch, hand each partition's records to its step, commit on time.
+
+It runs in a thread of its own; the Faust app around it (fraud/worker.py) serves the ops API and
+runs the timers. One pass of the loop:
+  1. read what arrived on the followed topics (rules, terminal snapshots, the verdicts of the
+     feedback partitions held) and on the changelogs being restored (streams/tables.py);
+  2. take a batch from the group consumer: whatever has arrived, up to FRAUD_BATCH_MAX records,
+     waiting only while nothing has (and never past the next commit);
+  3. give each partition's records, in offset order, to the step of its topic: scoring
+     (streams/scoring.py), the feedback join (streams/feedback.py) or the terminal counts
+     (streams/terminals.py); each writes its outputs into the open transaction;
+  4. commit the transaction when FRAUD_COMMIT_INTERVAL_SECONDS have passed since it began
+     (streams/checkpoint.py).
+
+At start it waits for its dependencies (topics and schemas, the model, the transactional producer,
+the followed topics read to their end) and retries while any is unreachable: the API answers
+meanwhile, live but not ready, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from core.metrics import Metrics
+from core.settings import Settings
+from streams.checkpoint import (OP_TIMEOUT, Checkpoint, Partitions, Rewind, Step, call_transactional,
+                                consumer_config, failure_of, producer_config)
+from streams.state import Store
+from streams.tables import Source, TableReader
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 2.0
+LAG_EVERY_SECONDS = 2.0
+TICK_SECONDS = 1.0
+
+
+@dataclass
+class WorkerStatus:
+    """What the loop tells the ops API (written by the loop's thread, read by the API's)."""
+
+    phase: str = "starting"  # starting, running, stopping, stopped
+    waiting_for: str = ""  # the dependency not reachable yet, and why
+    followed_caught_up: bool = False
+    assigned: list = field(default_factory=list)  # (topic, partition) held
+    preparing: list = field(default_factory=list)  # (topic, partition) whose state is being read
+    lag: dict = field(default_factory=dict)  # transactions partition -> records behind
+    commits: int = 0
+    rewinds: int = 0
+
+
+class Worker:
+    def __init__(self, settings: Settings, steps: list[Step], stores: list[Store], followed: list[Source],
+                 metrics: Metrics, prepare: Callable[[], None], status: WorkerStatus | None = None):
+        self.settings = settings
+        self.steps = {step.topic: step for step in steps}
+        self.stores = stores
+        self.followed = followed
+        self.metrics = metrics
+        self.prepare = prepare  # topics, schemas, model: raises while a dependency is unreachable
+        self.status = status or WorkerStatus()
+        kafka = settings.kafka_bootstrap
+        self.transactional_id = f"{settings.app_id}-{settings.worker_id}"
+        self.tables = TableReader({"bootstrap.servers": kafka})
+        self.consumer: Consumer | None = None
+        self.checkpoint: Checkpoint | None = None
+        self.partitions: Partitions | None = None
+        self._lag_at = 0.0
+        self._tick_at = 0.0
+
+    # What the steps ask of the loop (bound before the loop starts).
+
+    def retry_later(self, topic: str, partition: int, offset: int) -> None:
+        self.partitions.retry_later(topic, partition, offset)
+
+    def start_offset_at(self, topic: str, partition: int, timestamp_ms: int) -> int:
+        return self.tables.start_offset_at(topic, partition, timestamp_ms)
+
+    # The loop.
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            if not self._start(stop):
+                return
+            self.status.phase = "running"
+            while not stop.is_set():
+                try:
+                    self._once()
+                    self.status.waiting_for = ""
+                except KafkaException as exc:  # the broker away or refusing: back to what was committed
+                    log.warning("kafka: %s; rewinding, then going on in %.0fs", exc, RETRY_SECONDS)
+                    self.status.waiting_for = f"kafka: {exc}"
+                    self.partitions.rewind(failure_of(exc, "loop"))
+                    stop.wait(RETRY_SECONDS)
+        finally:
+            self.status.phase = "stopping"
+            self._finish()
+            self.status.phase = "stopped"
+
+    def _start(self, stop: threading.Event) -> bool:
+        """Wait for every dependency, then join the group. False when stopped before."""
+        producer = None
+        while not stop.is_set():
+            try:
+                self.prepare()
+                producer = producer or self._new_producer()
+                sources = [s for s in self.followed]
+                for source in sources:
+                    if source.key not in self.tables.sources:
+                        self.tables.add(source)
+                self.tables.catch_up(sources, stop, timeout=120)
+                break
+            except Exception as exc:  # noqa: BLE001 - every dependency fails its own way; all wait
+                self.status.waiting_for = f"{type(exc).__name__}: {exc}"
+                log.error("not ready, retrying in %.0fs: %s", RETRY_SECONDS, self.status.waiting_for)
+                stop.wait(RETRY_SECONDS)
+        if stop.is_set():
+            return False
+        self.status.waiting_for = ""
+        self.status.followed_caught_up = True
+        s = self.settings
+        self.consumer = Consumer(consumer_config(s.kafka_bootstrap, s.app_id, s.session_timeout_ms))
+        self.checkpoint = Checkpoint(producer, self.consumer, self.stores, s.commit_interval_seconds)
+        self.partitions = Partitions(self.consumer, self.checkpoint, self.tables, self.steps, self._new_producer)
+        self.partitions.on_change = self._report_assignment
+        p = self.partitions
+        self.consumer.subscribe(sorted(self.steps), on_assign=p.on_assign, on_revoke=p.on_revoke,
+                                on_lost=p.on_lost)
+        log.info("worker %s consuming %s", s.worker_id, ", ".join(sorted(self.steps)))
+        return True
+
+    def _new_producer(self) -> Producer:
+        s = self.settings
+        producer = Producer(producer_config(s.kafka_bootstrap, self.transactional_id, s.transaction_timeout_ms))
+        # Fences this worker's previous incarnation and aborts what it left open.
+        call_transactional(producer.init_transactions, OP_TIMEOUT)
+        return producer
+
+    def _once(self) -> None:
+        now = time.monotonic()
+        self.partitions.run_timers(now)
+        restoring = self.tables.restoring()
+        if self.tables.sources:
+            self.tables.poll(max_records=50_000 if restoring else 10_000)
+        timeout = 0.005 if restoring else min(self.checkpoint.seconds_left(now), 0.1)
+        records = self._take(timeout)
+        if records:
+            self._process(records)
+        if self.checkpoint.due(time.monotonic()):
+            self._commit()
+        self.checkpoint.producer.poll(0)
+        if now - self._tick_at > TICK_SECONDS:
+            self._tick_at = now
+            self._tick()
+        if now - self._lag_at > LAG_EVERY_SECONDS:
+            self._lag_at = now
+            self._measure_lag()
+
+    def _take(self, timeout: float) -> list:
+        """What has arrived, up to batch_max records; waits up to `timeout` only while nothing has."""
+        batch_max = self.settings.batch_max
+        records = self.consumer.consume(batch_max, 0)
+        if not records:
+            first = self.consumer.poll(timeout)
+            if first is None:
+                return []
+            records = [first]
+        if len(records) < batch_max:
+            records += self.consumer.consume(batch_max - len(records), self.settings.batch_within_seconds)
+        return records
+
+    def _process(self, records: list) -> None:
+        batches: dict[tuple[str, int], list] = {}
+        for msg in records:
+            error = msg.error()
+            if error is not None:
+                if error.code() not in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+                    log.warning("consumer: %s", error)
+                continue
+            batches.setdefault((msg.topic(), msg.partition()), []).append(msg)
+        ready = self.partitions.assignment
+        for (topic, partition), batch in batches.items():
+            if (topic, partition) not in ready.held or (topic, partition) in ready.preparing:
+                continue  # handed over after it left or was paused: it is read again from its committed offset
+            try:
+                self.steps[topic].process(partition, batch, self.checkpoint)
+            except Rewind as exc:
+                self.partitions.rewind(exc)
+                return
+
+    def _tick(self) -> None:
+        for step in self.steps.values():
+            try:
+                step.tick(self.checkpoint)
+            except Rewind as exc:
+                self.partitions.rewind(exc)
+                return
+
+    def _commit(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.checkpoint.commit()
+        except Rewind as exc:
+            self.partitions.rewind(exc)
+            self.status.rewinds = self.partitions.rewinds
+            return
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self.status.commits = self.checkpoint.commits
+
+    def _measure_lag(self) -> None:
+        """Records behind the end of each transactions partition held (from the consumer's cached
+        watermarks: no request to the broker)."""
+        topic = self.settings.transactions_topic
+        held = [TopicPartition(t, p) for t, p in self.partitions.assignment.held if t == topic]
+        lag = {}
+        for tp in self.consumer.position(held) if held else []:
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                lag[tp.partition] = max(0, high - tp.offset)
+        for partition in set(self.status.lag) - set(lag):
+            self.metrics.lag.remove(str(partition))
+        for partition, behind in lag.items():
+            self.metrics.lag.labels(str(partition)).set(behind)
+        self.status.lag = lag
+
+    def _report_assignment(self) -> None:
+        a = self.partitions.assignment
+        self.status.assigned = sorted(a.held)
+        self.status.preparing = sorted(a.preparing)
+
+    def _finish(self) -> None:
+        """Commit what is open and leave the group (its partitions move to the others at once)."""
+        if self.consumer is not None:
+            try:
+                self._commit()
+                self.consumer.close()  # revokes everything first: nothing left open to commit
+            except Exception as exc:  # noqa: BLE001 - stopping: the next owner redoes what is uncommitted
+                log.warning("stopping: %s", exc)
+        if self.checkpoint is not None:
+            self.checkpoint.producer.flush(10)
+        self.tables.close()
