@@ -41,10 +41,8 @@ def top_reasons(
     order = np.argsort(-per_feature[rows, top], axis=1)
     top = top[rows, order]
     values, contribs = features[rows, top], per_feature[rows, top]
+    # Plain lists first: indexing numpy arrays element by element is the slow part.
     return [
-        [
-            {"feature": names[j], "value": float(v), "contribution": float(c)}
-            for j, v, c in zip(top_row, value_row, contrib_row)
-        ]
-        for top_row, value_row, contrib_row in zip(top, values, contribs)
+        [{"feature": names[j], "value": v, "contribution": c} for j, v, c in zip(top_row, value_row, contrib_row)]
+        for top_row, value_row, contrib_row in zip(top.tolist(), values.tolist(), contribs.tolist())
     ]
