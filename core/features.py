@@ -98,6 +98,13 @@ def _window(ring: array, first: int, last: int):
     return sum(ring[a:]) + sum(ring[:b])
 
 
+def _days(ring: array, first: int, last: int) -> array:
+    """The buckets of absolute indices first..last (inclusive, within the ring), in that order."""
+    size = len(ring)
+    a, b = first % size, last % size + 1
+    return ring[a:b] if a < b else ring[a:] + ring[:b]
+
+
 def _clear(ring: array, first: int, last: int) -> None:
     """Zero the buckets of absolute indices first..last (inclusive): the ring's head moved past them."""
     size = len(ring)
@@ -474,14 +481,19 @@ class TerminalCounts:
         day = timestamp_ms // DAY_MS
         if day == self._cached_day:
             return self._cached
+        # The days read, held and counted: from the longest window's first to its last (or the head).
+        first = max(day - TERMINAL_DELAY_DAYS - HISTORY_DAYS + 1, self._head - (TERMINAL_RING_DAYS - 1))
         last = min(day - TERMINAL_DELAY_DAYS, self._head)
-        oldest = self._head - (TERMINAL_RING_DAYS - 1)
         values: list[float] = []
-        for days in WINDOWS_DAYS:
-            first = max(day - TERMINAL_DELAY_DAYS - days + 1, oldest)
-            count = _window(self._transactions, first, last)
-            frauds = _window(self._frauds, first, last)
-            values += (float(count), min(1.0, frauds / count) if count else 0.0)
+        if first > last:
+            values = [0.0] * len(TERMINAL_FEATURE_NAMES)
+        else:
+            transactions = _days(self._transactions, first, last)
+            frauds = _days(self._frauds, first, last)
+            for days in WINDOWS_DAYS:
+                start = max(0, day - TERMINAL_DELAY_DAYS - days + 1 - first)
+                count = sum(transactions[start:])
+                values += (float(count), min(1.0, sum(frauds[start:]) / count) if count else 0.0)
         self._cached_day, self._cached = day, tuple(values)
         return self._cached
 
