@@ -84,20 +84,6 @@ def calendar_features(timestamp_ms: int) -> tuple[float, float]:
     return float(weekday >= 5), float(hour <= 6)
 
 
-def _window(ring: array, first: int, last: int):
-    """Sum of the buckets of absolute indices first..last (inclusive) of a ring indexed modulo its
-    length; the caller keeps the span within the ring."""
-    size = len(ring)
-    if first >= last:
-        return ring[first % size] if first == last else 0
-    if last - first + 1 >= size:
-        return sum(ring)
-    a, b = first % size, last % size + 1
-    if a < b:
-        return sum(ring[a:b])
-    return sum(ring[a:]) + sum(ring[:b])
-
-
 def _days(ring: array, first: int, last: int) -> array:
     """The buckets of absolute indices first..last (inclusive, within the ring), in that order."""
     size = len(ring)
