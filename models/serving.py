@@ -11,19 +11,25 @@ import logging
 import os
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
 
 from core.features import FEATURE_NAMES, attribute_matrix, attributes_of
+from models.trees import CompiledTrees
 
 log = logging.getLogger(__name__)
 
 
 class ModelUnavailable(Exception):
     """No model could be loaded from the registry nor from the local cache."""
+
+
+# Batches whose walk (rows x trees x depth) stays under this are scored by the compiled trees; larger
+# ones by XGBoost, whose fixed cost per call is then spread over enough rows to beat them.
+COMPILED_MAX_STEPS = 200_000
 
 
 @dataclass(frozen=True)
@@ -33,15 +39,31 @@ class LoadedModel:
     version: str
     source: str  # "registry" or "cache"
     run_id: str = ""
+    compiled: CompiledTrees | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        # Read once: the booster's own accessors cross into C and build the strings every time.
+        names = tuple(self.booster.feature_names or FEATURE_NAMES)
+        object.__setattr__(self, "_feature_names", names)
+        try:
+            attributes = attributes_of(names)
+        except ValueError:  # not one of ours (refused when loaded from the registry)
+            attributes = ()
+        object.__setattr__(self, "_attributes", attributes)
+        if self.compiled is None:
+            try:
+                object.__setattr__(self, "compiled", CompiledTrees.from_booster(self.booster))
+            except (ValueError, KeyError) as exc:  # a model the compiler does not read: XGBoost scores it
+                log.info("model %s v%s scored by XGBoost alone: %s", self.name, self.version, exc)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return tuple(self.booster.feature_names or FEATURE_NAMES)
+        return self._feature_names
 
     @property
     def attributes(self) -> tuple[str, ...]:
         """The upstream attribute keys this model reads after our features."""
-        return attributes_of(self.feature_names)
+        return self._attributes
 
     def matrix(self, rows: np.ndarray, transactions) -> np.ndarray:
         """This model's input: our feature rows, then the attributes it reads from the transactions."""
@@ -50,16 +72,31 @@ class LoadedModel:
         return np.hstack([rows, attribute_matrix(transactions, self.attributes)])
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """Fraud probabilities for a batch: one vectorised call."""
+        """Fraud probabilities for a batch."""
+        if self._compiled_for(features):
+            return self.compiled.scores(features)
         return self.booster.inplace_predict(features, validate_features=False).astype(np.float64)
 
-    def contributions(self, features: np.ndarray, exact: bool = False) -> np.ndarray:
-        """Per-feature log-odds contributions (last column: bias), one call per batch.
+    def explain(self, features: np.ndarray, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Fraud probabilities and per-feature log-odds contributions (last column: bias) of a batch.
 
-        The default is XGBoost's approximate (Saabas) attribution, which follows each row's path
-        through the trees; exact TreeSHAP costs far more per row (benchmarks/hot_path.py measures both).
+        The default attribution is XGBoost's approximate (Saabas) one, which follows each row's path
+        through the trees: small batches get both from one walk of the compiled trees
+        (models/trees.py), large ones from XGBoost, whose per-call cost is then spread over many rows.
+        Exact TreeSHAP (`exact`) always comes from XGBoost and costs far more per row.
         """
-        matrix = xgb.DMatrix(features, feature_names=list(self.feature_names))
+        if not exact and self._compiled_for(features):
+            return self.compiled.explain(features)
+        return self.scores(features), self.contributions(features, exact)
+
+    def _compiled_for(self, features: np.ndarray) -> bool:
+        trees = self.compiled
+        return trees is not None and len(features) * trees.n_trees * max(1, trees.depth) <= COMPILED_MAX_STEPS
+
+    def contributions(self, features: np.ndarray, exact: bool = False) -> np.ndarray:
+        """Per-feature log-odds contributions from XGBoost (last column: bias)."""
+        # One thread: building a DMatrix with all of them costs milliseconds for a single row here.
+        matrix = xgb.DMatrix(features, feature_names=list(self.feature_names), nthread=1)
         return self.booster.predict(matrix, pred_contribs=True, approx_contribs=not exact)
 
 
@@ -248,7 +285,8 @@ class ModelFollower:
             self.error = ""
             if current is not None and current.version == version:
                 if current.source == "cache":  # the registry is back: say so in health
-                    self.champion.swap(LoadedModel(current.booster, current.name, version, "registry", run_id))
+                    self.champion.swap(LoadedModel(current.booster, current.name, version, "registry", run_id,
+                                                   current.compiled))
                 return
             self._install(self.source.load_version(version, run_id))
         except Exception as exc:  # noqa: BLE001 - MLflow down or refusing: keep serving what is loaded
