@@ -96,10 +96,18 @@ class FeedbackStep:
     def held(self) -> int:
         return sum(len(v.rows) for v in self.verdicts.values())
 
-    def process(self, partition: int, records: list, checkpoint: Checkpoint) -> None:
+    def process(self, batches: dict[int, list], checkpoint: Checkpoint) -> None:
+        frauds: dict[int, list] = {}  # terminal partition -> fraud events, one record each
+        for partition, records in batches.items():
+            self._join_partition(partition, records, checkpoint, frauds)
+        encode = self.codecs["terminal_events"].encode
+        for terminal_part, items in frauds.items():
+            checkpoint.produce(self.topics["terminal_events"], encode({"transactions": [], "frauds": items}),
+                               partition=terminal_part)
+
+    def _join_partition(self, partition: int, records: list, checkpoint: Checkpoint, frauds: dict) -> None:
         verdicts = self.verdicts[partition]
         now_ms = int(time.time() * 1000)
-        frauds: dict[int, list] = {}
         for msg in records:
             try:
                 label = self.codecs["feedback"].decode(msg.value())
@@ -127,10 +135,6 @@ class FeedbackStep:
                 if fraud is not None:
                     frauds.setdefault(terminal_partition(fraud["terminal_id"], self.n_partitions), []).append(fraud)
             checkpoint.processed(self.topic, partition, msg.offset())
-        encode = self.codecs["terminal_events"].encode
-        for terminal_part, items in frauds.items():
-            checkpoint.produce(self.topics["terminal_events"], encode({"transactions": [], "frauds": items}),
-                               partition=terminal_part)
 
     def tick(self, checkpoint: Checkpoint) -> None:
         """Forget verdicts written before the horizon, about once a minute."""

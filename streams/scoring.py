@@ -1,17 +1,19 @@
 """Scoring: a partition's transactions in, their verdicts out.
 
-For each batch of one `transactions` partition:
+For each batch (the records of every `transactions` partition that arrived together):
   bytes -> decode and validate (a record that cannot be scored goes to the DLQ with its reason)
         -> features: the card's state (this partition's `cards` store), the terminal's daily counts
            (the snapshots every worker follows, streams/terminals.py)
-        -> score the whole batch with one model call (and the challenger's, in shadow)
+        -> score the whole batch, all partitions at once, with one walk of the model's trees (and
+           the challenger's, in shadow)
         -> decide (thresholds, then the hard rules) and explain (top reasons, one call per batch)
         -> encode -> `fraud-verdicts`, keyed by transaction id
   and the batch's (terminal, time) pairs go to `fraud-terminal-events`, one record per terminal
   partition, for the terminal counts. All of it joins the worker's open transaction with the records'
   offsets (streams/checkpoint.py).
 
-`score_batch` is the pure part: decoded transactions and state in, verdicts and state changes out.
+`score_batch` is the pure part (`feature_rows`, then `verdicts_for`): decoded transactions and state
+in, verdicts and state changes out.
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ def score_batch(transactions: Sequence[Mapping], cards: MutableMapping[str, Card
                 rules: Rules, thresholds: Thresholds, now_ms: int, exact_reasons: bool = False) -> Scored:
     """Verdicts for valid, decoded transactions, in order; each one's card state is read, then
     extended with it (so a card's later transaction in the batch sees the earlier one)."""
+    rows, changed = feature_rows(transactions, cards, terminals)
+    return Scored(verdicts_for(transactions, rows, model, challenger, rules, thresholds, now_ms, exact_reasons),
+                  changed)
+
+
+def feature_rows(transactions: Sequence[Mapping], cards: MutableMapping[str, CardState],
+                 terminals: Mapping[str, TerminalCounts]) -> tuple[np.ndarray, set[str]]:
+    """FEATURE_NAMES of each transaction, and the cards whose state they extended."""
     rows = np.empty((len(transactions), N_FEATURES), dtype=np.float64)
     changed = set()
     for i, txn in enumerate(transactions):
@@ -66,14 +76,21 @@ def score_batch(transactions: Sequence[Mapping], cards: MutableMapping[str, Card
         counts = terminals.get(txn["terminal_id"])
         rows[i] = (*card, *(counts.features(txn["timestamp"]) if counts is not None else NO_TERMINAL))
         changed.add(key)
+    return rows, changed
+
+
+def verdicts_for(transactions: Sequence[Mapping], rows: np.ndarray, model: LoadedModel,
+                 challenger: LoadedModel | None, rules: Rules, thresholds: Thresholds, now_ms: int,
+                 exact_reasons: bool = False) -> list[dict]:
+    """Score, decide and explain a batch with one model walk; one verdict dict per transaction."""
     matrix = model.matrix(rows, transactions)  # plus the upstream attributes the model reads
-    scores = model.scores(matrix)
+    scores, contributions = model.explain(matrix, exact=exact_reasons)
     decisions, fired = apply_rules(rules, transactions, decide(scores, thresholds))
     shadow: list = [None] * len(transactions)
     if challenger is not None:
         shadow = challenger.scores(challenger.matrix(rows, transactions)).tolist()
     names = model.feature_names
-    reasons = top_reasons(model.contributions(matrix, exact=exact_reasons), matrix, names)
+    reasons = top_reasons(contributions, matrix, names)
     verdicts = []
     for txn, score, decision, why, broken, shadow_score, row in zip(
             transactions, scores.tolist(), decisions.tolist(), reasons, fired, shadow, matrix.tolist()):
@@ -94,7 +111,7 @@ def score_batch(transactions: Sequence[Mapping], cards: MutableMapping[str, Card
             "terminal_id": txn["terminal_id"],
             "features": dict(zip(names, row)),
         })
-    return Scored(verdicts, changed)
+    return verdicts
 
 
 class ScoringStep:
@@ -146,61 +163,68 @@ class ScoringStep:
             for key in [k for k, state in cards.items() if (state.last_event_ms or 0) < latest - HISTORY_MS]:
                 self.cards.delete(partition, key)
 
-    def process(self, partition: int, records: list, checkpoint: Checkpoint) -> None:
+    def process(self, batches: dict[int, list], checkpoint: Checkpoint) -> None:
+        """Every partition's records of one batch, scored together: one model walk for all of them."""
         model = self.models.current
         if model is None:  # not ready: nothing is processed, the records come again
-            self.retry_later(self.topic, partition, records[0].offset())
+            for partition, records in batches.items():
+                self.retry_later(self.topic, partition, records[0].offset())
             return
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
-        self.metrics.consumed.inc(len(records))
         codec = self.codecs["transactions"]
-        accepted, transactions = [], []
-        for msg in records:
-            try:
-                txn = codec.decode(msg.value())
-                reason = invalid_transaction_reason(txn, now_ms=now_ms)
-            except RegistryUnavailable as exc:  # not the message's fault: it waits for the registry
-                log.error("schema registry unavailable; %s[%d] waits at offset %d: %s",
-                          self.topic, partition, msg.offset(), exc)
-                self._finish(partition, model, accepted, transactions, checkpoint, now_ms, started)
-                self.retry_later(self.topic, partition, msg.offset())
-                return
-            except CodecError as exc:
-                reason = str(exc)
-            if reason:
-                self._finish(partition, model, accepted, transactions, checkpoint, now_ms, started)
-                accepted, transactions = [], []
-                dead_letter(checkpoint, self.topics["dlq"], msg, reason, self.metrics)
-                checkpoint.processed(self.topic, partition, msg.offset())
-                continue
-            accepted.append(msg)
-            transactions.append(txn)
-        self._finish(partition, model, accepted, transactions, checkpoint, now_ms, started)
+        accepted, transactions, row_blocks, done = [], [], [], {}
+        for partition, records in batches.items():
+            self.metrics.consumed.inc(len(records))
+            valid_records, valid = [], []
+            for msg in records:
+                try:
+                    txn = codec.decode(msg.value())
+                    reason = invalid_transaction_reason(txn, now_ms=now_ms)
+                except RegistryUnavailable as exc:  # not the message's fault: it waits for the registry
+                    log.error("schema registry unavailable; %s[%d] waits at offset %d: %s",
+                              self.topic, partition, msg.offset(), exc)
+                    self.retry_later(self.topic, partition, msg.offset())
+                    break
+                except CodecError as exc:
+                    reason = str(exc)
+                if reason:
+                    dead_letter(checkpoint, self.topics["dlq"], msg, reason, self.metrics)
+                else:
+                    valid_records.append(msg)
+                    valid.append(txn)
+                done[partition] = msg.offset()
+            if valid:
+                rows, changed = feature_rows(valid, self.cards.partition(partition), self.terminals)
+                self.cards.changed(partition, changed)
+                latest = max(txn["timestamp"] for txn in valid)
+                if latest > self.latest.get(partition, 0):
+                    self.latest[partition] = latest
+                accepted += valid_records
+                transactions += valid
+                row_blocks.append(rows)
+        if transactions:
+            rows = row_blocks[0] if len(row_blocks) == 1 else np.vstack(row_blocks)
+            verdicts = verdicts_for(transactions, rows, model, self.challenger.current, self.rules.rules,
+                                    self.thresholds, now_ms, self.exact_reasons)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(transactions))
+            self._publish(model, accepted, transactions, verdicts, checkpoint, now_ms)
+        for partition, offset in done.items():
+            checkpoint.processed(self.topic, partition, offset)
 
-    def _finish(self, partition: int, model: LoadedModel, records: list, transactions: list,
-                checkpoint: Checkpoint, now_ms: int, started: float) -> None:
-        """Score, publish and mark processed a run of valid transactions (in offset order)."""
-        if not transactions:
-            return
-        cards = self.cards.partition(partition)
-        scored = score_batch(transactions, cards, self.terminals, model, self.challenger.current,
-                             self.rules.rules, self.thresholds, now_ms, self.exact_reasons)
-        self.cards.changed(partition, scored.changed_cards)
+    def _publish(self, model: LoadedModel, records: list, transactions: list, verdicts: list[dict],
+                 checkpoint: Checkpoint, now_ms: int) -> None:
+        """The verdicts, each keyed by its transaction id and naming its source record, and the
+        batch's (terminal, time) pairs, one record per terminal partition."""
         write = self._writer(model)
-        latest = max(txn["timestamp"] for txn in transactions)
-        if latest > self.latest.get(partition, 0):
-            self.latest[partition] = latest
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(len(transactions))
-        topic, worker = self.topics["verdicts"], self.worker
-        source_topic, source_partition = self.topic.encode(), b"%d" % partition
+        topic, worker, source_topic = self.topics["verdicts"], self.worker, self.topic.encode()
         latency = self.metrics.latency
         by_terminal_partition: dict[int, list] = {}
-        for msg, verdict, txn in zip(records, scored.verdicts, transactions):
+        for msg, verdict, txn in zip(records, verdicts, transactions):
             verdict["latency_ms"] = latency_ms = max(0.0, float(now_ms - msg.timestamp()[1]))
             checkpoint.produce(topic, write(verdict), verdict["transaction_id"].encode(), headers=[
-                ("source.topic", source_topic), ("source.partition", source_partition),
+                ("source.topic", source_topic), ("source.partition", b"%d" % msg.partition()),
                 ("source.offset", b"%d" % msg.offset()), ("scored.by", worker)])
             latency.observe(latency_ms)
             by_terminal_partition.setdefault(terminal_partition(txn["terminal_id"], self.n_partitions), []).append(
@@ -209,8 +233,7 @@ class ScoringStep:
         for terminal_part, items in by_terminal_partition.items():
             checkpoint.produce(self.topics["terminal_events"], events({"transactions": items, "frauds": []}),
                                partition=terminal_part)
-        checkpoint.processed(self.topic, partition, records[-1].offset())
-        self._count(model, scored.verdicts)
+        self._count(model, verdicts)
 
     def _writer(self, model: LoadedModel):
         """The verdict writer for this model's feature names (one per model version held)."""

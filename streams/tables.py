@@ -53,7 +53,9 @@ class TableReader:
     def __init__(self, config: dict, metadata_timeout: float = 10.0):
         settings = {**config, "group.id": f"fraud-tables-{uuid.uuid4()}", "enable.auto.commit": False,
                     "isolation.level": "read_committed", "auto.offset.reset": "earliest"}
-        self.consumer = Consumer({**settings, "enable.partition.eof": True})
+        # What it follows is not on the scoring path: fetches wait to fill up (fewer of them).
+        self.consumer = Consumer({**settings, "enable.partition.eof": True, "fetch.wait.max.ms": 200,
+                                  "fetch.min.bytes": 65_536})
         # Where partitions end or begin, asked on a connection of its own: the broker answers one
         # request per connection at a time, and the reading consumer's keeps a fetch waiting.
         self.offsets = Consumer(settings)

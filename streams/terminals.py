@@ -119,7 +119,11 @@ class TerminalStep:
         self.store.drop(partition)
         self.clocks.pop(partition, None)
 
-    def process(self, partition: int, records: list, checkpoint: Checkpoint) -> None:
+    def process(self, batches: dict[int, list], checkpoint: Checkpoint) -> None:
+        for partition, records in batches.items():
+            self._count(partition, records, checkpoint)
+
+    def _count(self, partition: int, records: list, checkpoint: Checkpoint) -> None:
         rows = self.store.partition(partition)
         clock = self.clocks.setdefault(partition, PartitionClock())
         now = now_ms()
