@@ -7,11 +7,13 @@ the transaction in. The stream keeps one per card (`to_bytes`/`from_bytes` for i
 replays each card's history through the very same class (`feature_matrix`), so a model sees in
 production exactly what it saw in training.
 
-Terminal features (the handbook's): the terminal's transactions on the w UTC days ending 7 days before
-the transaction's day, their count and the share of them labelled fraud; the 7-day delay is the time
-labels take to arrive. A `TerminalCounts` holds a terminal's transactions and frauds per day: the
-terminal agent adds to it, every scorer reads snapshots of it. Training computes the same numbers for a
-whole history at once (`terminal_matrix`).
+Terminal features (the handbook's, on a finer clock): the terminal's transactions in the w days
+(4*w buckets of 6 hours, UTC) that end 29 buckets before the transaction's own bucket, their count and
+the share of them labelled fraud. Labels take 7 days to arrive, and 29 buckets back is the nearest
+window end at which every transaction read is more than 7 days older than the one scored. A
+`TerminalCounts` holds a terminal's transactions and frauds per bucket: the terminal agent adds to it,
+every scorer reads snapshots of it. Training computes the same numbers for a whole history at once
+(`terminal_matrix`).
 """
 
 from __future__ import annotations
@@ -51,10 +53,17 @@ CUSTOMER_FEATURE_NAMES: tuple[str, ...] = (
     "distinct_terminals_1d",
 )
 N_CUSTOMER_FEATURES = len(CUSTOMER_FEATURE_NAMES)
-TERMINAL_DELAY_DAYS = 7
-# Days a terminal keeps: the 37 its features read, plus a margin for events that arrive late.
-TERMINAL_RING_DAYS = 45
-LOOKBACK_DAYS = TERMINAL_DELAY_DAYS + HISTORY_DAYS  # the oldest day any feature reads
+TERMINAL_DELAY_DAYS = 7  # a fraud label is known this long after its transaction
+TERMINAL_BUCKET_MS = 6 * HOUR_MS
+TERMINAL_BUCKETS_PER_DAY = DAY_MS // TERMINAL_BUCKET_MS
+# A terminal window ends this many buckets before the transaction's own: the fewest that keep every
+# transaction it reads more than 7 days older than the one scored, wherever in its bucket that falls.
+TERMINAL_DELAY_BUCKETS = TERMINAL_DELAY_DAYS * TERMINAL_BUCKETS_PER_DAY + 1
+# Buckets a terminal keeps (45 days): the 148 its features read, plus a margin for events that arrive late.
+TERMINAL_RING_BUCKETS = 45 * TERMINAL_BUCKETS_PER_DAY
+# The days before a transaction's day D that any feature reads: a terminal's 30-day window starts 148
+# buckets before the transaction's, on day D-37 at the earliest.
+LOOKBACK_DAYS = TERMINAL_DELAY_DAYS + HISTORY_DAYS
 TERMINAL_FEATURE_NAMES: tuple[str, ...] = tuple(
     f"terminal_{kind}_{days}d" for days in WINDOWS_DAYS for kind in ("nb_tx", "risk"))
 FEATURE_NAMES: tuple[str, ...] = CUSTOMER_FEATURE_NAMES + TERMINAL_FEATURE_NAMES
@@ -71,7 +80,7 @@ HANDBOOK_FEATURE_NAMES: tuple[str, ...] = tuple(
 HOURS_PER_DAY = 24
 if array("I").itemsize != 4 or array("q").itemsize != 8:
     raise ImportError("core.features needs 4-byte 'I' and 8-byte 'q' arrays")
-_LONGEST_RING = max(2 * HISTORY_DAYS, TERMINAL_RING_DAYS)
+_LONGEST_RING = max(2 * HISTORY_DAYS, TERMINAL_RING_BUCKETS)
 _ZEROS = {"I": array("I", bytes(4 * _LONGEST_RING)), "d": array("d", bytes(8 * _LONGEST_RING))}
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -84,7 +93,7 @@ def calendar_features(timestamp_ms: int) -> tuple[float, float]:
     return float(weekday >= 5), float(hour <= 6)
 
 
-def _days(ring: array, first: int, last: int) -> array:
+def _buckets(ring: array, first: int, last: int) -> array:
     """The buckets of absolute indices first..last (inclusive, within the ring), in that order."""
     size = len(ring)
     a, b = first % size, last % size + 1
@@ -418,74 +427,82 @@ class CardState:
         return state
 
 
-_NO_DAY = -1
-_TERMINAL_VERSION = 1
-_TERMINAL_HEADER = struct.Struct("<Bq")  # version, latest day
-TERMINAL_COUNTS_BYTES = _TERMINAL_HEADER.size + 2 * 4 * TERMINAL_RING_DAYS
+_NO_BUCKET = -1
+_TERMINAL_VERSION = 2
+_TERMINAL_HEADER = struct.Struct("<Bq")  # version, latest bucket
+TERMINAL_COUNTS_BYTES = _TERMINAL_HEADER.size + 2 * 4 * TERMINAL_RING_BUCKETS
+_WINDOWS_BUCKETS = tuple(days * TERMINAL_BUCKETS_PER_DAY for days in WINDOWS_DAYS)
 
 
 class TerminalCounts:
-    """A terminal's transactions and frauds per UTC day over the 45 days up to the latest day seen,
-    and its terminal features (TERMINAL_FEATURE_NAMES order).
+    """A terminal's transactions and frauds per 6-hour UTC bucket (t // 6 h) over the 45 days up to the
+    latest bucket seen, and its terminal features (TERMINAL_FEATURE_NAMES order).
 
-    The terminal agent adds to it; scorers read snapshots of it (`from_bytes`). The features of one day
-    are computed once and kept until the next `add`, so the many transactions of a terminal on one
-    day cost one lookup.
+    The terminal agent adds to it; scorers read snapshots of it (`from_bytes`). The features of one
+    bucket are computed once and kept until the next `add`, so the many transactions of a terminal in
+    six hours cost one lookup.
     """
 
-    __slots__ = ("_head", "_transactions", "_frauds", "_cached_day", "_cached")
+    __slots__ = ("_head", "_transactions", "_frauds", "_cached_bucket", "_cached")
 
     def __init__(self) -> None:
-        self._head = _NO_DAY
-        self._transactions = array("I", bytes(4 * TERMINAL_RING_DAYS))
-        self._frauds = array("I", bytes(4 * TERMINAL_RING_DAYS))
-        self._cached_day: int | None = None
+        self._head = _NO_BUCKET
+        # Built by repetition, the rings take no spare capacity (bytes would give them some).
+        self._transactions = array("I", (0,)) * TERMINAL_RING_BUCKETS
+        self._frauds = array("I", (0,)) * TERMINAL_RING_BUCKETS
+        self._cached_bucket: int | None = None
         self._cached: tuple[float, ...] = ()
 
     @property
     def last_day(self) -> int | None:
-        """The latest UTC day (epoch ms // 1 day) counted, or None for a terminal with none."""
-        return None if self._head == _NO_DAY else self._head
+        """The UTC day (epoch ms // 1 day) of the latest bucket counted, or None for a terminal with none."""
+        return None if self._head == _NO_BUCKET else self._head // TERMINAL_BUCKETS_PER_DAY
 
     def add(self, timestamp_ms: int, fraud: bool = False) -> None:
-        """Count a transaction at `timestamp_ms`, or with `fraud` the fraud label of one. A day older
-        than the 45 held counts nowhere."""
-        day = timestamp_ms // DAY_MS
+        """Count a transaction at `timestamp_ms`, or with `fraud` the fraud label of one. A bucket older
+        than the 180 held counts nowhere."""
+        bucket = timestamp_ms // TERMINAL_BUCKET_MS
         head = self._head
-        if day > head:
-            _clear(self._transactions, head + 1, day)
-            _clear(self._frauds, head + 1, day)
-            self._head = day
-        elif day <= head - TERMINAL_RING_DAYS:
+        if bucket > head:
+            _clear(self._transactions, head + 1, bucket)
+            _clear(self._frauds, head + 1, bucket)
+            self._head = bucket
+        elif bucket <= head - TERMINAL_RING_BUCKETS:
             return
-        (self._frauds if fraud else self._transactions)[day % TERMINAL_RING_DAYS] += 1
-        self._cached_day = None
+        (self._frauds if fraud else self._transactions)[bucket % TERMINAL_RING_BUCKETS] += 1
+        self._cached_bucket = None
 
     def features(self, timestamp_ms: int) -> tuple[float, ...]:
-        """Count and fraud share of the terminal's transactions on days d-7-w+1 .. d-7 (d the day of
-        `timestamp_ms`), for w in WINDOWS_DAYS; a share is 0 without transactions and at most 1."""
-        day = timestamp_ms // DAY_MS
-        if day == self._cached_day:
+        """Count and fraud share of the terminal's transactions in the 4*w buckets q-29-4w+1 .. q-29 (q the
+        bucket of `timestamp_ms`), for w in WINDOWS_DAYS: each of them more than 7 days before
+        `timestamp_ms`. A share is 0 without transactions and at most 1."""
+        bucket = timestamp_ms // TERMINAL_BUCKET_MS
+        if bucket == self._cached_bucket:
             return self._cached
-        # The days read, held and counted: from the longest window's first to its last (or the head).
-        first = max(day - TERMINAL_DELAY_DAYS - HISTORY_DAYS + 1, self._head - (TERMINAL_RING_DAYS - 1))
-        last = min(day - TERMINAL_DELAY_DAYS, self._head)
+        end = bucket - TERMINAL_DELAY_BUCKETS
+        # The buckets read, held and counted: from the longest window's first to its last (or the head).
+        first = max(end - _WINDOWS_BUCKETS[-1] + 1, self._head - (TERMINAL_RING_BUCKETS - 1))
+        last = min(end, self._head)
         values: list[float] = []
         if first > last:
             values = [0.0] * len(TERMINAL_FEATURE_NAMES)
         else:
-            transactions = _days(self._transactions, first, last)
-            frauds = _days(self._frauds, first, last)
-            for days in WINDOWS_DAYS:
-                start = max(0, day - TERMINAL_DELAY_DAYS - days + 1 - first)
-                count = sum(transactions[start:])
-                values += (float(count), min(1.0, sum(frauds[start:]) / count) if count else 0.0)
-        self._cached_day, self._cached = day, tuple(values)
+            transactions = _buckets(self._transactions, first, last)
+            frauds = _buckets(self._frauds, first, last)
+            count = fraud_count = 0
+            stop = len(transactions)
+            for buckets in _WINDOWS_BUCKETS:  # shortest first: each window adds the buckets before the last
+                start = max(0, end - buckets + 1 - first)
+                count += sum(transactions[start:stop])
+                fraud_count += sum(frauds[start:stop])
+                stop = min(stop, start)
+                values += (float(count), min(1.0, fraud_count / count) if count else 0.0)
+        self._cached_bucket, self._cached = bucket, tuple(values)
         return self._cached
 
     def to_bytes(self) -> bytes:
-        """The counts in TERMINAL_COUNTS_BYTES bytes, little-endian: version, latest day, then the
-        transactions and the frauds per day as uint32."""
+        """The counts in TERMINAL_COUNTS_BYTES bytes, little-endian: version, latest bucket (int64), then
+        the transactions and the frauds per bucket as uint32, in ring order (bucket modulo 180)."""
         return (_TERMINAL_HEADER.pack(_TERMINAL_VERSION, self._head)
                 + _little_endian(self._transactions) + _little_endian(self._frauds))
 
@@ -497,19 +514,19 @@ class TerminalCounts:
                              f"bytes): {len(data)} bytes starting {bytes(data[:4])!r}")
         counts = cls()
         counts._head = _TERMINAL_HEADER.unpack_from(data)[1]
-        at, size = _TERMINAL_HEADER.size, 4 * TERMINAL_RING_DAYS
-        counts._transactions = _from_little_endian("I", data[at: at + size])
-        counts._frauds = _from_little_endian("I", data[at + size: at + 2 * size])
+        at, size = _TERMINAL_HEADER.size, 4 * TERMINAL_RING_BUCKETS
+        counts._transactions[:] = _from_little_endian("I", data[at: at + size])
+        counts._frauds[:] = _from_little_endian("I", data[at + size: at + 2 * size])
         return counts
 
 
-_TERMINAL_KEY_STRIDE = 1 << 32  # terminal code * stride + day: one sorted key space, terminals apart
+_TERMINAL_KEY_STRIDE = 1 << 32  # terminal code * stride + bucket: one sorted key space, terminals apart
 
 
 def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: Sequence[int]) -> np.ndarray:
     """TERMINAL_FEATURE_NAMES of each row of a labelled history (rows in the order given): what
     `TerminalCounts.features` gives for it once the terminal's transactions and fraud labels (`labels`,
-    1 for fraud) up to it have been added in event-time order. Integer counts per (terminal, day) and
+    1 for fraud) up to it have been added in event-time order. Integer counts per (terminal, bucket) and
     their cumulative sums give every window at once, the same numbers bit for bit."""
     n = len(timestamps)
     out = np.zeros((n, len(TERMINAL_FEATURE_NAMES)), dtype=np.float64)
@@ -517,15 +534,15 @@ def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: S
         return out
     codes: dict = {}
     code = np.fromiter((codes.setdefault(t, len(codes)) for t in terminal_ids), dtype=np.int64, count=n)
-    keys = code * _TERMINAL_KEY_STRIDE + np.asarray(timestamps, dtype=np.int64) // DAY_MS
+    keys = code * _TERMINAL_KEY_STRIDE + np.asarray(timestamps, dtype=np.int64) // TERMINAL_BUCKET_MS
     unique_keys, inverse = np.unique(keys, return_inverse=True)
     fraud = np.asarray(labels).astype(bool)
     cumulative_transactions = np.concatenate(([0], np.cumsum(np.bincount(inverse, minlength=len(unique_keys)))))
     cumulative_frauds = np.concatenate(([0], np.cumsum(np.bincount(inverse[fraud], minlength=len(unique_keys)))))
-    last = keys - TERMINAL_DELAY_DAYS
+    last = keys - TERMINAL_DELAY_BUCKETS
     up_to_last = np.searchsorted(unique_keys, last, side="right")
-    for column, days in enumerate(WINDOWS_DAYS):
-        before_first = np.searchsorted(unique_keys, last - days, side="right")
+    for column, buckets in enumerate(_WINDOWS_BUCKETS):
+        before_first = np.searchsorted(unique_keys, last - buckets, side="right")
         count = cumulative_transactions[up_to_last] - cumulative_transactions[before_first]
         frauds = cumulative_frauds[up_to_last] - cumulative_frauds[before_first]
         out[:, 2 * column] = count
@@ -570,8 +587,8 @@ def feature_matrix(transactions: Sequence[Mapping], labels: Sequence[int], attri
 
     Give the transactions in event-time order (the order the stream would see them): each card's are
     replayed through a `CardState` as the stream does. `labels` (1 for fraud) feed the terminal risks,
-    which only read days at least 7 days old (`terminal_matrix`). `progress`, when given, hears how many
-    card rows are done: a callable(done, total), or a tqdm-like bar (its `update(n)`).
+    which only read transactions more than 7 days old (`terminal_matrix`). `progress`, when given, hears
+    how many card rows are done: a callable(done, total), or a tqdm-like bar (its `update(n)`).
     """
     n = len(transactions)
     # One flat array of doubles: no list per row outlives its row, so the garbage collector has

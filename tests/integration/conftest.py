@@ -125,8 +125,8 @@ def card_count(state: CardState) -> int:
 
 def terminal_count(counts: TerminalCounts) -> int:
     """How many transactions a terminal's counts hold over its last 30 days: the 30-day count a
-    transaction a week after them reads."""
-    at = (counts.last_day + TERMINAL_DELAY_DAYS) * DAY_MS
+    transaction at the start of the 8th day after the latest reads (its window ends with that day)."""
+    at = (counts.last_day + TERMINAL_DELAY_DAYS + 1) * DAY_MS
     return int(counts.features(at)[TERMINAL_FEATURE_NAMES.index("terminal_nb_tx_30d")])
 
 

@@ -2,15 +2,16 @@
 
 import math
 import statistics
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from core.features import (CARD_STATE_BYTES, CUSTOMER_FEATURE_NAMES, DAY_MS, FEATURE_NAMES, HOUR_MS,
-                           NO_PREVIOUS_SECONDS, TERMINAL_COUNTS_BYTES, TERMINAL_FEATURE_NAMES, CardState,
-                           TerminalCounts, attributes_of, calendar_features, feature_matrix,
-                           invalid_transaction_reason, model_feature_names, terminal_matrix)
+                           NO_PREVIOUS_SECONDS, TERMINAL_BUCKET_MS, TERMINAL_COUNTS_BYTES, TERMINAL_FEATURE_NAMES,
+                           TERMINAL_RING_BUCKETS, CardState, TerminalCounts, attributes_of, calendar_features,
+                           feature_matrix, invalid_transaction_reason, model_feature_names, terminal_matrix)
 
 T0 = 1_522_540_800_000  # 2018-04-01 00:00 UTC, a Sunday
 MINUTE_MS = 60_000
@@ -236,77 +237,175 @@ def test_an_empty_card_state_has_no_last_event():
     assert CardState.from_bytes(CardState().to_bytes()).last_event_ms is None
 
 
-def terminal_row(times_days, fraud_days, now_days):
+def terminal_row(times_hours, fraud_hours, now_hours):
     counts = TerminalCounts()
-    for d in times_days:
-        counts.add(T0 + round(d * DAY_MS))
-    for d in fraud_days:
-        counts.add(T0 + round(d * DAY_MS), fraud=True)
-    return dict(zip(TERMINAL_FEATURE_NAMES, counts.features(T0 + round(now_days * DAY_MS))))
+    for h in times_hours:
+        counts.add(T0 + round(h * HOUR_MS))
+    for h in fraud_hours:
+        counts.add(T0 + round(h * HOUR_MS), fraud=True)
+    return dict(zip(TERMINAL_FEATURE_NAMES, counts.features(T0 + round(now_hours * HOUR_MS))))
 
 
+# T0 starts a 6-hour bucket. From hour 192 (day 8) to hour 198 the windows end with hour 24 (29 buckets
+# back): the 1-day window is day 0, the 7-day one days -6..0, the 30-day one days -29..0.
 @pytest.mark.parametrize("times, frauds, now, expected", [
-    # on day 7 the windows end with day 0 (the 7-day label delay): later days do not count
-    ([1, 2, 7], [1], 7.5, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_30d": 0, "terminal_risk_30d": 0}),
-    ([0.0], [], 7.999, {"terminal_nb_tx_1d": 1, "terminal_risk_1d": 0}),
-    ([0.999], [], 7.0, {"terminal_nb_tx_1d": 1}),          # whole days: hours apart do not matter
-    ([0.5], [0.5], 7.5, {"terminal_nb_tx_1d": 1, "terminal_risk_1d": 1.0, "terminal_risk_7d": 1.0}),
-    ([-0.001], [], 7.0, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_7d": 1}),
-    ([-6.0], [], 7.5, {"terminal_nb_tx_7d": 1}),            # day -6: the 7-day window's first
-    ([-6.001], [], 7.5, {"terminal_nb_tx_7d": 0, "terminal_nb_tx_30d": 1}),
-    ([0.5, 0.6, 6.0], [0.6], 7.6, {"terminal_nb_tx_1d": 2, "terminal_risk_1d": 0.5,
-                                    "terminal_nb_tx_7d": 2}),  # day 6 is inside the delay
-    ([-29, -22.5, -10, 0], [-22.5, -10], 7.5, {"terminal_nb_tx_30d": 4, "terminal_risk_30d": 0.5,
-                                                "terminal_nb_tx_7d": 1, "terminal_risk_7d": 0.0}),
-    ([-29.0], [-29.0], 7.5, {"terminal_nb_tx_30d": 1, "terminal_risk_30d": 1.0}),  # day -29: the first
-    ([-29.001], [-29.001], 7.5, {"terminal_nb_tx_30d": 0, "terminal_risk_30d": 0.0}),
+    ([0.0, 23.999], [], 192, {"terminal_nb_tx_1d": 2, "terminal_risk_1d": 0}),
+    ([30, 100, 191.9], [30], 192, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_30d": 0, "terminal_risk_30d": 0}),
+    ([18.0], [], 197.999, {"terminal_nb_tx_1d": 1}),           # hours apart in one bucket do not matter
+    ([24.0], [], 197.999, {"terminal_nb_tx_1d": 0}),           # the next bucket is read from hour 198...
+    ([24.0], [], 198.0, {"terminal_nb_tx_1d": 1}),             # ...where the 1-day window moves on 6 hours
+    ([0.0], [], 198.0, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_7d": 1}),
+    ([-0.001], [], 192, {"terminal_nb_tx_1d": 0, "terminal_nb_tx_7d": 1}),
+    ([-144.0], [], 192, {"terminal_nb_tx_7d": 1}),             # hour -144: the 7-day window's first
+    ([-144.001], [], 192, {"terminal_nb_tx_7d": 0, "terminal_nb_tx_30d": 1}),
+    ([1, 2, 3, 20], [2, 20], 192, {"terminal_nb_tx_1d": 4, "terminal_risk_1d": 0.5}),
+    ([-696, -540, -240, 0], [-540, -240], 192, {"terminal_nb_tx_30d": 4, "terminal_risk_30d": 0.5,
+                                                 "terminal_nb_tx_7d": 1, "terminal_risk_7d": 0.0}),
+    ([-696.0], [-696.0], 192, {"terminal_nb_tx_30d": 1, "terminal_risk_30d": 1.0}),  # the 30-day first
+    ([-696.001], [-696.001], 192, {"terminal_nb_tx_30d": 0, "terminal_risk_30d": 0.0}),
     # a fraud label whose transaction is unknown cannot push the risk above 1
-    ([0.5], [0.5, 0.5], 7.5, {"terminal_risk_1d": 1.0}),
-    ([], [0.5], 7.5, {"terminal_nb_tx_1d": 0, "terminal_risk_1d": 0.0}),
+    ([12], [12, 12], 192, {"terminal_risk_1d": 1.0}),
+    ([], [12], 192, {"terminal_nb_tx_1d": 0, "terminal_risk_1d": 0.0}),
 ])
-def test_terminal_features_count_whole_days_behind_the_label_delay(times, frauds, now, expected):
+def test_terminal_features_count_6_hour_buckets_ending_29_buckets_back(times, frauds, now, expected):
     row = terminal_row(times, frauds, now)
     for name, value in expected.items():
         assert row[name] == value, name
 
 
-def test_terminal_counts_forget_days_older_than_the_45_they_hold():
+WEEK_MS = 7 * DAY_MS
+
+
+@pytest.mark.parametrize("into_bucket", [0, 1, HOUR_MS, 6 * HOUR_MS - 1])  # where t falls in its bucket
+@pytest.mark.parametrize("age, counted", [
+    (6 * DAY_MS + 23 * HOUR_MS, False),
+    (WEEK_MS, False),              # exactly 7 days: its bucket is t's 28 back, one the windows do not read
+    (WEEK_MS + 6 * HOUR_MS, True),  # 7 days and one bucket: read wherever t falls in its bucket
+    (8 * DAY_MS, True),
+])
+def test_terminal_features_read_no_label_of_a_transaction_7_days_old_or_newer(into_bucket, age, counted):
+    t = at(40, 6) + into_bucket
+    counts = TerminalCounts()
+    counts.add(t - age)
+    counts.add(t - age, fraud=True)
+    expected = (1.0, 1.0) * 3 if counted else (0.0,) * 6
+    assert counts.features(t) == expected
+
+
+@pytest.mark.parametrize("into_bucket, age, counted", [
+    (0, WEEK_MS + 1, True),                          # t at its bucket's start: anything older than 7 days
+    (6 * HOUR_MS - 1, WEEK_MS + 6 * HOUR_MS - 1, False),  # t at its bucket's end: older than 7 days and 6 hours
+    (6 * HOUR_MS - 1, WEEK_MS + 6 * HOUR_MS, True),
+])
+def test_terminal_features_read_only_transactions_more_than_7_days_old_at_the_bucket_edges(
+        into_bucket, age, counted):
+    t = at(40, 6) + into_bucket
+    counts = TerminalCounts()
+    counts.add(t - age)
+    assert counts.features(t)[0] == (1.0 if counted else 0.0)
+
+
+def test_dropping_the_events_of_the_last_7_days_leaves_the_terminal_features_unchanged():
+    rng = np.random.default_rng(11)
+    for t in rng.integers(at(40), at(41), 50).tolist():
+        everything, older = TerminalCounts(), TerminalCounts()
+        times = rng.integers(t - 40 * DAY_MS, t + DAY_MS, 300).tolist()
+        frauds = rng.random(300) < 0.3
+        for s, fraud in sorted(zip(times, frauds.tolist())):
+            for counts in (everything, older) if t - s > WEEK_MS else (everything,):
+                counts.add(s)
+                if fraud:
+                    counts.add(s, fraud=True)
+        assert everything.features(t) == older.features(t)
+        assert everything.features(t)[4] > 0  # the 30-day window did read something
+
+
+def test_terminal_counts_forget_buckets_older_than_the_180_they_hold():
     counts = TerminalCounts()
     counts.add(at(0))
-    counts.add(at(44))
-    assert counts.features(at(7))[0] == 1.0       # day 0 is still held...
+    counts.add(at(44, 18))                        # the 180th bucket from day 0's first
+    assert counts.features(at(8))[0] == 1.0       # day 0 is still held...
     counts.add(at(45))
-    assert counts.features(at(7))[0] == 0.0       # ...and no longer: day 45 took its bucket
-    counts.add(at(0), fraud=True)                 # a label for a day no longer held counts nowhere
-    assert counts.features(at(7)) == (0.0,) * 6
+    assert counts.features(at(8))[0] == 0.0       # ...and its first bucket no longer: day 45 took it
+    counts.add(at(0), fraud=True)                 # a label for a bucket no longer held counts nowhere
+    assert counts.features(at(8)) == (0.0,) * 6
     assert counts.last_day == at(45) // DAY_MS
 
 
-def test_terminal_features_of_a_day_are_reused_until_the_next_add():
+def test_terminal_features_of_a_bucket_are_reused_until_the_next_add():
     counts = TerminalCounts()
     counts.add(at(0))
-    first = counts.features(at(7, 1))
-    assert counts.features(at(7, 23)) is first
+    first = counts.features(at(8, 0))
+    assert counts.features(at(8, 5, 59)) is first
+    assert counts.features(at(8, 6)) is not first and counts.features(at(8, 6))[2:] == first[2:]
     counts.add(at(0), fraud=True)
-    assert counts.features(at(7, 23)) == (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    assert counts.features(at(8, 5, 59)) == (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+
+def test_a_terminal_s_last_day_is_the_day_of_its_latest_bucket():
+    counts = TerminalCounts()
+    assert counts.last_day is None
+    counts.add(at(3, 23, 59))
+    counts.add(at(1, 2), fraud=True)
+    assert counts.last_day == at(3) // DAY_MS
 
 
 def test_terminal_counts_read_back_from_their_bytes_are_the_same():
     counts = TerminalCounts()
-    for day in range(50):
-        for _ in range(day % 4):
-            counts.add(at(day, 12))
-        if day % 5 == 0:
-            counts.add(at(day, 12), fraud=True)
+    for hour in range(0, 50 * 24, 5):
+        for _ in range(hour % 4):
+            counts.add(at(0, hour))
+        if hour % 25 == 0:
+            counts.add(at(0, hour), fraud=True)
     data = counts.to_bytes()
     copy = TerminalCounts.from_bytes(data)
-    assert len(data) == TERMINAL_COUNTS_BYTES and data[0] == 1 and copy.to_bytes() == data
+    assert len(data) == TERMINAL_COUNTS_BYTES and data[0] == 2 and copy.to_bytes() == data
     assert copy.last_day == counts.last_day == at(49) // DAY_MS
-    for day in range(40, 60):
-        assert copy.features(at(day)) == counts.features(at(day))
+    for hour in range(40 * 24, 60 * 24, 3):
+        assert copy.features(at(0, hour)) == counts.features(at(0, hour))
     assert TerminalCounts.from_bytes(TerminalCounts().to_bytes()).last_day is None
+
+
+def test_terminal_counts_bytes_are_a_version_the_latest_bucket_and_two_rings_of_uint32():
+    counts = TerminalCounts()
+    counts.add(T0 + 1)  # bucket 70488, the ring's 108th
+    counts.add(T0 + 2)
+    counts.add(T0 + 3, fraud=True)
+    data = counts.to_bytes()
+    assert TERMINAL_BUCKET_MS == 21_600_000 and TERMINAL_RING_BUCKETS == 180
+    assert TERMINAL_COUNTS_BYTES == 1 + 8 + 2 * 4 * 180 == len(data)
+    assert data[:9] == bytes.fromhex("02" "5813010000000000")
+    transactions, frauds = data[9: 9 + 720], data[9 + 720:]
+    assert transactions == bytes(4 * 108) + bytes.fromhex("02000000") + bytes(4 * 71)
+    assert frauds == bytes(4 * 108) + bytes.fromhex("01000000") + bytes(4 * 71)
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    bytes.fromhex("01") + bytes(8 + 2 * 4 * 45),         # the daily counts of version 1
+    bytes.fromhex("01") + bytes(TERMINAL_COUNTS_BYTES - 1),
+    TerminalCounts().to_bytes()[:-4],
+    TerminalCounts().to_bytes() + bytes(4),
+])
+def test_bytes_that_are_not_terminal_counts_are_refused(data):
     with pytest.raises(ValueError, match="not terminal counts"):
-        TerminalCounts.from_bytes(data[:-4])
+        TerminalCounts.from_bytes(data)
+
+
+def test_a_terminal_s_counts_take_the_same_space_whatever_its_volume():
+    busy, quiet = TerminalCounts(), TerminalCounts()
+    for i in range(200_000):  # 46 days, one every 20 seconds, one in 50 a fraud
+        busy.add(at(0) + i * 20_000)
+        if i % 50 == 0:
+            busy.add(at(0) + i * 20_000, fraud=True)
+    quiet.add(at(46))
+    for counts in (busy, quiet):
+        assert len(counts.to_bytes()) == TERMINAL_COUNTS_BYTES <= 1500
+        in_memory = sys.getsizeof(counts) + sum(sys.getsizeof(getattr(counts, name))
+                                                for name in ("_transactions", "_frauds"))
+        assert in_memory <= 1700
+    assert sys.getsizeof(TerminalCounts.from_bytes(busy.to_bytes())._transactions) == 80 + 4 * 180
+    assert busy.features(at(46, 12))[4:] == (30 * 24 * 180, 0.02)
 
 
 def test_terminal_matrix_keeps_terminals_apart_and_rows_in_the_order_given():
@@ -342,7 +441,7 @@ def test_feature_matrix_is_bit_for_bit_what_the_stream_computes_event_by_event()
         terminal = terminals.setdefault(record["terminal_id"], TerminalCounts())
         row = card.features_then_add(record) + list(terminal.features(record["timestamp"]))
         terminal.add(record["timestamp"])
-        if label:  # the fraud label: in the stream it arrives later, but before any window reads its day
+        if label:  # the fraud label: in the stream it arrives later, but before any window reads its bucket
             terminal.add(record["timestamp"], fraud=True)
         assert np.array_equal(np.asarray(row).view(np.int64), batch[i].view(np.int64)), i
     assert batch[:, FEATURE_NAMES.index("terminal_risk_30d")].max() > 0
@@ -370,13 +469,15 @@ def test_featurises_a_history_in_which_one_card_has_100_000_transactions_and_one
     card_rows = np.flatnonzero(cards == "C-busy")
     last = X[card_rows[-1]]
     days = times // DAY_MS
+    buckets = times // TERMINAL_BUCKET_MS
     assert last[FEATURE_NAMES.index("customer_nb_tx_30d")] == n_card
     assert last[FEATURE_NAMES.index("customer_nb_tx_7d")] == (days[card_rows] > days[card_rows[-1]] - 7).sum()
     assert last[FEATURE_NAMES.index("customer_avg_amount_30d")] == pytest.approx(amounts[card_rows].mean())
     assert last[FEATURE_NAMES.index("distinct_terminals_1d")] == 16
     terminal_rows = np.flatnonzero(terminals == "T-busy")
     final = terminal_rows[-1]
-    window = (days[terminal_rows] <= days[final] - 7) & (days[terminal_rows] > days[final] - 7 - 30)
+    end = buckets[final] - 29
+    window = (buckets[terminal_rows] <= end) & (buckets[terminal_rows] > end - 120)
     assert X[final, FEATURE_NAMES.index("terminal_nb_tx_30d")] == window.sum()
     assert X[final, FEATURE_NAMES.index("terminal_risk_30d")] == labels[terminal_rows][window].sum() / window.sum()
     assert np.isfinite(X).all()

@@ -13,7 +13,8 @@ from streams.rules import Rules
 from streams.scoring import score_batch
 
 T0 = 1_700_000_000_000
-DAY = 86_400_000
+HOUR = 3_600_000
+DAY = 24 * HOUR
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +55,13 @@ def test_a_card_s_later_transaction_in_the_batch_sees_the_earlier_one_and_the_st
     assert again.verdicts[0]["features"]["customer_nb_tx_1d"] == 3.0
 
 
-def test_a_terminal_s_published_counts_feed_its_features_a_week_later(model):
+def test_a_terminal_s_published_counts_feed_its_features_a_week_and_six_hours_later(model):
     counts = TerminalCounts()
     for k in range(4):
         counts.add(T0 + k, fraud=False)
     counts.add(T0, fraud=True)
-    scored = score_batch([txn(0, at=T0 + 7 * DAY)], {}, {"T1": counts}, model, None, Rules(), Thresholds(), T0)
+    later = txn(0, at=T0 + 7 * DAY + 6 * HOUR)
+    scored = score_batch([later], {}, {"T1": counts}, model, None, Rules(), Thresholds(), T0)
     features = scored.verdicts[0]["features"]
     assert features["terminal_nb_tx_1d"] == 4.0 and features["terminal_risk_1d"] == 0.25
     unknown = score_batch([txn(1, terminal="T-NEW")], {}, {"T1": counts}, model, None, Rules(), Thresholds(), T0)
