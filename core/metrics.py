@@ -41,6 +41,8 @@ class Metrics:
             "fraud_terminal_events", "Scored transactions and fraud labels added to terminal counts", ["kind"],
             registry=r)
         self.lag = Gauge("fraud_consumer_lag", "Messages behind the end of the partition", ["partition"], registry=r)
+        self.state_keys = Gauge("fraud_state_keys", "Keys held in a store (cards, terminals) by this worker",
+                                ["store"], registry=r)
         self.model_version = Gauge("fraud_model_version", "Version of the live model", ["model"], registry=r)
         self.challenger_scored = Counter("fraud_challenger_scored", "Transactions scored in shadow",
                                          ["model_version"], registry=r)

@@ -1,10 +1,11 @@
 """Exactly-once: what one Kafka transaction holds, when it commits, and what happens when it cannot.
 
-A worker has one consumer in the group (read_committed, offsets never auto-committed) and one
-transactional producer. Everything the worker writes — verdicts, dead letters, terminal events,
-labelled examples, terminal snapshots and its stores' changelog records — goes into the open
-transaction, and so do the offsets of the records whose processing wrote it. The transaction commits
-every `interval` seconds (FRAUD_COMMIT_INTERVAL_SECONDS), between two batches, in these steps:
+A worker has one consumer in the group (read_committed, offsets never auto-committed) and two
+transactional producers that take turns (`Checkpoint`). Everything the worker writes — verdicts, dead
+letters, terminal events, labelled examples, terminal snapshots and its stores' changelog records —
+goes into the open transaction, and so do the offsets of the records whose processing wrote it. The
+transaction commits every `interval` seconds (FRAUD_COMMIT_INTERVAL_SECONDS), between two batches, in
+these steps, the last two in a thread while the next batches go into the other producer's transaction:
 
   1. each store writes one changelog record per key changed since the last commit;
   2. the offsets processed (last offset + 1 per partition) join the transaction, with the consumer's
@@ -16,8 +17,8 @@ Either all of a transaction is visible to read_committed consumers — its outpu
 its offsets — or none of it is. When a commit or a write fails in a way that aborts the transaction
 (the broker away longer than the transaction timeout, say), the worker rewinds rather than stops:
 every partition it holds goes back to its committed offset and its state to the committed changelog,
-and the records are processed again (`Rewind`). A producer that the broker has fenced (another worker
-now holds the transactional id) is replaced before the rewind.
+and the records are processed again (`Rewind`). Producers that the broker has fenced (another worker
+now holds the transactional id) are replaced before the rewind.
 
 Partitions come and go with the group. The range assignor gives each worker an even share of every
 input topic (what a worker does is then proportional to its share of the traffic). Before
@@ -37,6 +38,7 @@ transaction) are simply stepped over: the committed offset is the last processed
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
@@ -100,10 +102,9 @@ def consumer_config(bootstrap: str, group_id: str, session_timeout_ms: int = 10_
 
 
 def producer_config(bootstrap: str, transactional_id: str, transaction_timeout_ms: int = 10_000,
-                    linger_ms: float = 50.0) -> dict:
-    """The worker's transactional producer. Nothing it writes is visible before the transaction
-    commits, and a commit sends what is waiting at once; lingering for half a commit interval
-    sends fewer, larger requests at no cost in latency."""
+                    linger_ms: float = 5.0) -> dict:
+    """The worker's transactional producer. A short linger gathers a batch's records into few
+    requests, and leaves little unsent for a commit to wait for."""
     return {
         "bootstrap.servers": bootstrap,
         "transactional.id": transactional_id,
@@ -117,17 +118,33 @@ def producer_config(bootstrap: str, transactional_id: str, transaction_timeout_m
     }
 
 
-@dataclass
 class Checkpoint:
-    """The open Kafka transaction: outputs, offsets processed, and the stores whose changes it takes."""
+    """The open Kafka transaction: outputs, offsets processed, and the stores whose changes it takes.
 
-    producer: Producer
-    consumer: Consumer
-    stores: list[Store]
-    interval: float
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> last processed
-    begun_at: float | None = None  # monotonic time of the first write or offset, None when nothing is open
-    commits: int = 0
+    Two transactional producers take turns. A commit hands the open transaction to a thread of its
+    own and the batches after it go to the other producer, so the loop does not stop for the broker's
+    round trips. Commits still happen one after the other, in order: a commit begins only once the one
+    before it has ended, and one that failed is raised to the loop (`settle`), which rewinds, aborting
+    the transaction opened after it too.
+    """
+
+    def __init__(self, producers: list[Producer], consumer: Consumer, stores: list[Store], interval: float,
+                 on_commit: Callable[[float], None] = lambda seconds: None):
+        self.producers = producers
+        self.consumer = consumer
+        self.stores = stores
+        self.interval = interval
+        self.on_commit = on_commit
+        self.current = 0  # the producer the open transaction is on
+        self.offsets: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
+        self.begun_at: float | None = None  # when the open transaction began (monotonic); None: none open
+        self.commits = 0
+        self._committing: threading.Thread | None = None
+        self._failure: Rewind | None = None
+
+    @property
+    def producer(self) -> Producer:
+        return self.producers[self.current]
 
     def begin(self) -> None:
         if self.begun_at is None:
@@ -161,42 +178,75 @@ class Checkpoint:
     def seconds_left(self, now: float) -> float:
         return self.interval if self.begun_at is None else max(0.0, self.begun_at + self.interval - now)
 
-    def commit(self) -> dict[tuple[str, int], int]:
-        """Steps 1-3 above; returns the offsets committed. Raises Rewind when the transaction was aborted."""
+    def commit(self, wait: bool = False) -> None:
+        """Steps 1-3 above: the changelog records and the offsets join the open transaction here,
+        then a thread commits it. With `wait`, return once it is committed. Raises Rewind when this
+        commit (with `wait`) or the one before it failed."""
+        self.settle()
         if self.begun_at is None:
-            return {}
+            return
         for store in self.stores:  # step 1
             for partition, key, value in store.pending():
                 self.produce(store.changelog_topic, value, key, partition)
         positions = [TopicPartition(t, p, o + 1) for (t, p), o in self.offsets.items()]
         try:
-            if positions:  # step 2
-                metadata = self.consumer.consumer_group_metadata()
-                call_transactional(self.producer.send_offsets_to_transaction, positions, metadata, OP_TIMEOUT)
-            call_transactional(self.producer.commit_transaction, OP_TIMEOUT)  # step 3
+            metadata = self.consumer.consumer_group_metadata() if positions else None
         except KafkaException as exc:
             raise failure_of(exc, "commit") from exc
-        committed = dict(self.offsets)
-        self.offsets.clear()
-        self.begun_at = None
+        self._committing = threading.Thread(target=self._commit, args=(self.producer, positions, metadata),
+                                            name="commit", daemon=True)
+        self.offsets, self.begun_at = {}, None
+        self.current = 1 - self.current
+        self._committing.start()
+        if wait:
+            self.settle()
+
+    def _commit(self, producer: Producer, positions: list[TopicPartition], metadata) -> None:
+        started = time.perf_counter()
+        try:
+            if positions:  # step 2
+                call_transactional(producer.send_offsets_to_transaction, positions, metadata, OP_TIMEOUT)
+            call_transactional(producer.commit_transaction, OP_TIMEOUT)  # step 3
+        except KafkaException as exc:
+            self._failure = failure_of(exc, "commit")
+            return
         self.commits += 1
-        return committed
+        self.on_commit(time.perf_counter() - started)
+
+    def settle(self, block: bool = True) -> None:
+        """Wait for the commit under way (without `block`: only if it has ended); raise its failure."""
+        thread = self._committing
+        if thread is None or (not block and thread.is_alive()):
+            return
+        thread.join()
+        self._committing = None
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     def abort(self) -> None:
-        """Drop the open transaction (outputs and offsets), e.g. before a rewind."""
+        """Drop the open transaction (outputs and offsets), once the commit under way has ended."""
+        fenced = None
+        try:
+            self.settle()
+        except ProducerFenced as exc:
+            fenced = exc
+        except Rewind:
+            pass  # that transaction is aborted; the caller rewinds to what was committed before it
         self.offsets.clear()
         for store in self.stores:
             store.forget_pending()
-        if self.begun_at is None:
-            return
-        self.begun_at = None
-        try:
-            call_transactional(self.producer.abort_transaction, OP_TIMEOUT)
-        except KafkaException as exc:
-            failure = failure_of(exc, "abort")
-            if isinstance(failure, ProducerFenced):
-                raise failure from exc
-            log.warning("abort_transaction failed (%s); the broker aborts it when it times out", exc)
+        if self.begun_at is not None:
+            self.begun_at = None
+            try:
+                call_transactional(self.producer.abort_transaction, OP_TIMEOUT)
+            except KafkaException as exc:
+                failure = failure_of(exc, "abort")
+                if isinstance(failure, ProducerFenced):
+                    raise failure from exc
+                log.warning("abort_transaction failed (%s); the broker aborts it when it times out", exc)
+        if fenced is not None:
+            raise fenced
 
 
 def call_transactional(fn: Callable, *args):
@@ -238,7 +288,7 @@ class Partitions:
     processed, rewind when a transaction is lost."""
 
     def __init__(self, consumer: Consumer, checkpoint: Checkpoint, tables: TableReader,
-                 steps: dict[str, Step], new_producer: Callable[[], Producer]):
+                 steps: dict[str, Step], new_producer: Callable[[int], Producer]):
         self.consumer = consumer
         self.checkpoint = checkpoint
         self.tables = tables
@@ -294,7 +344,7 @@ class Partitions:
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
-            self.checkpoint.commit()  # the next owner starts where this worker stopped
+            self.checkpoint.commit(wait=True)  # the next owner starts where this worker stopped
         except Rewind as exc:
             log.warning("commit before revoking %s failed (%s): rewinding", _names(partitions), exc)
             self._release(partitions)
@@ -346,15 +396,23 @@ class Partitions:
         self.on_change()
 
     def _replace_producer(self) -> None:
-        self.checkpoint.offsets.clear()
-        self.checkpoint.begun_at = None
-        for store in self.checkpoint.stores:
-            store.forget_pending()
+        """Both producers, fresh: the one the broker fenced cannot be used again, and the other's open
+        transaction is aborted by the new one's init_transactions (same transactional id)."""
+        checkpoint = self.checkpoint
         try:
-            self.checkpoint.producer.purge()
-        except Exception:
+            checkpoint.settle()
+        except Rewind:
             pass
-        self.checkpoint.producer = self.new_producer()
+        checkpoint.offsets.clear()
+        checkpoint.begun_at = None
+        for store in checkpoint.stores:
+            store.forget_pending()
+        for i, producer in enumerate(checkpoint.producers):
+            try:
+                producer.purge()
+            except Exception:  # noqa: BLE001 - a fenced producer refuses everything; it is dropped anyway
+                pass
+            checkpoint.producers[i] = self.new_producer(i)
 
     # One partition's life.
 

@@ -116,11 +116,12 @@ class Worker:
     def _start(self, stop: threading.Event) -> bool:
         """Wait for every dependency, then join the group. False when stopped before."""
         quiet_garbage_collector()
-        producer = None
+        producers: list[Producer] = []
         while not stop.is_set():
             try:
                 self.prepare()
-                producer = producer or self._new_producer()
+                while len(producers) < 2:
+                    producers.append(self._new_producer(len(producers)))
                 sources = [s for s in self.followed]
                 for source in sources:
                     if source.key not in self.tables.sources:
@@ -138,7 +139,8 @@ class Worker:
         s = self.settings
         self.consumer = Consumer(consumer_config(s.kafka_bootstrap, s.app_id, s.session_timeout_ms,
                                                  int(s.batch_within_seconds * 1000)))
-        self.checkpoint = Checkpoint(producer, self.consumer, self.stores, s.commit_interval_seconds)
+        self.checkpoint = Checkpoint(producers, self.consumer, self.stores, s.commit_interval_seconds,
+                                     on_commit=self.metrics.commit_seconds.observe)
         self.partitions = Partitions(self.consumer, self.checkpoint, self.tables, self.steps, self._new_producer)
         self.partitions.on_change = self._report_assignment
         p = self.partitions
@@ -147,9 +149,10 @@ class Worker:
         log.info("worker %s consuming %s", s.worker_id, ", ".join(sorted(self.steps)))
         return True
 
-    def _new_producer(self) -> Producer:
+    def _new_producer(self, index: int) -> Producer:
         s = self.settings
-        producer = Producer(producer_config(s.kafka_bootstrap, self.transactional_id, s.transaction_timeout_ms))
+        producer = Producer(producer_config(s.kafka_bootstrap, f"{self.transactional_id}-{index}",
+                                            s.transaction_timeout_ms))
         # Fences this worker's previous incarnation and aborts what it left open.
         call_transactional(producer.init_transactions, OP_TIMEOUT)
         return producer
@@ -166,7 +169,10 @@ class Worker:
             self._process(records)
         if self.checkpoint.due(time.monotonic()):
             self._commit()
-        self.checkpoint.producer.poll(0)
+        else:
+            self._settle()
+        for producer in self.checkpoint.producers:
+            producer.poll(0)
         if now - self._tick_at > TICK_SECONDS:
             self._tick_at = now
             self._tick()
@@ -216,16 +222,21 @@ class Worker:
                 self.partitions.rewind(exc)
                 return
 
-    def _commit(self) -> None:
-        started = time.perf_counter()
+    def _commit(self, wait: bool = False) -> None:
         try:
-            self.checkpoint.commit()
+            self.checkpoint.commit(wait)
         except Rewind as exc:
             self.partitions.rewind(exc)
             self.status.rewinds = self.partitions.rewinds
-            return
-        self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.status.commits = self.checkpoint.commits
+
+    def _settle(self) -> None:
+        """A commit that ended in failure is rewound now rather than at the next commit."""
+        try:
+            self.checkpoint.settle(block=False)
+        except Rewind as exc:
+            self.partitions.rewind(exc)
+            self.status.rewinds = self.partitions.rewinds
 
     def _measure_lag(self) -> None:
         """Records behind the end of each transactions partition held (from the consumer's cached
@@ -242,6 +253,8 @@ class Worker:
         for partition, behind in lag.items():
             self.metrics.lag.labels(str(partition)).set(behind)
         self.status.lag = lag
+        for store in self.stores:
+            self.metrics.state_keys.labels(store.name).set(store.size())
 
     def _report_assignment(self) -> None:
         a = self.partitions.assignment
@@ -252,10 +265,11 @@ class Worker:
         """Commit what is open and leave the group (its partitions move to the others at once)."""
         if self.consumer is not None:
             try:
-                self._commit()
+                self._commit(wait=True)
                 self.consumer.close()  # revokes everything first: nothing left open to commit
             except Exception as exc:  # noqa: BLE001 - stopping: the next owner redoes what is uncommitted
                 log.warning("stopping: %s", exc)
         if self.checkpoint is not None:
-            self.checkpoint.producer.flush(10)
+            for producer in self.checkpoint.producers:
+                producer.flush(10)
         self.tables.close()

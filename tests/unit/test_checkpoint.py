@@ -11,26 +11,27 @@ from streams.state import Store
 
 
 class RecordingProducer:
-    def __init__(self, fail_commit: KafkaError | None = None):
-        self.calls: list = []
+    def __init__(self, name: str, calls: list, fail_commit: KafkaError | None = None):
+        self.name = name
+        self.calls = calls  # shared by both producers: the order across them counts
         self.fail_commit = fail_commit
 
     def begin_transaction(self):
-        self.calls.append(("begin",))
+        self.calls.append((self.name, "begin"))
 
     def produce(self, topic, value, key, partition, headers=None):
-        self.calls.append(("produce", topic, key, value, partition))
+        self.calls.append((self.name, "produce", topic, key, value, partition))
 
     def send_offsets_to_transaction(self, positions, metadata, timeout):
-        self.calls.append(("offsets", sorted((tp.topic, tp.partition, tp.offset) for tp in positions)))
+        self.calls.append((self.name, "offsets", sorted((tp.topic, tp.partition, tp.offset) for tp in positions)))
 
     def commit_transaction(self, timeout):
         if self.fail_commit is not None:
             raise KafkaException(self.fail_commit)
-        self.calls.append(("commit",))
+        self.calls.append((self.name, "commit"))
 
     def abort_transaction(self, timeout):
-        self.calls.append(("abort",))
+        self.calls.append((self.name, "abort"))
 
 
 class Group:
@@ -38,21 +39,22 @@ class Group:
         return "generation-7"
 
 
-def _checkpoint(producer) -> tuple[Checkpoint, Store]:
+def _checkpoint(fail_commit: KafkaError | None = None) -> tuple[Checkpoint, Store, list]:
+    calls: list = []
     store = Store("cards", "transactions", "cards-changelog", encode=lambda v: str(v).encode(), decode=int)
     store.open(0)
-    return Checkpoint(producer, Group(), [store], interval=0.1), store
+    producers = [RecordingProducer("a", calls, fail_commit), RecordingProducer("b", calls)]
+    return Checkpoint(producers, Group(), [store], interval=0.1), store, calls
 
 
 def test_nothing_processed_commits_nothing():
-    producer = RecordingProducer()
-    checkpoint, _ = _checkpoint(producer)
-    assert checkpoint.commit() == {} and producer.calls == []
+    checkpoint, _, calls = _checkpoint()
+    checkpoint.commit(wait=True)
+    assert calls == [] and checkpoint.commits == 0
 
 
 def test_a_commit_writes_outputs_then_each_changed_key_once_then_the_offsets_after_the_last_processed():
-    producer = RecordingProducer()
-    checkpoint, store = _checkpoint(producer)
+    checkpoint, store, calls = _checkpoint()
     checkpoint.produce("verdicts", b"v1", b"t1")
     store.partition(0)["card"] = 1
     store.changed(0, ["card"])
@@ -60,15 +62,27 @@ def test_a_commit_writes_outputs_then_each_changed_key_once_then_the_offsets_aft
     store.partition(0)["card"] = 2
     store.changed(0, ["card"])
     checkpoint.processed("transactions", 0, 42)
-    assert checkpoint.commit() == {("transactions", 0): 42}
-    assert producer.calls == [
-        ("begin",),
-        ("produce", "verdicts", b"t1", b"v1", -1),
-        ("produce", "cards-changelog", b"card", b"2", 0),
-        ("offsets", [("transactions", 0, 43)]),
-        ("commit",),
+    checkpoint.commit(wait=True)
+    assert calls == [
+        ("a", "begin"),
+        ("a", "produce", "verdicts", b"t1", b"v1", -1),
+        ("a", "produce", "cards-changelog", b"card", b"2", 0),
+        ("a", "offsets", [("transactions", 0, 43)]),
+        ("a", "commit"),
     ]
-    assert checkpoint.commit() == {}  # closed: the next write begins a new transaction
+    assert checkpoint.commits == 1
+
+
+def test_the_next_transaction_goes_to_the_other_producer_and_commits_only_after_the_first():
+    checkpoint, _, calls = _checkpoint()
+    checkpoint.processed("transactions", 0, 1)
+    checkpoint.commit()
+    checkpoint.produce("verdicts", b"v2", b"t2")  # while the first one commits
+    checkpoint.processed("transactions", 0, 2)
+    checkpoint.commit(wait=True)
+    first_commit = calls.index(("a", "commit"))
+    assert calls.index(("b", "offsets", [("transactions", 0, 3)])) > first_commit
+    assert calls[-1] == ("b", "commit") and checkpoint.commits == 2
 
 
 @pytest.mark.parametrize("error, raised", [
@@ -76,11 +90,12 @@ def test_a_commit_writes_outputs_then_each_changed_key_once_then_the_offsets_aft
     (KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True), ProducerFenced),
 ])
 def test_a_commit_that_fails_asks_for_a_rewind_and_commits_no_offset(error, raised):
-    producer = RecordingProducer(fail_commit=error)
-    checkpoint, _ = _checkpoint(producer)
+    checkpoint, _, calls = _checkpoint(fail_commit=error)
     checkpoint.produce("verdicts", b"v", b"k")
     checkpoint.processed("transactions", 0, 5)
+    checkpoint.commit()
+    checkpoint.produce("verdicts", b"v2", b"k2")  # the next transaction, on the other producer
     with pytest.raises(raised):
-        checkpoint.commit()
-    checkpoint.abort()
-    assert checkpoint.offsets == {} and ("commit",) not in producer.calls
+        checkpoint.settle()
+    checkpoint.abort()  # what the rewind does: the transaction opened after the failed one goes too
+    assert checkpoint.offsets == {} and ("a", "commit") not in calls and ("b", "abort") in calls
