@@ -128,7 +128,7 @@ def test_a_restarted_worker_restores_the_terminal_counts_and_extends_them(servic
             deadline = time.monotonic() + 30
             # If the restarted worker had not restored the counts, the third transaction would start
             # them again from itself alone.
-            at = t0 + 7 * day + 3_600_000
+            at = t0 + 7 * day + 6 * 3_600_000  # past the 6-hour bucket of t0, 7 days on
             while (terminal := worker.get(f"/api/v1/terminals/T-RESTART?at={at}")[1])["features"]["terminal_nb_tx_1d"] != known:
                 assert time.monotonic() < deadline, (terminal, worker.log_tail())
                 time.sleep(0.3)

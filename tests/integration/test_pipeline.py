@@ -209,8 +209,8 @@ def test_feedback_joins_its_verdict_and_changes_terminal_risk_online_metrics_and
     assert any("shorter than the Confluent header" in r for r in reasons), reasons
     assert any(r.startswith("field transaction_id: no verdict known for 'fb-never-scored'") for r in reasons)
 
-    # The two frauds now count in the terminal's risk, for transactions 7 days later.
-    a_week_on = t0 + 7 * day + 3_600_000
+    # The two frauds now count in the terminal's risk, for transactions more than 7 days later.
+    a_week_on = t0 + 7 * day + 6 * 3_600_000  # past the 6-hour bucket of t0, 7 days on
     while time.monotonic() < deadline:
         terminal = worker.get(f"/api/v1/terminals/T-FB?at={a_week_on}")[1]
         if terminal["features"]["terminal_risk_1d"] > 0.5:
