@@ -134,13 +134,14 @@ def _from_little_endian(typecode: str, data: bytes) -> array:
 
 
 _NEVER_MS = -HISTORY_MS  # "last event" of a card with none: every real event is 30+ days after it
-_CARD_VERSION = 1
+_CARD_VERSION = 2
 # version, last event (epoch ms), reference amount, hours held, terminals held, then the window totals:
 # counts over 1, 7 and 30 days, sums of amounts over 1, 7 and 30 days, sum of squares over 30 days.
 _CARD_HEADER = struct.Struct("<BqdBBIIIdddd")
 _CARD_TOTALS = ("_n_1d", "_n_7d", "_n_30d", "_sum_1d", "_sum_7d", "_sum_30d", "_sq_30d")
-CARD_STATE_BYTES = (_CARD_HEADER.size + HOURS_PER_DAY * (1 + 4 + 8) + HISTORY_DAYS * (4 + 8 + 8)
-                    + DISTINCT_TERMINALS_CAP * (4 + 8))
+_CARD_DAYS_BYTES = HISTORY_DAYS * (4 + 8 + 8)
+CARD_STATE_MAX_BYTES = (_CARD_HEADER.size + HOURS_PER_DAY * 3 * 8 + _CARD_DAYS_BYTES
+                        + DISTINCT_TERMINALS_CAP * (4 + 8))
 _SQUARES = HISTORY_DAYS  # where a day's sum of squares sits in `_day_sums`, after its sum
 _HASH = struct.Struct("<I")
 
@@ -377,52 +378,40 @@ class CardState:
         return distinct
 
     def to_bytes(self) -> bytes:
-        """The state in CARD_STATE_BYTES bytes, little-endian: a version byte and the header; the hours
-        held (each as hours before the latest, a uint8), their counts and sums, padded to 24; the days'
-        counts, sums and sums of squares; the terminals held, padded to 16."""
-        hours = self._hours
-        held_hours, held_terminals = len(hours) // 3, len(self._terminal_seen)
-        head_hour = self._last // HOUR_MS
-        hours_padding, terminals_padding = HOURS_PER_DAY - held_hours, DISTINCT_TERMINALS_CAP - held_terminals
+        """The state in at most CARD_STATE_MAX_BYTES bytes, little-endian: a version byte and the
+        header, then the arrays as they are held: the hours held (hour, count, sum), the days' counts,
+        sums and sums of squares, the terminals held and when each was last seen."""
         return b"".join([
-            _CARD_HEADER.pack(_CARD_VERSION, self._last, self._reference, held_hours, held_terminals,
-                              *(getattr(self, name) for name in _CARD_TOTALS)),
-            bytes(head_hour - int(hour) for hour in hours[0::3]), bytes(hours_padding),
-            _little_endian(array("I", map(int, hours[1::3]))), bytes(4 * hours_padding),
-            _little_endian(hours[2::3]), bytes(8 * hours_padding),
-            _little_endian(self._day_n), _little_endian(self._day_sums),
-            bytes(self._terminals), bytes(4 * terminals_padding),
-            _little_endian(self._terminal_seen), bytes(8 * terminals_padding),
+            _CARD_HEADER.pack(_CARD_VERSION, self._last, self._reference, len(self._hours) // 3,
+                              len(self._terminal_seen), *(getattr(self, name) for name in _CARD_TOTALS)),
+            _little_endian(self._hours), _little_endian(self._day_n), _little_endian(self._day_sums),
+            bytes(self._terminals), _little_endian(self._terminal_seen),
         ])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "CardState":
         """The state `to_bytes` wrote; ValueError when `data` is not one."""
-        if len(data) != CARD_STATE_BYTES or data[0] != _CARD_VERSION:
-            raise ValueError(f"not a card state (version {_CARD_VERSION}, {CARD_STATE_BYTES} bytes): "
-                             f"{len(data)} bytes starting {bytes(data[:4])!r}")
+        if len(data) < _CARD_HEADER.size or data[0] != _CARD_VERSION:
+            raise ValueError(f"not a card state (version {_CARD_VERSION}): {len(data)} bytes starting "
+                             f"{bytes(data[:4])!r}")
         _, last, reference, held_hours, held_terminals, *totals = _CARD_HEADER.unpack_from(data)
-        if held_hours > HOURS_PER_DAY or held_terminals > DISTINCT_TERMINALS_CAP:
-            raise ValueError(f"not a card state: {held_hours} hours, {held_terminals} terminals held")
+        expected = _CARD_HEADER.size + held_hours * 24 + _CARD_DAYS_BYTES + held_terminals * 12
+        if held_hours > HOURS_PER_DAY or held_terminals > DISTINCT_TERMINALS_CAP or len(data) != expected:
+            raise ValueError(f"not a card state: {held_hours} hours, {held_terminals} terminals held in "
+                             f"{len(data)} bytes")
         state = cls.__new__(cls)
         state._last, state._reference = last, reference
         for name, value in zip(_CARD_TOTALS, totals):
             setattr(state, name, value)
         at = _CARD_HEADER.size
-        head_hour = last // HOUR_MS
-        back = data[at: at + held_hours]
-        at += HOURS_PER_DAY
-        counts = _from_little_endian("I", data[at: at + 4 * held_hours])
-        at += 4 * HOURS_PER_DAY
-        sums = _from_little_endian("d", data[at: at + 8 * held_hours])
-        at += 8 * HOURS_PER_DAY
-        state._hours = array("d", [x for i in range(held_hours) for x in (head_hour - back[i], counts[i], sums[i])])
+        state._hours = _from_little_endian("d", data[at: at + held_hours * 24])
+        at += held_hours * 24
         state._day_n = _from_little_endian("I", data[at: at + 4 * HISTORY_DAYS])
         at += 4 * HISTORY_DAYS
         state._day_sums = _from_little_endian("d", data[at: at + 8 * 2 * HISTORY_DAYS])
         at += 8 * 2 * HISTORY_DAYS
         state._terminals = bytearray(data[at: at + 4 * held_terminals])
-        at += 4 * DISTINCT_TERMINALS_CAP
+        at += 4 * held_terminals
         state._terminal_seen = _from_little_endian("q", data[at: at + 8 * held_terminals])
         return state
 
