@@ -167,6 +167,21 @@ class Checkpoint:
             except KafkaException as exc:
                 raise failure_of(exc, "produce") from exc
 
+    def produce_many(self, topic: str, messages: list[dict]) -> None:
+        """Add records without headers ({"key", "value", "partition"} each) in one call: about half
+        the cost per record of `produce`."""
+        if not messages:
+            return
+        self.begin()
+        try:
+            sent = self.producer.produce_batch(topic, messages)
+        except BufferError as exc:  # which records went in is not known: the transaction is dropped
+            raise Rewind(f"{topic}: the producer's queue is full") from exc
+        except KafkaException as exc:
+            raise failure_of(exc, "produce") from exc
+        if sent != len(messages):
+            raise Rewind(f"{topic}: {len(messages) - sent} of {len(messages)} records not queued")
+
     def processed(self, topic: str, partition: int, offset: int) -> None:
         """A record's outputs are all in the transaction: its offset may be committed with them."""
         self.begin()
@@ -185,28 +200,36 @@ class Checkpoint:
         self.settle()
         if self.begun_at is None:
             return
-        for store in self.stores:  # step 1
-            for partition, key, value in store.pending():
-                self.produce(store.changelog_topic, value, key, partition)
+        # Step 1's records are made here, from the state as it is now; the thread writes them.
+        changelogs = [(store.changelog_topic, [{"key": key, "value": value, "partition": partition}
+                                               for partition, key, value in store.pending()])
+                      for store in self.stores]
         positions = [TopicPartition(t, p, o + 1) for (t, p), o in self.offsets.items()]
         try:
             metadata = self.consumer.consumer_group_metadata() if positions else None
         except KafkaException as exc:
             raise failure_of(exc, "commit") from exc
-        self._committing = threading.Thread(target=self._commit, args=(self.producer, positions, metadata),
-                                            name="commit", daemon=True)
+        self._committing = threading.Thread(target=self._commit, args=(self.producer, changelogs, positions,
+                                                                       metadata), name="commit", daemon=True)
         self.offsets, self.begun_at = {}, None
         self.current = 1 - self.current
         self._committing.start()
         if wait:
             self.settle()
 
-    def _commit(self, producer: Producer, positions: list[TopicPartition], metadata) -> None:
+    def _commit(self, producer: Producer, changelogs: list, positions: list[TopicPartition], metadata) -> None:
         started = time.perf_counter()
         try:
+            for topic, messages in changelogs:  # step 1
+                if messages and producer.produce_batch(topic, messages) != len(messages):
+                    self._failure = Rewind(f"{topic}: changelog records not queued")
+                    return
             if positions:  # step 2
                 call_transactional(producer.send_offsets_to_transaction, positions, metadata, OP_TIMEOUT)
             call_transactional(producer.commit_transaction, OP_TIMEOUT)  # step 3
+        except BufferError as exc:
+            self._failure = Rewind(f"changelog records not queued: {exc}")
+            return
         except KafkaException as exc:
             self._failure = failure_of(exc, "commit")
             return

@@ -22,6 +22,11 @@ class RecordingProducer:
     def produce(self, topic, value, key, partition, headers=None):
         self.calls.append((self.name, "produce", topic, key, value, partition))
 
+    def produce_batch(self, topic, messages):
+        for m in messages:
+            self.produce(topic, m["value"], m["key"], m["partition"])
+        return len(messages)
+
     def send_offsets_to_transaction(self, positions, metadata, timeout):
         self.calls.append((self.name, "offsets", sorted((tp.topic, tp.partition, tp.offset) for tp in positions)))
 
