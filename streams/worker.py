@@ -56,11 +56,13 @@ class WorkerStatus:
 
 
 def quiet_garbage_collector() -> None:
-    """Collect cycles rarely. Every batch makes thousands of short-lived dicts and lists, which
-    reference counting frees; at CPython's default thresholds the cycle collector still runs every
-    700 allocations and walks the young objects each time, a sixth of the loop's CPU at moderate
-    load. The state (millions of card and terminal rows) holds no cycles; what exists at start is
-    frozen out of the collector's walks."""
+    """Keep the cycle collector off the loop's path. Every batch makes thousands of short-lived dicts
+    and lists, which reference counting frees; at CPython's default thresholds the collector still
+    runs every 700 allocations and walks the young objects each time (a sixth of the loop's CPU at
+    moderate load). And every new card and terminal state is a young object it would walk again and
+    again, in pauses of tens of milliseconds. So it runs rarely, and at each commit whatever has lived
+    that long is frozen out of its walks (`gc.freeze`): the state holds no cycles, and frozen objects
+    are still freed by reference counting."""
     gc.set_threshold(50_000, 20, 100)
     gc.freeze()
 
@@ -229,6 +231,7 @@ class Worker:
             self.partitions.rewind(exc)
             self.status.rewinds = self.partitions.rewinds
         self.status.commits = self.checkpoint.commits
+        gc.freeze()
 
     def _settle(self) -> None:
         """A commit that ended in failure is rewound now rather than at the next commit."""
