@@ -167,21 +167,6 @@ class Checkpoint:
             except KafkaException as exc:
                 raise failure_of(exc, "produce") from exc
 
-    def produce_many(self, topic: str, messages: list[dict]) -> None:
-        """Add records without headers ({"key", "value", "partition"} each) in one call: about half
-        the cost per record of `produce`."""
-        if not messages:
-            return
-        self.begin()
-        try:
-            sent = self.producer.produce_batch(topic, messages)
-        except BufferError as exc:  # which records went in is not known: the transaction is dropped
-            raise Rewind(f"{topic}: the producer's queue is full") from exc
-        except KafkaException as exc:
-            raise failure_of(exc, "produce") from exc
-        if sent != len(messages):
-            raise Rewind(f"{topic}: {len(messages) - sent} of {len(messages)} records not queued")
-
     def processed(self, topic: str, partition: int, offset: int) -> None:
         """A record's outputs are all in the transaction: its offset may be committed with them."""
         self.begin()
@@ -201,9 +186,10 @@ class Checkpoint:
         if self.begun_at is None:
             return
         # Step 1's records are made here, from the state as it is now; the thread writes them.
-        changelogs = [(store.changelog_topic, [{"key": key, "value": value, "partition": partition}
-                                               for partition, key, value in store.pending()])
-                      for store in self.stores]
+        changelogs: dict[tuple[str, int], list[dict]] = {}  # (topic, partition) -> records
+        for store in self.stores:
+            for partition, key, value in store.pending():
+                changelogs.setdefault((store.changelog_topic, partition), []).append({"key": key, "value": value})
         positions = [TopicPartition(t, p, o + 1) for (t, p), o in self.offsets.items()]
         try:
             metadata = self.consumer.consumer_group_metadata() if positions else None
@@ -217,11 +203,13 @@ class Checkpoint:
         if wait:
             self.settle()
 
-    def _commit(self, producer: Producer, changelogs: list, positions: list[TopicPartition], metadata) -> None:
+    def _commit(self, producer: Producer, changelogs: dict, positions: list[TopicPartition], metadata) -> None:
         started = time.perf_counter()
         try:
-            for topic, messages in changelogs:  # step 1
-                if messages and producer.produce_batch(topic, messages) != len(messages):
+            # Step 1, one call per partition: produce_batch places every record of a call in the
+            # partition given to it (a record's own "partition" is not used).
+            for (topic, partition), messages in changelogs.items():
+                if producer.produce_batch(topic, messages, partition=partition) != len(messages):
                     self._failure = Rewind(f"{topic}: changelog records not queued")
                     return
             if positions:  # step 2

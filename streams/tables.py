@@ -130,6 +130,7 @@ class TableReader:
         if not source.follow and self.sources.get(source.key) is source:
             del self.sources[source.key]
             self._unassign(source)
+            log.info("%s[%d] read to its end: %d records", source.topic, source.partition, source.records)
         waiters, source.waiters = source.waiters, []
         for waiter in waiters:
             waiter()

@@ -22,9 +22,10 @@ class RecordingProducer:
     def produce(self, topic, value, key, partition, headers=None):
         self.calls.append((self.name, "produce", topic, key, value, partition))
 
-    def produce_batch(self, topic, messages):
+    def produce_batch(self, topic, messages, partition=-1):
+        """As confluent-kafka's: every record goes to `partition`, whatever its dict says."""
         for m in messages:
-            self.produce(topic, m["value"], m["key"], m["partition"])
+            self.produce(topic, m["value"], m["key"], partition)
         return len(messages)
 
     def send_offsets_to_transaction(self, positions, metadata, timeout):
@@ -50,6 +51,18 @@ def _checkpoint(fail_commit: KafkaError | None = None) -> tuple[Checkpoint, Stor
     store.open(0)
     producers = [RecordingProducer("a", calls, fail_commit), RecordingProducer("b", calls)]
     return Checkpoint(producers, Group(), [store], interval=0.1), store, calls
+
+
+def test_each_changed_key_goes_to_the_changelog_partition_of_its_source_partition():
+    checkpoint, store, calls = _checkpoint()
+    store.open(2)
+    for partition, key in ((0, "a"), (2, "b"), (0, "c")):
+        store.partition(partition)[key] = 1
+        store.changed(partition, [key])
+        checkpoint.processed("transactions", partition, 5)
+    checkpoint.commit(wait=True)
+    written = sorted((c[3], c[5]) for c in calls if c[1] == "produce")
+    assert written == [(b"a", 0), (b"b", 2), (b"c", 0)]
 
 
 def test_nothing_processed_commits_nothing():
