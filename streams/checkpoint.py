@@ -138,6 +138,9 @@ class Checkpoint:
         self.current = 0  # the producer the open transaction is on
         self.offsets: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
         self.begun_at: float | None = None  # when the open transaction began (monotonic); None: none open
+        # Producers whose last transaction was begun and not committed: `abort` aborts each of them,
+        # or a producer left with a failed commit (or a failed begin) would refuse every later begin.
+        self.unfinished: set[int] = set()
         self.commits = 0
         self._committing: threading.Thread | None = None
         self._failure: Rewind | None = None
@@ -148,6 +151,7 @@ class Checkpoint:
 
     def begin(self) -> None:
         if self.begun_at is None:
+            self.unfinished.add(self.current)
             try:
                 call_transactional(self.producer.begin_transaction)
             except KafkaException as exc:
@@ -195,7 +199,7 @@ class Checkpoint:
             metadata = self.consumer.consumer_group_metadata() if positions else None
         except KafkaException as exc:
             raise failure_of(exc, "commit") from exc
-        self._committing = threading.Thread(target=self._commit, args=(self.producer, changelogs, positions,
+        self._committing = threading.Thread(target=self._commit, args=(self.current, changelogs, positions,
                                                                        metadata), name="commit", daemon=True)
         self.offsets, self.begun_at = {}, None
         self.current = 1 - self.current
@@ -203,7 +207,8 @@ class Checkpoint:
         if wait:
             self.settle()
 
-    def _commit(self, producer: Producer, changelogs: dict, positions: list[TopicPartition], metadata) -> None:
+    def _commit(self, index: int, changelogs: dict, positions: list[TopicPartition], metadata) -> None:
+        producer = self.producers[index]
         started = time.perf_counter()
         try:
             # Step 1, one call per partition: produce_batch places every record of a call in the
@@ -221,6 +226,7 @@ class Checkpoint:
         except KafkaException as exc:
             self._failure = failure_of(exc, "commit")
             return
+        self.unfinished.discard(index)
         self.commits += 1
         self.on_commit(time.perf_counter() - started)
 
@@ -243,19 +249,19 @@ class Checkpoint:
         except ProducerFenced as exc:
             fenced = exc
         except Rewind:
-            pass  # that transaction is aborted; the caller rewinds to what was committed before it
+            pass  # its producer is in `unfinished`: aborted below; the caller rewinds to what was committed
         self.offsets.clear()
         for store in self.stores:
             store.forget_pending()
-        if self.begun_at is not None:
-            self.begun_at = None
+        self.begun_at = None
+        for index in sorted(self.unfinished):  # the open one, and one whose commit or begin failed
+            self.unfinished.discard(index)
             try:
-                call_transactional(self.producer.abort_transaction, OP_TIMEOUT)
+                self.producers[index].abort_transaction(OP_TIMEOUT)
             except KafkaException as exc:
-                failure = failure_of(exc, "abort")
-                if isinstance(failure, ProducerFenced):
-                    raise failure from exc
-                log.warning("abort_transaction failed (%s); the broker aborts it when it times out", exc)
+                # Fenced, or stuck (an abort that does not end once the broker is back): a new
+                # producer with the same transactional id fences it, and the broker aborts what it left.
+                fenced = ProducerFenced(f"abort: {exc}")
         if fenced is not None:
             raise fenced
 
@@ -416,6 +422,7 @@ class Partitions:
             pass
         checkpoint.offsets.clear()
         checkpoint.begun_at = None
+        checkpoint.unfinished.clear()
         for store in checkpoint.stores:
             store.forget_pending()
         for i, producer in enumerate(checkpoint.producers):

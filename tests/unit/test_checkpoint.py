@@ -117,3 +117,27 @@ def test_a_commit_that_fails_asks_for_a_rewind_and_commits_no_offset(error, rais
         checkpoint.settle()
     checkpoint.abort()  # what the rewind does: the transaction opened after the failed one goes too
     assert checkpoint.offsets == {} and ("a", "commit") not in calls and ("b", "abort") in calls
+
+
+def test_a_rewind_aborts_the_failed_commit_too_so_that_producer_can_begin_again():
+    error = KafkaError(KafkaError._TIMED_OUT, "2 message(s) timed out", txn_requires_abort=True)
+    checkpoint, _, calls = _checkpoint(fail_commit=error)
+    checkpoint.processed("transactions", 0, 5)
+    checkpoint.commit()
+    with pytest.raises(Rewind):
+        checkpoint.settle()
+    checkpoint.abort()
+    assert ("a", "abort") in calls
+
+
+def test_a_begin_that_fails_leaves_its_producer_to_be_aborted():
+    checkpoint, _, calls = _checkpoint()
+
+    def refuse():
+        raise KafkaException(KafkaError(KafkaError._STATE, "abortable error", txn_requires_abort=True))
+
+    checkpoint.producers[0].begin_transaction = refuse
+    with pytest.raises(Rewind):
+        checkpoint.processed("transactions", 0, 1)
+    checkpoint.abort()
+    assert calls == [("a", "abort")]
