@@ -1,22 +1,35 @@
-"""Produce-to-verdict through the real services: one worker, per event versus micro-batched.
+"""Transactions to verdicts through the real services, against what the same broker gives without us.
 
     scripts/services up
-    .venv/bin/python benchmarks/end_to_end.py [--transactions 30000] [--rate 2000]
+    .venv/bin/python benchmarks/end_to_end.py [--transactions 50000] [--latency-runs 3] [--paced-seconds 20]
+                                              [--latency-rate R] [--skip ...]
 
-For each variant a fresh worker process consumes its own topics. Two measurements per variant:
-- throughput: a backlog of --transactions is produced first, then the worker starts; rate = backlog /
-  (time the worker's terminal agent has added every scored transaction to the terminal rows - first
-  verdict scored): both agents' work, the verdicts and the terminal table;
-- latency: transactions produced at a steady --rate while the worker runs; per verdict, the time
-  from the transaction's produce timestamp to the verdict being read by a read_committed consumer
-  ("visible"), and to scoring (the verdict's own latency_ms). Visibility waits for the partition's
-  transaction to commit, so it includes FRAUD_COMMIT_INTERVAL_SECONDS.
-The baseline is the same worker with FRAUD_BATCH_MAX=1, in the same run.
+One run measures, on the same broker and the same transactions (simulated cards and terminals, event
+times shifted to now, Avro as a payment system would produce them, 6 partitions):
+
+throughput, draining a backlog produced before the consumer starts, each on topics of its own:
+- raw confluent-kafka exactly-once passthrough (benchmarks/baselines.py): the Kafka client's ceiling;
+- a bare faust agent that only iterates its stream (exactly-once): faust's own ceiling;
+- a bare faust exactly-once agent that sends one record and writes one table row per record, as a
+  faust tutorial writes it;
+- the worker scoring one event at a time (FRAUD_BATCH_MAX=1), on a smaller backlog;
+- the worker batched (FRAUD_BATCH_MAX=1000), with all its features, state, reasons and outputs;
+- `mlflow models serve` on the same registered model, one HTTP request per transaction.
+The worker's rate runs from its first verdict to the moment the last verdict is visible to a
+read_committed consumer and its terminal step has counted every transaction; its CPU seconds over
+the same span give the CPU per transaction at full load.
+
+latency, `--latency-runs` consecutive runs (a fresh worker and fresh topics each) at half the batched
+worker's measured rate (or `--latency-rate`) for `--paced-seconds`: per verdict, produce -> scored
+(the verdict's own latency_ms) and produce -> visible to a read_committed consumer (which waits for the transaction to
+commit, every FRAUD_COMMIT_INTERVAL_SECONDS). The first two seconds of each run are left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
 import threading
@@ -29,6 +42,8 @@ from confluent_kafka import Consumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import baselines  # noqa: E402
+from core.features import FEATURE_NAMES, feature_matrix  # noqa: E402
 from models.simulate import SimulationConfig, simulate, transaction_records  # noqa: E402
 from models.train import TrainParams, train_and_register  # noqa: E402
 from schemas.codec import AvroCodec, SchemaRegistry, load_schema  # noqa: E402
@@ -36,99 +51,211 @@ from streams.produce import producer_for, replay, transaction_messages  # noqa: 
 from streams.topics import ensure_topics  # noqa: E402
 from tests.conftest import WorkerProcess, unique_settings  # noqa: E402
 
+WARM_UP_SECONDS = 2.0
 
-def collect(settings, expected: int, timeout: float) -> list[tuple[float, dict]]:
-    """(read wall time, verdict) for `expected` verdicts, read_committed."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
-    consumer.subscribe([settings.verdicts_topic])
-    codec = AvroCodec(SchemaRegistry(settings.schema_registry_url), load_schema("verdict"), "bench")
-    out, seen = [], set()
-    deadline = time.monotonic() + timeout
-    while len(out) < expected and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, 0.2):
-            if msg.error() or (msg.partition(), msg.offset()) in seen:
+
+def live_transactions(count: int, seed: int = 1) -> list[dict]:
+    """Simulated transactions (5,000 cards, 10,000 terminals) with the event times of a live stream:
+    in order, a millisecond apart, the last one now."""
+    records = transaction_records(simulate(SimulationConfig(customers=5000, terminals=10000, days=30, seed=seed)))
+    records = records[-count:]
+    now = int(time.time() * 1000)
+    for i, r in enumerate(records):
+        r["timestamp"] = now - (len(records) - 1 - i)
+    return records
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Verdicts:
+    """A read_committed consumer of a verdict topic, in a thread: (read time, verdict) pairs. Its
+    fetches return within 10 ms of a transaction committing (librdkafka's default waits up to 500 ms
+    on a quiet partition): what a consumer that cares about latency would set."""
+
+    def __init__(self, settings):
+        self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                                  "group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest",
+                                  "isolation.level": "read_committed", "enable.auto.commit": False,
+                                  "fetch.wait.max.ms": 10})
+        self.consumer.subscribe([settings.verdicts_topic])
+        self.codec = AvroCodec(SchemaRegistry(settings.schema_registry_url), load_schema("verdict"), "bench")
+        self.read: list[tuple[float, object]] = []  # (read time, value; decoded once stopped)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            first = self.consumer.poll(0.05)  # returns on the first record: consume(n, t) waits out t
+            if first is None:
                 continue
-            seen.add((msg.partition(), msg.offset()))
-            out.append((time.time(), codec.decode(msg.value())))
-    consumer.close()
-    return out
+            read_at = time.time()
+            for msg in [first, *self.consumer.consume(1000, 0)]:
+                if not msg.error():
+                    self.read.append((read_at, msg.value()))
+        self.consumer.close()
+        # Decoded once the run is over: the measuring consumer takes no CPU from the worker meanwhile.
+        self.read = [(at, self.codec.decode(value)) for at, value in self.read]
+
+    def wait_for(self, count: int, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while len(self.read) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.read)} of {count} verdicts")
+            time.sleep(0.01)
+        return self.read[count - 1][0]
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
 
 
-def terminals_caught_up(worker: WorkerProcess, expected: int, timeout: float) -> float:
-    """Wall time at which the worker's terminal agent has added `expected` transactions to the
-    terminal rows, polled every 50 ms."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        counted = worker.get("/metrics")[1].get("fraud_terminal_events_total{kind=transaction}", 0)
-        if counted >= expected:
-            return time.time()
-        time.sleep(0.05)
-    raise TimeoutError("the terminal agent did not catch up")
-
-
-def variant(name: str, batch_max: int, model_name: str, backlog: list[dict], paced: list[dict],
-            rate: float, tmp: Path) -> dict:
-    settings = unique_settings(tmp, model_name=model_name, batch_max=batch_max, partitions=6)
+def prepared(tmp: Path, model_name: str, batch_max: int, records: list[dict]):
+    """Fresh topics holding `records` (Avro, keyed by card), and settings for a worker on them."""
+    settings = unique_settings(tmp, model_name=model_name, batch_max=batch_max, partitions=6,
+                               model_poll_seconds=30.0)
     ensure_topics(settings)
-    registry = SchemaRegistry(settings.schema_registry_url)
-    codec = AvroCodec(registry, load_schema("transaction"), f"{settings.transactions_topic}-value")
+    codec = AvroCodec(SchemaRegistry(settings.schema_registry_url), load_schema("transaction"),
+                      f"{settings.transactions_topic}-value")
     codec.register()
-    producer = producer_for(settings.kafka_bootstrap)
-    replay(producer, transaction_messages(settings.transactions_topic, codec, backlog))
+    if records:
+        replay(producer_for(settings.kafka_bootstrap), transaction_messages(settings.transactions_topic, codec, records))
+    return settings, codec
 
+
+def worker_throughput(name: str, tmp: Path, model_name: str, batch_max: int, records: list[dict]) -> dict:
+    settings, _ = prepared(tmp, model_name, batch_max, records)
+    verdicts = Verdicts(settings)
     worker = WorkerProcess(settings, tmp / f"{name.replace(' ', '-')}.log").start()
     try:
-        worker.wait_ready()
-        verdicts = collect(settings, len(backlog), timeout=600)
-        assert len(verdicts) == len(backlog), f"{name}: {len(verdicts)} of {len(backlog)} verdicts"
-        first_scored = min(v["scored_at"] for _, v in verdicts) / 1000
-        throughput = len(backlog) / max(1e-3, terminals_caught_up(worker, len(backlog), timeout=600) - first_scored)
-
-        sender = threading.Thread(target=replay, kwargs={
-            "producer": producer, "messages": transaction_messages(settings.transactions_topic, codec, paced),
-            "rate": rate})
-        sender.start()
-        live = collect(settings, len(backlog) + len(paced), timeout=600)[len(backlog):]
-        sender.join()
+        worker.wait_ready(timeout=180)
+        verdicts.wait_for(1, timeout=120)
+        cpu_start, wall_start = process_cpu_seconds(worker.proc.pid), time.time()
+        last_visible = verdicts.wait_for(len(records), timeout=1200)
+        deadline = time.monotonic() + 120
+        while worker.get("/metrics")[1].get("fraud_terminal_events_total{kind=transaction}", 0) < len(records):
+            assert time.monotonic() < deadline, "the terminal step did not count every transaction"
+            time.sleep(0.05)
+        done = max(last_visible, time.time())
+        cpu = process_cpu_seconds(worker.proc.pid) - cpu_start
     finally:
         worker.stop()
-    paced_ids = {t["transaction_id"] for t in paced}
-    live = [(read, v) for read, v in live if v["transaction_id"] in paced_ids]
-    visible = np.array([read * 1000 - (v["scored_at"] - v["latency_ms"]) for read, v in live])
-    to_score = np.array([v["latency_ms"] for _, v in live])
-    return {"name": name, "throughput": throughput,
-            "visible_p50": np.percentile(visible, 50), "visible_p99": np.percentile(visible, 99),
-            "score_p50": np.percentile(to_score, 50), "score_p99": np.percentile(to_score, 99)}
+        verdicts.stop()
+    first = min(v["scored_at"] for _, v in verdicts.read) / 1000
+    seconds = done - first
+    scored_in_window = sum(1 for _, v in verdicts.read if v["scored_at"] / 1000 >= wall_start)
+    return baselines.rate(name, len(records), seconds,
+                          cpu_ms_per_transaction=1000 * cpu / max(1, scored_in_window))
+
+
+def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float, run: int) -> dict:
+    settings, codec = prepared(tmp, model_name, 1000, [])
+    verdicts = Verdicts(settings)
+    worker = WorkerProcess(settings, tmp / f"latency-{run}.log").start()
+    try:
+        worker.wait_ready(timeout=180)
+        now = int(time.time() * 1000)
+        for r in records:  # event times as they are produced
+            r["timestamp"] = now
+        started = time.time()
+        replay(producer_for(settings.kafka_bootstrap),
+               transaction_messages(settings.transactions_topic, codec, records), rate=rate)
+        verdicts.wait_for(len(records), timeout=300)
+    finally:
+        worker.stop()
+        verdicts.stop()
+    kept = [(read, v) for read, v in verdicts.read if v["scored_at"] / 1000 - started > WARM_UP_SECONDS]
+    to_score = np.array([v["latency_ms"] for _, v in kept])
+    visible = np.array([read * 1000 - (v["scored_at"] - v["latency_ms"]) for read, v in kept])
+    return {"run": run, "rate": rate, "verdicts": len(kept),
+            "score_p50": float(np.percentile(to_score, 50)), "score_p99": float(np.percentile(to_score, 99)),
+            "visible_p50": float(np.percentile(visible, 50)), "visible_p99": float(np.percentile(visible, 99))}
+
+
+def topic_of(tmp: Path, records: list[dict]) -> tuple[str, str]:
+    """A topic holding the records' Avro bytes, keyed by card, for the topic-to-topic baselines."""
+    settings, _ = prepared(tmp, "unused", 1000, records)
+    return settings.kafka_bootstrap, settings.transactions_topic
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transactions", type=int, default=30_000)
-    parser.add_argument("--rate", type=float, default=2_000)
-    parser.add_argument("--paced-seconds", type=float, default=10)
+    parser.add_argument("--transactions", type=int, default=50_000)
+    parser.add_argument("--per-event", type=int, default=3_000, help="backlog of the per-event worker")
+    parser.add_argument("--mlflow-requests", type=int, default=2_000)
+    parser.add_argument("--latency-runs", type=int, default=3)
+    parser.add_argument("--paced-seconds", type=float, default=20.0)
+    parser.add_argument("--latency-rate", type=float,
+                        help="pace the latency runs at this rate rather than half the batched worker's")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["raw", "faust-iterate", "faust-eos", "per-event", "mlflow", "latency"])
+    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    settings = unique_settings(tmp)
     model_name = f"bench-xgb-{uuid.uuid4().hex[:6]}"
     history = simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=0))
-    base = unique_settings(tmp, model_name=model_name)
-    train_and_register(history, tracking_uri=base.mlflow_uri, model_name=model_name,
-                       experiment="fraud-scorer-bench", params=TrainParams())
-    stream = transaction_records(simulate(SimulationConfig(customers=2000, terminals=4000, days=60, seed=1)))
-    n_paced = int(args.rate * args.paced_seconds)
-    backlog, paced = stream[: args.transactions], stream[args.transactions: args.transactions + n_paced]
+    trained = train_and_register(history, tracking_uri=settings.mlflow_uri, model_name=model_name,
+                                 experiment="fraud-scorer-bench", params=TrainParams())
+    stream = live_transactions(args.transactions)
+    results: list[dict] = []
 
-    results = [variant("per event (baseline)", 1, model_name, backlog[: args.transactions // 3], paced, args.rate, tmp),
-               variant("batch 1000", 1000, model_name, backlog, paced, args.rate, tmp)]
-    base_rate = results[0]["throughput"]
-    print(f"one worker, 6 partitions; backlog {args.transactions} (baseline: a third of it); "
-          f"paced {n_paced} at {args.rate:.0f}/s; logs in {tmp}")
-    print(f"{'variant':24} {'txn/s':>8} {'vs base':>8} {'score p50':>10} {'score p99':>10} "
-          f"{'visible p50':>12} {'visible p99':>12}  (ms)")
+    def run(key: str, fn, *a, **kw) -> None:
+        if key in args.skip:
+            return
+        result = fn(*a, **kw)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+
+    bootstrap, source = topic_of(tmp, stream)
+    run("raw", lambda: {**baselines.raw_passthrough(bootstrap, source, len(stream)),
+                        "name": "raw confluent-kafka exactly-once passthrough"})
+    run("faust-iterate", lambda: {**baselines.faust_iterate(bootstrap, source, len(stream)),
+                                  "name": "faust agent, iterating only (exactly-once)"})
+    run("faust-eos", lambda: {**baselines.faust_copy(bootstrap, source, len(stream)),
+                              "name": "faust agent, one send + one table write per record (exactly-once)"})
+    run("per-event", worker_throughput, "worker, one event at a time", tmp, model_name, 1,
+        stream[: args.per_event])
+    run("batched", worker_throughput, "worker, batches of up to 1,000", tmp, model_name, 1000, stream)
+    if "mlflow" not in args.skip:
+        rows = feature_matrix(stream[: args.mlflow_requests], [0] * args.mlflow_requests)
+        run("mlflow", lambda: {**baselines.mlflow_serve(model_name, trained.version, settings.mlflow_uri, rows,
+                                                        list(FEATURE_NAMES)),
+                               "name": "mlflow models serve, one request per transaction"})
+
+    batched = next((r for r in results if r["name"].startswith("worker, batches")), None)
+    latency = []
+    if "latency" not in args.skip and (batched or args.latency_rate):
+        rate = args.latency_rate or batched["records_per_s"] / 2
+        paced = live_transactions(int(rate * args.paced_seconds), seed=2)
+        for i in range(args.latency_runs):
+            result = worker_latency(tmp, model_name, [dict(r) for r in paced], rate, i + 1)
+            print(json.dumps(result), flush=True)
+            latency.append(result)
+
+    faust_eos = next((r for r in results if r["name"].startswith("faust agent, one send")), None)
+    print(f"\none worker, 6 partitions, {len(stream)} transactions; logs in {tmp}")
+    print(f"{'throughput':68} {'records/s':>10} {'vs faust send+table':>20} {'CPU ms/txn':>11}")
     for r in results:
-        print(f"{r['name']:24} {r['throughput']:8.0f} {r['throughput'] / base_rate:7.1f}x "
-              f"{r['score_p50']:10.1f} {r['score_p99']:10.1f} {r['visible_p50']:12.1f} {r['visible_p99']:12.1f}")
+        ratio = f"{r['records_per_s'] / faust_eos['records_per_s']:.2f}x" if faust_eos else "-"
+        cpu = f"{r['cpu_ms_per_transaction']:.3f}" if "cpu_ms_per_transaction" in r else ""
+        print(f"{r['name'][:68]:68} {r['records_per_s']:10.0f} {ratio:>20} {cpu:>11}")
+    mlflow = next((r for r in results if r["name"].startswith("mlflow")), None)
+    if batched and mlflow:
+        print(f"worker batched / mlflow models serve: {batched['records_per_s'] / mlflow['records_per_s']:.1f}x")
+    if latency:
+        print(f"\nlatency at {latency[0]['rate']:.0f}/s"
+              f"{'' if args.latency_rate else ' (half the batched rate)'}, ms: "
+              f"produce->scored p50 / p99, produce->visible (read_committed) p50 / p99")
+        for r in latency:
+            print(f"  run {r['run']}: {r['score_p50']:.1f} / {r['score_p99']:.1f}   "
+                  f"{r['visible_p50']:.1f} / {r['visible_p99']:.1f}   ({r['verdicts']} verdicts)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"throughput": results, "latency": latency}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,34 +1,42 @@
-"""The scoring hot path in one process, per event versus micro-batched, measured in the same run.
+"""The worker's steps in one process, no broker: per event versus batched, measured in the same run.
 
-    .venv/bin/python benchmarks/hot_path.py [--transactions 20000] [--trees 100] [--repeat 3]
+    .venv/bin/python benchmarks/hot_path.py [--transactions 20000] [--trees 50] [--depth 3] [--repeat 3]
 
-Each variant runs, over the same Confluent-framed Avro messages, what a worker does per transaction:
-the scoring agent's decode -> validate -> features (the card's state, the terminal's counts) -> score ->
-decide -> reasons -> encode the verdict; the terminal agent's adding of each transaction to its
-terminal's daily counts, serialised once per terminal per batch; and the follower's keeping of every
-verdict (as written) and reading of every serialised terminal. The baseline does it one event at a
-time; the others in micro-batches with one model call per batch. No broker is involved: this isolates
-the Python and model cost per transaction.
-Figures are medians over --repeat runs, with ratios to the baseline of the same run.
+Each variant hands the same Confluent-framed Avro transactions to the worker's own scoring step
+(streams/scoring.py: decode, validate, card and terminal features, score and explain, decide, write
+the verdict and the batch's terminal events), then hands those terminal events to the terminal step
+(streams/terminals.py: add each to its terminal's counts), and serialises the changed cards and
+terminals as a commit would (streams/state.py). A recording stand-in takes the place of the Kafka
+transaction: what is measured is the Python and model cost per transaction. The baseline hands the
+steps one transaction at a time; the others batches of 100 and 1,000 (and 1,000 with exact TreeSHAP
+reasons, from XGBoost). Figures are medians over --repeat runs, with ratios to the baseline of the
+same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.serving import LoadedModel
-from models.simulate import SimulationConfig, simulate, transaction_records
-from models.train import TrainParams, fit
-from schemas.codec import AvroCodec, CodecError, _parse, load_schema
-from core.decision import Thresholds, decide, top_reasons
-from core.features import (FEATURE_NAMES, N_FEATURES, TERMINAL_FEATURE_NAMES, CardState, TerminalCounts,
-                           feature_matrix, invalid_transaction_reason)
+from core.decision import Thresholds  # noqa: E402
+from core.features import CardState, TerminalCounts, feature_matrix  # noqa: E402
+from core.metrics import Metrics  # noqa: E402
+from models.serving import LoadedModel, ModelHandle  # noqa: E402
+from models.simulate import SimulationConfig, simulate, transaction_records  # noqa: E402
+from models.train import TrainParams, fit  # noqa: E402
+from schemas.codec import AvroCodec, CodecError, _parse, load_schema  # noqa: E402
+from streams.rules import RulesTable  # noqa: E402
+from streams.scoring import ScoringStep  # noqa: E402
+from streams.state import Store  # noqa: E402
+from streams.terminals import TerminalStep  # noqa: E402
+from streams.topics import SCHEMAS  # noqa: E402
 
-NO_TERMINAL = (0.0,) * len(TERMINAL_FEATURE_NAMES)
+PARTITIONS = 6
 
 
 class LocalRegistry:
@@ -47,69 +55,80 @@ class LocalRegistry:
         except KeyError:
             raise CodecError(f"unknown schema id {schema_id}") from None
 
+    def knows(self, schema_id):
+        return schema_id in self.schemas
 
-def run(messages: list[bytes], codecs, model: LoadedModel, batch: int, exact: bool) -> float:
-    """Seconds to turn all messages into encoded verdicts, `batch` at a time, as the scoring agent
-    does, to add them to their terminals' counts, as the terminal agent does, and to keep the verdicts
-    and read the counts back, as every worker's follower does."""
-    txn_codec, verdict_codec = codecs
-    thresholds = Thresholds()
-    cards: dict[str, CardState] = {}
-    counts: dict[str, TerminalCounts] = {}     # the terminal agent's
-    snapshots: dict[str, TerminalCounts] = {}  # what the scorers read, from the serialised counts
-    verdicts: dict[str, tuple[int, bytes]] = {}
-    out = []
+
+class Message:
+    """What confluent-kafka hands the steps."""
+
+    __slots__ = ("_topic", "_partition", "_offset", "_value")
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes):
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+
+    def topic(self):
+        return self._topic
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+    def value(self):
+        return self._value
+
+    def key(self):
+        return None
+
+    def timestamp(self):
+        return 1, int(time.time() * 1000)
+
+
+class Transaction:
+    """Stands in for the worker's Kafka transaction: keeps what is written to each topic."""
+
+    def __init__(self):
+        self.written: dict[str, list] = {}
+
+    def produce(self, topic, value, key=None, partition=-1, headers=None):
+        self.written.setdefault(topic, []).append((partition, value))
+
+    def processed(self, topic, partition, offset):
+        pass
+
+
+def run(batches: list[dict[int, list]], codecs: dict, model: LoadedModel, exact: bool) -> float:
+    cards = Store("cards", "transactions", "cards-changelog", CardState.to_bytes, CardState.from_bytes)
+    counts = Store("terminals", "events", "terminals-changelog", TerminalCounts.to_bytes, TerminalCounts.from_bytes)
+    for p in range(PARTITIONS):
+        cards.open(p)
+        counts.open(p)
+    topics = {"verdicts": "verdicts", "dlq": "dlq", "terminal_events": "events", "examples": "examples"}
+    scoring = ScoringStep("transactions", cards, {}, codecs, ModelHandle(model), ModelHandle(), RulesTable("rules"),
+                          Thresholds(), Metrics(), topics, PARTITIONS, "bench", exact)
+    terminals = TerminalStep("events", counts, codecs["terminal_events"], "snapshots", "dlq", Metrics())
+    offsets = [0] * PARTITIONS
     started = time.perf_counter()
-    for at in range(0, len(messages), batch):
-        chunk = messages[at: at + batch]
-        rows = np.empty((len(chunk), N_FEATURES))
-        txns = []
-        for data in chunk:
-            txn = txn_codec.decode(data)
-            if invalid_transaction_reason(txn):
-                continue
-            card = cards.get(txn["customer_id"])
-            if card is None:
-                card = cards[txn["customer_id"]] = CardState()
-            terminal = snapshots.get(txn["terminal_id"])
-            rows[len(txns)] = (*card.features_then_add(txn),
-                               *(terminal.features(txn["timestamp"]) if terminal is not None else NO_TERMINAL))
-            txns.append(txn)
-        rows = rows[: len(txns)]
-        scores = model.scores(rows)
-        decisions = decide(scores, thresholds)
-        reasons = top_reasons(model.contributions(rows, exact=exact), rows, FEATURE_NAMES)
-        now = int(time.time() * 1000)
-        for txn, score, decision, why, row in zip(txns, scores.tolist(), decisions, reasons, rows.tolist()):
-            verdict = {
-                "transaction_id": txn["transaction_id"], "customer_id": txn["customer_id"],
-                "score": score, "decision": decision, "model_name": model.name,
-                "model_version": model.version, "reasons": why, "transaction_timestamp": txn["timestamp"],
-                "scored_at": now, "latency_ms": 0.0, "terminal_id": txn["terminal_id"],
-                "features": dict(zip(FEATURE_NAMES, row))}
-            out.append(verdict_codec.encode(verdict))
-        changed = set()
-        for txn in txns:
-            terminal = counts.get(txn["terminal_id"])
-            if terminal is None:
-                terminal = counts[txn["terminal_id"]] = TerminalCounts()
-            terminal.add(txn["timestamp"])
-            changed.add(txn["terminal_id"])
-        changelog = [(key, counts[key].to_bytes()) for key in changed]
-        for txn, encoded in zip(txns, out[len(out) - len(txns):]):
-            verdicts[txn["transaction_id"]] = (now, encoded)
-        for key, value in changelog:
-            snapshots[key] = TerminalCounts.from_bytes(value)
-    elapsed = time.perf_counter() - started
-    assert len(out) == len(messages)
-    return elapsed
+    for batch in batches:
+        transaction = Transaction()
+        scoring.process(batch, transaction)
+        events: dict[int, list] = {}
+        for partition, value in transaction.written.get("events", []):
+            events.setdefault(partition, []).append(Message("events", partition, offsets[partition], value))
+            offsets[partition] += 1
+        terminals.process(events, transaction)
+        for store in (cards, counts):
+            sum(1 for _ in store.pending())
+    return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transactions", type=int, default=20_000)
-    parser.add_argument("--trees", type=int, default=100)
-    parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--trees", type=int, default=50)
+    parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
@@ -121,25 +140,34 @@ def main() -> None:
     model = LoadedModel(booster, "bench", "1", "memory")
 
     registry = LocalRegistry()
-    txn_codec = AvroCodec(registry, load_schema("transaction"), "t-value")
-    verdict_codec = AvroCodec(registry, load_schema("verdict"), "v-value")
-    txn_codec.register(), verdict_codec.register()
+    codecs = {role: AvroCodec(registry, load_schema(schema), f"{role}-value") for role, schema in SCHEMAS.items()}
+    for codec in codecs.values():
+        codec.register()
     stream = transaction_records(simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=1)))
-    messages = [txn_codec.encode(t) for t in stream[: args.transactions]]
-    codecs = (txn_codec, verdict_codec)
+    messages = [Message("transactions", hash(t["customer_id"]) % PARTITIONS, i, codecs["transactions"].encode(t))
+                for i, t in enumerate(stream[: args.transactions])]
 
-    variants = [("per event (baseline)", 1, False), ("batch 100", 100, False), ("batch 500", 500, False),
-                ("batch 1000", 1000, False), ("batch 500, exact TreeSHAP reasons", 500, True)]
-    print(f"{len(messages)} transactions, {args.trees} trees of depth {args.depth}, 1 XGBoost thread, "
+    def batched(n: int, size: int) -> list[dict[int, list]]:
+        out = []
+        for at in range(0, n, size):
+            batch: dict[int, list] = {}
+            for msg in messages[at: at + size]:
+                batch.setdefault(msg.partition(), []).append(msg)
+            out.append(batch)
+        return out
+
+    variants = [("per event (baseline)", 1, False), ("batches of 100", 100, False),
+                ("batches of 1,000", 1000, False), ("batches of 1,000, exact TreeSHAP reasons", 1000, True)]
+    print(f"{len(messages)} transactions, {args.trees} trees of depth {args.depth}, one thread, "
           f"median of {args.repeat} runs")
-    print(f"{'variant':38} {'txn/s':>10} {'us/txn':>8} {'vs baseline':>12}")
+    print(f"{'variant':42} {'txn/s':>10} {'us/txn':>8} {'vs baseline':>12}")
     baseline = None
-    for name, batch, exact in variants:
-        n = len(messages) if batch > 1 else min(len(messages), 5_000)
-        seconds = statistics.median(run(messages[:n], codecs, model, batch, exact) for _ in range(args.repeat))
+    for name, size, exact in variants:
+        n = len(messages) if size > 1 else min(len(messages), 5_000)
+        seconds = statistics.median(run(batched(n, size), codecs, model, exact) for _ in range(args.repeat))
         rate = n / seconds
         baseline = baseline or rate
-        print(f"{name:38} {rate:10.0f} {1e6 / rate:8.1f} {rate / baseline:11.1f}x")
+        print(f"{name:42} {rate:10.0f} {1e6 / rate:8.1f} {rate / baseline:11.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""Real-time fraud scoring on Kafka: command line and settings."""
+"""Real-time fraud scoring on Kafka: the command line (cli.py) and the worker put together (worker.py)."""

@@ -6,8 +6,8 @@ and the Faust app that hosts it beside the ops API and the timers.
 The Faust app runs the process: signals and graceful stop, the ops API (aiohttp), and the timers
 that follow the model registry and export online quality. Records do not go through Faust's
 per-record streams and topic sends: the loop (streams/worker.py) hands whole batches to librdkafka
-through confluent-kafka, with one transactional producer per worker (streams/checkpoint.py), which is
-what moves them at the Kafka client's speed.
+through confluent-kafka, with two transactional producers taking turns (streams/checkpoint.py),
+which is what moves them at the Kafka client's speed.
 """
 
 from __future__ import annotations
