@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float,
                         help="pace the latency runs at this rate rather than half the batched worker's")
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["raw", "faust-iterate", "faust-eos", "per-event", "mlflow", "latency"])
+                        choices=["raw", "faust-iterate", "faust-eos", "per-event", "batched", "mlflow", "latency"])
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
