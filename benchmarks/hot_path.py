@@ -99,7 +99,8 @@ class Transaction:
         pass
 
 
-def run(batches: list[dict[int, list]], codecs: dict, model: LoadedModel, exact: bool) -> float:
+def steps(codecs: dict, model: LoadedModel, exact: bool = False) -> tuple[ScoringStep, TerminalStep, list[Store]]:
+    """The worker's scoring and terminal steps on fresh stores holding every partition."""
     cards = Store("cards", "transactions", "cards-changelog", CardState.to_bytes, CardState.from_bytes)
     counts = Store("terminals", "events", "terminals-changelog", TerminalCounts.to_bytes, TerminalCounts.from_bytes)
     for p in range(PARTITIONS):
@@ -109,33 +110,38 @@ def run(batches: list[dict[int, list]], codecs: dict, model: LoadedModel, exact:
     scoring = ScoringStep("transactions", cards, {}, codecs, ModelHandle(model), ModelHandle(), RulesTable("rules"),
                           Thresholds(), Metrics(), topics, PARTITIONS, "bench", exact)
     terminals = TerminalStep("events", counts, codecs["terminal_events"], "snapshots", "dlq", Metrics())
+    return scoring, terminals, [cards, counts]
+
+
+def one_batch(batch: dict[int, list], scoring: ScoringStep, terminals: TerminalStep, stores: list[Store],
+              offsets: list[int]) -> None:
+    """What the worker does with a batch: score it, count its terminal events, serialise the changes."""
+    transaction = Transaction()
+    scoring.process(batch, transaction)
+    events: dict[int, list] = {}
+    for partition, value in transaction.written.get("events", []):
+        events.setdefault(partition, []).append(Message("events", partition, offsets[partition], value))
+        offsets[partition] += 1
+    terminals.process(events, transaction)
+    for store in stores:
+        sum(1 for _ in store.pending())
+
+
+def run(batches: list[dict[int, list]], codecs: dict, model: LoadedModel, exact: bool) -> float:
+    scoring, terminals, stores = steps(codecs, model, exact)
     offsets = [0] * PARTITIONS
     started = time.perf_counter()
     for batch in batches:
-        transaction = Transaction()
-        scoring.process(batch, transaction)
-        events: dict[int, list] = {}
-        for partition, value in transaction.written.get("events", []):
-            events.setdefault(partition, []).append(Message("events", partition, offsets[partition], value))
-            offsets[partition] += 1
-        terminals.process(events, transaction)
-        for store in (cards, counts):
-            sum(1 for _ in store.pending())
+        one_batch(batch, scoring, terminals, stores, offsets)
     return time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transactions", type=int, default=20_000)
-    parser.add_argument("--trees", type=int, default=50)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-
+def setup(trees: int, depth: int, transactions: int) -> tuple[dict, LoadedModel, list[Message]]:
+    """A model trained on one simulated history, the codecs, and Avro transactions of another."""
     history = simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=0))
     labels = history["is_fraud"].to_numpy()
     booster = fit(feature_matrix(transaction_records(history), labels), labels,
-                  TrainParams(n_estimators=args.trees, max_depth=args.depth))
+                  TrainParams(n_estimators=trees, max_depth=depth))
     booster.set_param({"nthread": 1})
     model = LoadedModel(booster, "bench", "1", "memory")
 
@@ -145,16 +151,28 @@ def main() -> None:
         codec.register()
     stream = transaction_records(simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=1)))
     messages = [Message("transactions", hash(t["customer_id"]) % PARTITIONS, i, codecs["transactions"].encode(t))
-                for i, t in enumerate(stream[: args.transactions])]
+                for i, t in enumerate(stream[:transactions])]
+    return codecs, model, messages
 
-    def batched(n: int, size: int) -> list[dict[int, list]]:
-        out = []
-        for at in range(0, n, size):
-            batch: dict[int, list] = {}
-            for msg in messages[at: at + size]:
-                batch.setdefault(msg.partition(), []).append(msg)
-            out.append(batch)
-        return out
+
+def batched(messages: list[Message], size: int) -> list[dict[int, list]]:
+    out = []
+    for at in range(0, len(messages), size):
+        batch: dict[int, list] = {}
+        for msg in messages[at: at + size]:
+            batch.setdefault(msg.partition(), []).append(msg)
+        out.append(batch)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transactions", type=int, default=20_000)
+    parser.add_argument("--trees", type=int, default=50)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    codecs, model, messages = setup(args.trees, args.depth, args.transactions)
 
     variants = [("per event (baseline)", 1, False), ("batches of 100", 100, False),
                 ("batches of 1,000", 1000, False), ("batches of 1,000, exact TreeSHAP reasons", 1000, True)]
@@ -164,7 +182,7 @@ def main() -> None:
     baseline = None
     for name, size, exact in variants:
         n = len(messages) if size > 1 else min(len(messages), 5_000)
-        seconds = statistics.median(run(batched(n, size), codecs, model, exact) for _ in range(args.repeat))
+        seconds = statistics.median(run(batched(messages[:n], size), codecs, model, exact) for _ in range(args.repeat))
         rate = n / seconds
         baseline = baseline or rate
         print(f"{name:42} {rate:10.0f} {1e6 / rate:8.1f} {rate / baseline:11.1f}x")

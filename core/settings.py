@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     experiment: str = "fraud-scorer"
 
     batch_max: int = 1000
-    batch_within_seconds: float = 0.02  # how long a fetch may wait for more records to fill a batch
+    batch_within_seconds: float = 0.05  # how long a fetch may wait for a light stream to fill a batch
     commit_interval_seconds: float = 0.1  # how often the worker's transaction commits
     transaction_timeout_ms: int = 10_000
     session_timeout_ms: int = 10_000

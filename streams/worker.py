@@ -154,7 +154,7 @@ class Worker:
     def _new_producer(self, index: int) -> Producer:
         s = self.settings
         producer = Producer(producer_config(s.kafka_bootstrap, f"{self.transactional_id}-{index}",
-                                            s.transaction_timeout_ms))
+                                            s.transaction_timeout_ms, linger_ms=1000 * s.commit_interval_seconds))
         # Fences this worker's previous incarnation and aborts what it left open.
         call_transactional(producer.init_transactions, OP_TIMEOUT)
         return producer
