@@ -178,9 +178,12 @@ class Checkpoint:
                 raise failure_of(exc, "produce") from exc
 
     def processed(self, topic: str, partition: int, offset: int) -> None:
-        """A record's outputs are all in the transaction: its offset may be committed with them."""
+        """A record's outputs are all in the transaction: its offset may be committed with them. Within a
+        transaction a partition's offset only moves forward."""
         self.begin()
-        self.offsets[(topic, partition)] = offset
+        key = (topic, partition)
+        if offset > self.offsets.get(key, -1):
+            self.offsets[key] = offset
 
     def due(self, now: float) -> bool:
         return self.begun_at is not None and now - self.begun_at >= self.interval

@@ -19,20 +19,18 @@ older one with no known verdict, or an undecodable record, goes to the DLQ.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import OrderedDict, deque
 from typing import Callable, Mapping
 
 from core.metrics import Metrics
-from schemas.codec import AvroCodec, CodecError, RegistryUnavailable
+from schemas.codec import AvroCodec
 from streams.checkpoint import Checkpoint
 from streams.quality import OnlineQuality
-from streams.scoring import dead_letter
+from streams.records import dead_letter, decoded
 from streams.tables import Source
 from streams.topics import terminal_partition
 
-log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 60.0
 
 
@@ -110,18 +108,8 @@ class FeedbackStep:
     def _join_partition(self, partition: int, records: list, checkpoint: Checkpoint, frauds: dict) -> None:
         verdicts = self.verdicts[partition]
         now_ms = int(time.time() * 1000)
-        for msg in records:
-            try:
-                label = self.codecs["feedback"].decode(msg.value())
-            except RegistryUnavailable as exc:
-                log.error("schema registry unavailable; %s[%d] waits at offset %d: %s",
-                          self.topic, partition, msg.offset(), exc)
-                self.retry_later(self.topic, partition, msg.offset())
-                break
-            except CodecError as exc:
-                dead_letter(checkpoint, self.topics["dlq"], msg, str(exc), self.metrics)
-                checkpoint.processed(self.topic, partition, msg.offset())
-                continue
+        for msg, label in decoded(records, self.codecs["feedback"], checkpoint, self.topics["dlq"], self.metrics,
+                                  self.retry_later):
             known = verdicts.get(label["transaction_id"])
             if known is None and now_ms - msg.timestamp()[1] < self.match_wait_ms:
                 self.retry_later(self.topic, partition, msg.offset())  # its verdict may be on its way

@@ -18,7 +18,6 @@ in, verdicts and state changes out.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Mapping, MutableMapping, Sequence
@@ -30,15 +29,15 @@ from core.features import (CUSTOMER_FEATURE_NAMES, HISTORY_MS, N_FEATURES, CardS
                            invalid_transaction_reason)
 from core.metrics import Metrics
 from models.serving import LoadedModel, ModelHandle
-from schemas.codec import AvroCodec, CodecError, RegistryUnavailable
+from schemas.codec import AvroCodec
 from schemas.verdict_writer import VerdictWriter
 from streams.checkpoint import Checkpoint
+from streams.records import dead_letter, decoded
 from streams.rules import Rules, apply_rules
 from streams.state import Store
 from streams.tables import Source
 from streams.topics import terminal_partition
 
-log = logging.getLogger(__name__)
 N_CARD = len(CUSTOMER_FEATURE_NAMES)
 SWEEP_SECONDS = 3600.0
 NO_TERMINAL = (0.0,) * (N_FEATURES - N_CARD)
@@ -177,17 +176,8 @@ class ScoringStep:
         for partition, records in batches.items():
             self.metrics.consumed.inc(len(records))
             valid_records, valid = [], []
-            for msg in records:
-                try:
-                    txn = codec.decode(msg.value())
-                    reason = invalid_transaction_reason(txn, now_ms=now_ms)
-                except RegistryUnavailable as exc:  # not the message's fault: it waits for the registry
-                    log.error("schema registry unavailable; %s[%d] waits at offset %d: %s",
-                              self.topic, partition, msg.offset(), exc)
-                    self.retry_later(self.topic, partition, msg.offset())
-                    break
-                except CodecError as exc:
-                    reason = str(exc)
+            for msg, txn in decoded(records, codec, checkpoint, self.topics["dlq"], self.metrics, self.retry_later):
+                reason = invalid_transaction_reason(txn, now_ms=now_ms)
                 if reason:
                     dead_letter(checkpoint, self.topics["dlq"], msg, reason, self.metrics)
                 else:
@@ -262,16 +252,3 @@ class ScoringStep:
             m.challenger_agreement.labels("no").inc(len(verdicts) - agrees)
             m.challenger_scored.labels(challenger.version).inc(len(verdicts))
 
-
-def dead_letter(checkpoint: Checkpoint, topic: str, msg, reason: str, metrics: Metrics) -> None:
-    """The record as it came, with why it could not be processed and where it came from."""
-    headers = [
-        ("dlq.reason", reason.encode()),
-        ("dlq.source.topic", msg.topic().encode()),
-        ("dlq.source.partition", str(msg.partition()).encode()),
-        ("dlq.source.offset", str(msg.offset()).encode()),
-        ("dlq.failed_at", str(int(time.time() * 1000)).encode()),
-    ]
-    metrics.dead_letters.labels(msg.topic()).inc()
-    log.warning("DLQ %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), reason)
-    checkpoint.produce(topic, msg.value(), msg.key(), headers=headers)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 from core.features import DAY_MS, TERMINAL_FEATURE_NAMES, TerminalCounts
 from core.metrics import Metrics
-from schemas.codec import AvroCodec, CodecError, RegistryUnavailable
+from schemas.codec import AvroCodec
 from streams.checkpoint import Checkpoint
-from streams.scoring import dead_letter
+from streams.records import decoded
 from streams.state import Store
 from streams.tables import Source
 
@@ -130,18 +130,7 @@ class TerminalStep:
         changed: set[str] = set()
         publish: set[str] = set()
         n_transactions = n_frauds = 0
-        for msg in records:
-            try:
-                events = self.codec.decode(msg.value())
-            except RegistryUnavailable as exc:
-                log.error("schema registry unavailable; %s[%d] waits at offset %d: %s",
-                          self.topic, partition, msg.offset(), exc)
-                self.retry_later(self.topic, partition, msg.offset())
-                break
-            except CodecError as exc:
-                dead_letter(checkpoint, self.dlq_topic, msg, str(exc), self.metrics)
-                checkpoint.processed(self.topic, partition, msg.offset())
-                continue
+        for msg, events in decoded(records, self.codec, checkpoint, self.dlq_topic, self.metrics, self.retry_later):
             for fraud, items in ((False, events["transactions"]), (True, events["frauds"])):
                 for item in items:
                     terminal_id, at = item["terminal_id"], item["transaction_timestamp"]

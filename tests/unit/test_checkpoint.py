@@ -141,3 +141,11 @@ def test_a_begin_that_fails_leaves_its_producer_to_be_aborted():
         checkpoint.processed("transactions", 0, 1)
     checkpoint.abort()
     assert calls == [("a", "abort")]
+
+
+def test_an_offset_processed_before_a_lower_one_in_the_same_transaction_is_the_one_committed():
+    checkpoint, _, calls = _checkpoint()
+    checkpoint.processed("transactions", 0, 9)
+    checkpoint.processed("transactions", 0, 7)
+    checkpoint.commit(wait=True)
+    assert ("a", "offsets", [("transactions", 0, 10)]) in calls
