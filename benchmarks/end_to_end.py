@@ -22,7 +22,10 @@ the same span give the CPU per transaction at full load.
 latency, `--latency-runs` consecutive runs (a fresh worker and fresh topics each) at half the batched
 worker's measured rate (or `--latency-rate`) for `--paced-seconds`: per verdict, produce -> scored
 (the verdict's own latency_ms) and produce -> visible to a read_committed consumer (which waits for the transaction to
-commit, every FRAUD_COMMIT_INTERVAL_SECONDS). The first two seconds of each run are left out.
+commit, every FRAUD_COMMIT_INTERVAL_SECONDS). The first two seconds of each run are left out. While
+each run is paced, the share of the machine's cores left idle and the cores used by the worker, the
+broker and this benchmark itself are read from /proc: a tail that grows with the run is a machine
+with no core to spare.
 """
 
 from __future__ import annotations
@@ -151,6 +154,32 @@ def worker_throughput(name: str, tmp: Path, model_name: str, batch_max: int, rec
                           cpu_ms_per_transaction=1000 * cpu / max(1, scored_in_window))
 
 
+class MachineLoad:
+    """While a paced run lasts: how idle the machine's cores were, and how much of a core the worker,
+    the broker and this benchmark (its producer and verdict consumer) each used, from /proc."""
+
+    def __init__(self, worker_pid: int):
+        self.pids = {"worker": worker_pid, "broker": broker_pid(), "benchmark": os.getpid()}
+        self.started = (time.monotonic(), cpu_idle_and_total(), {k: process_cpu_seconds(p) for k, p in self.pids.items()})
+
+    def stop(self) -> dict:
+        at, (idle, total), cpu = self.started
+        seconds = time.monotonic() - at
+        idle_now, total_now = cpu_idle_and_total()
+        load = {f"{k}_cores": (process_cpu_seconds(p) - cpu[k]) / seconds for k, p in self.pids.items()}
+        return {"idle_share": (idle_now - idle) / max(1, total_now - total), **load}
+
+
+def cpu_idle_and_total() -> tuple[int, int]:
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def broker_pid() -> int:
+    """The Kafka broker that scripts/services started."""
+    return int((Path(__file__).resolve().parent.parent / ".services" / "run" / "kafka.pid").read_text())
+
+
 def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float, run: int) -> dict:
     settings, codec = prepared(tmp, model_name, 1000, [])
     verdicts = Verdicts(settings)
@@ -161,8 +190,10 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
         for r in records:  # event times as they are produced
             r["timestamp"] = now
         started = time.time()
+        machine = MachineLoad(worker.proc.pid)
         replay(producer_for(settings.kafka_bootstrap),
                transaction_messages(settings.transactions_topic, codec, records), rate=rate)
+        load = machine.stop()
         verdicts.wait_for(len(records), timeout=300)
     finally:
         worker.stop()
@@ -172,7 +203,8 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
     visible = np.array([read * 1000 - (v["scored_at"] - v["latency_ms"]) for read, v in kept])
     return {"run": run, "rate": rate, "verdicts": len(kept),
             "score_p50": float(np.percentile(to_score, 50)), "score_p99": float(np.percentile(to_score, 99)),
-            "visible_p50": float(np.percentile(visible, 50)), "visible_p99": float(np.percentile(visible, 99))}
+            "visible_p50": float(np.percentile(visible, 50)), "visible_p99": float(np.percentile(visible, 99)),
+            **load}
 
 
 def topic_of(tmp: Path, records: list[dict]) -> tuple[str, str]:
@@ -253,7 +285,10 @@ def main() -> None:
               f"produce->scored p50 / p99, produce->visible (read_committed) p50 / p99")
         for r in latency:
             print(f"  run {r['run']}: {r['score_p50']:.1f} / {r['score_p99']:.1f}   "
-                  f"{r['visible_p50']:.1f} / {r['visible_p99']:.1f}   ({r['verdicts']} verdicts)")
+                  f"{r['visible_p50']:.1f} / {r['visible_p99']:.1f}   ({r['verdicts']} verdicts)   "
+                  f"while paced: cores idle {100 * r['idle_share']:.0f}%, cores used by the worker "
+                  f"{r['worker_cores']:.2f}, the broker {r['broker_cores']:.2f}, "
+                  f"this benchmark {r['benchmark_cores']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"throughput": results, "latency": latency}, indent=2))
 
