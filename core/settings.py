@@ -1,6 +1,7 @@
 """One frozen settings object, read from the environment (prefix FRAUD_) once at the entry point."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,5 +49,14 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 5000
+    # Who may call the API (ops_api/auth.py): JWT bearer tokens signed with `jwt_secret` (HS256) or
+    # verified with `jwt_public_key` (RS256: the PEM, or a path to it). With neither, the API refuses
+    # to start unless `auth` is "disabled".
+    auth: Literal["jwt", "disabled"] = "jwt"
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_secret: str | None = Field(None, repr=False)
+    jwt_public_key: str | None = Field(None, repr=False)
+    auth_open_paths: str = "/health/live,/health/ready,/metrics/prometheus"  # served without a token
+    data_dir: Path = ROOT / "data"  # the only place training and tuning requests may read files from
     state_dir: Path = ROOT / ".services" / "faust"
     worker_id: str = Field(default_factory=lambda: __import__("socket").gethostname())

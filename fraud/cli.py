@@ -283,12 +283,24 @@ def cmd_rules(args, settings: Settings) -> int:
     return 0
 
 
+def _api_auth_or_exit(settings: Settings) -> None:
+    """Refuse to start an API that could not check tokens (see ops_api/auth.py)."""
+    from ops_api.auth import AuthNotConfigured, auth_from
+
+    try:
+        auth_from(settings)
+    except (AuthNotConfigured, OSError) as exc:
+        raise SystemExit(f"fraud: not starting: {exc}") from None
+
+
 def cmd_worker(args, settings: Settings) -> int:
     import faust
 
     from models.serving import quiet_mlflow_client_env
     from fraud.worker import build
 
+    if settings.api_port:
+        _api_auth_or_exit(settings)
     quiet_mlflow_client_env(settings.mlflow_uri)
     faust.Worker(build(settings).app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
     return 0
@@ -301,9 +313,23 @@ def cmd_api(args, settings: Settings) -> int:
     from ops_api.app import create_api
     from core.metrics import Metrics
 
+    _api_auth_or_exit(settings)
     quiet_mlflow_client_env(settings.mlflow_uri)
     web.run_app(create_api(settings, Metrics()), host=settings.api_host, port=settings.api_port,
                 access_log=None)
+    return 0
+
+
+def cmd_token(args, settings: Settings) -> int:
+    from ops_api.auth import mint
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    ttl = args.ttl.strip().lower()
+    try:
+        seconds = float(ttl[:-1]) * units[ttl[-1]] if ttl[-1:] in units else float(ttl)
+        print(mint(settings, args.role, seconds, subject=args.subject, private_key=args.private_key))
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"fraud token: {exc}") from None
     return 0
 
 
@@ -418,6 +444,13 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     sub.add_parser("api", help="run the ops API on its own").set_defaults(func=cmd_api)
+
+    p = sub.add_parser("token", help="mint a JWT for the API (local use)")
+    p.add_argument("--role", required=True, choices=["viewer", "analyst", "ml-engineer", "admin"])
+    p.add_argument("--ttl", default="1h", help="how long it is valid: 90s, 30m, 12h, 7d (default 1h)")
+    p.add_argument("--subject", default="local", help="who it is for (the token's sub)")
+    p.add_argument("--private-key", help="RS256: the PEM private key (or its path) to sign with")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("tail", help="print decoded verdicts")
     p.add_argument("--topic", help="default: the verdict topic")

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from core.settings import Settings
+from ops_api.auth import READ, TRAIN, Auth, auth_from, authorize
 from ops_api.jobs import TrainingJobs, TrainRequest, TuneRequest
 from core.metrics import Metrics
 
@@ -57,6 +58,7 @@ STREAM = web.AppKey("stream", object)
 ADMIN = web.AppKey("admin", AdminClient)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 MODEL_SOURCE = web.AppKey("model_source", object)
+AUTH = web.AppKey("auth", Auth)
 
 
 def error(status: int, message: str, **extra) -> web.Response:
@@ -163,7 +165,7 @@ async def health(request: web.Request) -> web.Response:
     states = {c.get("status") for c in components.values()} - {"loading"}
     overall = "down" if components["model"].get("status") == "down" else (
         "ok" if states <= {"ok", "not in this process"} else "degraded")
-    body = {"status": overall, "components": components, "time": time.time()}
+    body = {"status": overall, "components": components, "auth": app[AUTH].describe(), "time": time.time()}
     return web.json_response(body, status=503 if overall == "down" else 200)
 
 
@@ -251,14 +253,39 @@ async def _json_object(request: web.Request) -> dict:
     return body
 
 
+def _confined(request: web.Request, body):
+    """The request with its `data_path` resolved inside FRAUD_DATA_DIR, or the 422 saying why not.
+    Nothing outside that directory is ever opened on a request's behalf."""
+    if not body.data_path:
+        return body
+    data_dir = request.app[SETTINGS].data_dir.resolve()
+    given = body.data_path
+    if "\x00" in given:
+        return error(422, "field data_path: contains a NUL byte", fields=[{"field": "data_path", "message": "NUL byte"}])
+    path = (data_dir / given).resolve()  # an absolute `given` stays absolute
+    if not path.is_relative_to(data_dir):
+        return error(422, "field data_path: must name a file inside the data directory (FRAUD_DATA_DIR), "
+                          "relative to it", fields=[{"field": "data_path", "message": "outside the data directory"}])
+    if not path.is_file():
+        return error(422, f"field data_path: no file {given!r} in the data directory",
+                     fields=[{"field": "data_path", "message": "no such file"}])
+    return body.model_copy(update={"data_path": str(path)})
+
+
 async def start_training(request: web.Request) -> web.Response:
-    job = await request.app[JOBS].start(TrainRequest.model_validate(await _json_object(request)))
+    body = _confined(request, TrainRequest.model_validate(await _json_object(request)))
+    if isinstance(body, web.Response):
+        return body
+    job = await request.app[JOBS].start(body)
     request.app[METRICS].training_jobs.inc()
     return web.json_response(job, status=202)
 
 
 async def start_tuning(request: web.Request) -> web.Response:
-    job = await request.app[JOBS].start(TuneRequest.model_validate(await _json_object(request)))
+    body = _confined(request, TuneRequest.model_validate(await _json_object(request)))
+    if isinstance(body, web.Response):
+        return body
+    job = await request.app[JOBS].start(body)
     request.app[METRICS].training_jobs.inc()
     return web.json_response(job, status=202)
 
@@ -311,8 +338,12 @@ async def promote(request: web.Request) -> web.Response:
 
 
 def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+    """The API; AuthNotConfigured when there is no key to check tokens with and auth is not disabled."""
+    auth = auth_from(settings)
+    permissions: dict[tuple[str, str], str] = {}
+    app = web.Application(middlewares=[json_errors, authorize(auth, permissions)])
     app[SETTINGS] = settings
+    app[AUTH] = auth
     app[METRICS] = metrics
     app[STREAM] = stream
 
@@ -335,19 +366,24 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         await app[REDIS].aclose()
 
     app.cleanup_ctx.append(resources)
-    app.router.add_get("/health", health)
-    app.router.add_get("/health/live", live)
-    app.router.add_get("/health/ready", ready)
-    app.router.add_get("/metrics/prometheus", prometheus)
-    app.router.add_get("/metrics", metrics_json)
-    app.router.add_get("/info", info)
-    app.router.add_post("/api/v1/training/train", start_training)
-    app.router.add_post("/api/v1/training/hyperparameter-tuning", start_tuning)
-    app.router.add_get("/api/v1/training/jobs", list_jobs)
-    app.router.add_post("/api/v1/models/promote", promote)
-    app.router.add_get("/api/v1/training/jobs/{job_id}", get_job)
-    app.router.add_get("/api/v1/terminals/{terminal_id}", terminal)
-    app.router.add_get("/api/v1/quality", quality)
+    routes = [
+        ("GET", "/health", health, READ),
+        ("GET", "/health/live", live, READ),
+        ("GET", "/health/ready", ready, READ),
+        ("GET", "/metrics/prometheus", prometheus, READ),
+        ("GET", "/metrics", metrics_json, READ),
+        ("GET", "/info", info, READ),
+        ("POST", "/api/v1/training/train", start_training, TRAIN),
+        ("POST", "/api/v1/training/hyperparameter-tuning", start_tuning, TRAIN),
+        ("GET", "/api/v1/training/jobs", list_jobs, READ),
+        ("POST", "/api/v1/models/promote", promote, TRAIN),
+        ("GET", "/api/v1/training/jobs/{job_id}", get_job, READ),
+        ("GET", "/api/v1/terminals/{terminal_id}", terminal, READ),
+        ("GET", "/api/v1/quality", quality, READ),
+    ]
+    for method, path, handler, need in routes:
+        app.router.add_route(method, path, handler)
+        permissions[(method, path)] = need
     return app
 
 

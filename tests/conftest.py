@@ -55,6 +55,7 @@ def unique_settings(tmp_path: Path, **overrides) -> Settings:
         examples_topic=f"test-examples-{tag}", partitions=3, model_name=f"test-xgb-{tag}",
         experiment="fraud-scorer-tests", model_poll_seconds=1.0, api_port=free_port(),
         state_dir=tmp_path / "faust", model_cache_dir=tmp_path / "model-cache", worker_id=f"test-{tag}",
+        jwt_secret=f"test-secret-{uuid.uuid4().hex}", data_dir=tmp_path / "data",
     )
     values.update(overrides)
     return Settings(**values)
@@ -63,8 +64,16 @@ def unique_settings(tmp_path: Path, **overrides) -> Settings:
 def settings_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        env[f"FRAUD_{name.upper()}"] = str(value)
+        if value is not None:
+            env[f"FRAUD_{name.upper()}"] = str(value)
     return env
+
+
+def bearer(settings: Settings, role: str = "admin") -> dict[str, str]:
+    """The Authorization header of a token for `role`, signed with the settings' secret."""
+    from ops_api.auth import mint
+
+    return {"Authorization": f"Bearer {mint(settings, role, 3600, subject='tests')}"}
 
 
 class WorkerProcess:
@@ -83,8 +92,9 @@ class WorkerProcess:
         return self
 
     def get(self, path: str, timeout: float = 10) -> tuple[int, dict]:
+        req = urllib.request.Request(self.base + path, headers=bearer(self.settings))
         try:
-            with urllib.request.urlopen(self.base + path, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
@@ -92,7 +102,7 @@ class WorkerProcess:
     def post(self, path: str, body: bytes | dict, timeout: float = 10) -> tuple[int, dict]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **bearer(self.settings)})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, json.loads(resp.read())

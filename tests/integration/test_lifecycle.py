@@ -22,7 +22,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from core.settings import ROOT
 from schemas.codec import load_schema
 from streams.topics import ensure_topics
-from tests.conftest import WorkerProcess, free_port, settings_env, unique_settings
+from tests.conftest import WorkerProcess, bearer, free_port, settings_env, unique_settings
 from tests.integration.conftest import (assert_each_transaction_counted_once, produce_raw, produce_transactions,
                                         read_committed, registry_client, simulated_transactions, train_version,
                                         verdicts_by_id)
@@ -254,15 +254,16 @@ def test_a_tuning_job_started_over_http_reports_the_best_parameters_and_logs_the
                 assert time.monotonic() < deadline, (tmp_path / "api.log").read_text()
                 time.sleep(0.5)
         body = json.dumps({"trials": 2, "folds": 2, "customers": 300, "terminals": 600}).encode()
-        req = urllib.request.Request(base + "/api/v1/training/hyperparameter-tuning", data=body,
-                                     method="POST", headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(base + "/api/v1/training/hyperparameter-tuning", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **bearer(settings)})
         with urllib.request.urlopen(req) as resp:
             job = json.loads(resp.read())
         assert resp.status == 202 and job["kind"] == "tuning"
         deadline = time.monotonic() + 240
         while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
             time.sleep(1)
-            with urllib.request.urlopen(f"{base}/api/v1/training/jobs/{job['job_id']}") as resp:
+            with urllib.request.urlopen(urllib.request.Request(f"{base}/api/v1/training/jobs/{job['job_id']}",
+                                                               headers=bearer(settings))) as resp:
                 job = json.loads(resp.read())
         assert job["status"] == "succeeded", job
     finally:

@@ -162,7 +162,7 @@ def local_kafka_properties() -> dict[str, str]:
 def ops_api_get_routes() -> set[str]:
     from ops_api.app import create_api
 
-    app = create_api(Settings(), Metrics())
+    app = create_api(Settings(auth="disabled"), Metrics())
     return {route.resource.canonical for route in app.router.routes() if route.method == "GET"}
 
 

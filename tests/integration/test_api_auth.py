@@ -1,0 +1,139 @@
+"""Who may call what: every route of the API against every kind of caller, on the real Redis, Kafka,
+registry and MLflow; and requests that try to make the server read files outside FRAUD_DATA_DIR."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import jwt
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from core.metrics import Metrics
+from ops_api.app import create_api
+from ops_api.auth import mint
+from tests.conftest import unique_settings
+
+# A body per POST route: `valid` would change something (start a job, move an alias) if it got
+# through; `invalid` is refused by validation (or names nothing that exists), so a caller who is
+# let through changes nothing either.
+BODIES = {
+    "/api/v1/training/train": ({"customers": 300, "terminals": 600, "days": 30}, {"n_estimators": 0}),
+    "/api/v1/training/hyperparameter-tuning": ({"trials": 1, "folds": 1}, {"trials": 0}),
+    "/api/v1/models/promote": ({"version": "1"}, {"verzion": "1"}),
+}
+PATHS = {"{job_id}": "no-such-job", "{terminal_id}": "T-1"}
+# Who may do what, as the README states it (not read from the code under test).
+ROLE_NAMES = ("viewer", "analyst", "ml-engineer", "admin")
+MAY_CHANGE_MODELS = {"ml-engineer", "admin"}
+
+
+def _routes(app) -> list[tuple[str, str, str]]:
+    """(method, route, concrete path) of every route but HEAD."""
+    out = []
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        path = route.resource.canonical
+        for name, value in PATHS.items():
+            path = path.replace(name, value)
+        out.append((route.method, route.resource.canonical, path))
+    return out
+
+
+def _callers(settings) -> dict[str, dict]:
+    now = int(time.time())
+    other = settings.model_copy(update={"jwt_secret": "not-the-secret"})
+    callers = {
+        "no token": {},
+        "not a bearer token": {"Authorization": f"Basic {mint(settings, 'admin', 60)}"},
+        "malformed token": {"Authorization": "Bearer not.a.jwt"},
+        "wrong signature": {"Authorization": f"Bearer {mint(other, 'admin', 60)}"},
+        "expired token": {"Authorization": "Bearer " + jwt.encode({"role": "admin", "exp": now - 10},
+                                                                  settings.jwt_secret)},
+        "unknown role": {"Authorization": "Bearer " + jwt.encode({"role": "root", "exp": now + 60},
+                                                                 settings.jwt_secret)},
+    }
+    for role in ROLE_NAMES:
+        callers[role] = {"Authorization": f"Bearer {mint(settings, role, 60)}"}
+    return callers
+
+
+async def _matrix(settings) -> tuple[list[tuple], int, int]:
+    app = create_api(settings, Metrics())
+    routes = _routes(app)
+    async with TestClient(TestServer(app)) as client:
+        jobs_before = (await (await client.get("/api/v1/training/jobs", headers=_callers(settings)["admin"])).json())
+        seen = []
+        for caller, headers in _callers(settings).items():
+            for method, route, path in routes:
+                open_path = path in settings.auth_open_paths.split(",")
+                allowed = caller in ROLE_NAMES and (method == "GET" or caller in MAY_CHANGE_MODELS)
+                valid, invalid = BODIES.get(route, (None, None))
+                body = invalid if allowed else valid  # a refused caller sends what would change things
+                resp = await client.request(method, path, headers=headers, json=body)
+                seen.append((caller, method, path, resp.status, open_path, allowed,
+                             resp.headers.get("WWW-Authenticate", ""), await resp.text()))
+        jobs_after = (await (await client.get("/api/v1/training/jobs", headers=_callers(settings)["admin"])).json())
+    return seen, len(jobs_before["jobs"]), len(jobs_after["jobs"])
+
+
+def test_every_route_answers_401_403_or_serves_as_the_caller_s_token_and_role_allow(services, tmp_path):
+    settings = unique_settings(tmp_path)
+    seen, jobs_before, jobs_after = asyncio.run(_matrix(settings))
+    assert {path for _, _, path, *_ in seen} >= {"/health", "/api/v1/training/train", "/api/v1/models/promote"}
+    for caller, method, path, status, open_path, allowed, challenge, text in seen:
+        where = f"{caller}: {method} {path} -> {status} {text[:200]}"
+        if open_path:
+            assert status not in (401, 403), where
+        elif caller not in ROLE_NAMES:
+            assert status == 401, where
+            assert challenge.startswith('Bearer realm="fraud-scorer"'), where
+        elif allowed:
+            assert status not in (401, 403) and status < 500, where
+        else:
+            assert status == 403, where
+            assert "needs one of" in text, where
+    assert jobs_after == jobs_before, "a refused request started a job"
+
+
+def test_the_open_paths_are_served_without_a_token_and_health_says_how_callers_are_checked(services, tmp_path):
+    settings = unique_settings(tmp_path)
+
+    async def calls():
+        async with TestClient(TestServer(create_api(settings, Metrics()))) as client:
+            live = (await client.get("/health/live")).status
+            scrape = (await client.get("/metrics/prometheus")).status
+            health = await (await client.get("/health", headers={"Authorization": f"Bearer {mint(settings, 'viewer', 60)}"})).json()
+        async with TestClient(TestServer(create_api(settings.model_copy(update={"auth": "disabled"}), Metrics()))) as client:
+            disabled = await (await client.get("/health")).json()
+        return live, scrape, health, disabled
+
+    live, scrape, health, disabled = asyncio.run(calls())
+    assert (live, scrape) == (200, 200)
+    assert health["auth"]["mode"] == "jwt" and health["auth"]["algorithm"] == "HS256"
+    assert disabled["auth"]["mode"] == "disabled"
+
+
+@pytest.mark.parametrize("data_path, reason", [
+    ("/etc/hostname", "inside the data directory"),
+    ("../../../../etc/hostname", "inside the data directory"),
+    ("history\x00.csv", "NUL byte"),
+    ("missing.csv", "no file 'missing.csv'"),
+    ("x" * 5000, "at most 1024 characters"),
+])
+def test_no_request_makes_the_server_read_a_file_outside_the_data_directory(services, tmp_path, data_path, reason):
+    settings = unique_settings(tmp_path)
+    settings.data_dir.mkdir(parents=True)
+    hostname = open("/etc/hostname").read().strip()
+
+    async def call():
+        async with TestClient(TestServer(create_api(settings, Metrics()))) as client:
+            headers = {"Authorization": f"Bearer {mint(settings, 'ml-engineer', 60)}"}
+            resp = await client.post("/api/v1/training/train", json={"data_path": data_path}, headers=headers)
+            return resp.status, await resp.text()
+
+    status, text = asyncio.run(call())
+    assert status == 422 and "data_path" in text and reason in text, text
+    assert len(hostname) < 6 or hostname not in text
