@@ -58,5 +58,8 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = Field(None, repr=False)
     auth_open_paths: str = "/health/live,/health/ready,/metrics/prometheus"  # served without a token
     data_dir: Path = ROOT / "data"  # the only place training and tuning requests may read files from
+    cors_origins: str = ""  # web origins allowed to call the API from a browser, comma-separated
+    api_max_body_bytes: int = 65_536  # larger request bodies are refused (413)
+    max_concurrent_jobs: int = 2  # training and tuning processes one API runs at once; beyond, 429
     state_dir: Path = ROOT / ".services" / "faust"
     worker_id: str = Field(default_factory=lambda: __import__("socket").gethostname())

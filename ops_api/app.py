@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import aiohttp
+import aiohttp_cors
 import redis.asyncio as aioredis
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
@@ -244,10 +245,23 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def _json_object(request: web.Request) -> dict:
+    """The body as a JSON object: 415 unless it is sent as application/json, 413 past the size limit,
+    400 when it does not parse (numbers of more digits than Python reads, nesting past its stack)."""
+    if not request.can_read_body:
+        return {}
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(
+            reason=f"the body must be sent as application/json, not {request.content_type or 'untyped'}")
     try:
-        body = await request.json() if request.can_read_body else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(reason=f"body is not valid JSON: {exc}") from exc
+        body = json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=request.app[SETTINGS].api_max_body_bytes, actual_size=request.content_length or 0,
+            reason=f"the body is over {request.app[SETTINGS].api_max_body_bytes} bytes") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(reason="body is not valid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and ints past 4,300 digits
+        raise web.HTTPBadRequest(reason=f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(reason="body must be a JSON object")
     return body
@@ -272,10 +286,23 @@ def _confined(request: web.Request, body):
     return body.model_copy(update={"data_path": str(path)})
 
 
+def _too_many_jobs(request: web.Request) -> web.Response | None:
+    """429 while this API process runs as many jobs as it may (FRAUD_MAX_CONCURRENT_JOBS)."""
+    jobs = request.app[JOBS]
+    if not jobs.full():
+        return None
+    response = error(429, f"{jobs.max_running} jobs are running, the most this API runs at once: "
+                          f"retry when one has ended")
+    response.headers["Retry-After"] = "30"
+    return response
+
+
 async def start_training(request: web.Request) -> web.Response:
     body = _confined(request, TrainRequest.model_validate(await _json_object(request)))
     if isinstance(body, web.Response):
         return body
+    if (busy := _too_many_jobs(request)) is not None:
+        return busy
     job = await request.app[JOBS].start(body)
     request.app[METRICS].training_jobs.inc()
     return web.json_response(job, status=202)
@@ -285,6 +312,8 @@ async def start_tuning(request: web.Request) -> web.Response:
     body = _confined(request, TuneRequest.model_validate(await _json_object(request)))
     if isinstance(body, web.Response):
         return body
+    if (busy := _too_many_jobs(request)) is not None:
+        return busy
     job = await request.app[JOBS].start(body)
     request.app[METRICS].training_jobs.inc()
     return web.json_response(job, status=202)
@@ -341,7 +370,8 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     """The API; AuthNotConfigured when there is no key to check tokens with and auth is not disabled."""
     auth = auth_from(settings)
     permissions: dict[tuple[str, str], str] = {}
-    app = web.Application(middlewares=[json_errors, authorize(auth, permissions)])
+    app = web.Application(middlewares=[json_errors, authorize(auth, permissions)],
+                          client_max_size=settings.api_max_body_bytes)
     app[SETTINGS] = settings
     app[AUTH] = auth
     app[METRICS] = metrics
@@ -350,7 +380,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     async def resources(app: web.Application):
         app[REDIS] = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
                                              socket_timeout=2, socket_connect_timeout=2)
-        app[JOBS] = TrainingJobs(app[REDIS], env=dict(os.environ))
+        app[JOBS] = TrainingJobs(app[REDIS], env=dict(os.environ), max_running=settings.max_concurrent_jobs)
         app[ADMIN] = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT))
         from models.serving import ModelSource
@@ -381,8 +411,12 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("GET", "/api/v1/terminals/{terminal_id}", terminal, READ),
         ("GET", "/api/v1/quality", quality, READ),
     ]
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    cors = aiohttp_cors.setup(app, defaults={origin: aiohttp_cors.ResourceOptions(
+        allow_headers=("Authorization", "Content-Type"), expose_headers=("Retry-After",), max_age=600)
+        for origin in origins})
     for method, path, handler, need in routes:
-        app.router.add_route(method, path, handler)
+        cors.add(app.router.add_route(method, path, handler))
         permissions[(method, path)] = need
     return app
 

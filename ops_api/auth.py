@@ -117,7 +117,8 @@ def authorize(auth: Auth, permissions: dict[tuple[str, str], str]):
 
     @web.middleware
     async def middleware(request: web.Request, handler):
-        if not auth.enabled or request.path in auth.open_paths:
+        # OPTIONS: a browser's CORS preflight, which carries no token (aiohttp-cors answers it).
+        if not auth.enabled or request.path in auth.open_paths or request.method == "OPTIONS":
             return await handler(request)
         route = request.match_info.route.resource
         # None: no such route, where any valid token gets its 404 or 405.

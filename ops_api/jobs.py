@@ -37,7 +37,8 @@ class TrainRequest(BaseModel):
     source: Literal["simulated", "file", "examples"] = "simulated"
     data_path: str | None = Field(None, max_length=1024,
                                   description="Parquet or CSV of Transaction fields plus a 0/1 label, in FRAUD_DATA_DIR")
-    label_column: str = Field("is_fraud", min_length=1, description="with data_path: the label column")
+    label_column: str = Field("is_fraud", min_length=1, max_length=200,
+                              description="with data_path: the label column")
     customers: int = Field(1_000, ge=10, le=100_000)
     terminals: int = Field(2_000, ge=10, le=200_000)
     days: int = Field(60, ge=7, le=366)
@@ -116,11 +117,16 @@ class JobStore:
 class TrainingJobs:
     """The API side: create, list, read jobs and run their processes."""
 
-    def __init__(self, redis_client: aioredis.Redis, env: dict[str, str] | None = None):
+    def __init__(self, redis_client: aioredis.Redis, env: dict[str, str] | None = None, max_running: int = 2):
         self.redis = redis_client
         self.env = env
+        self.max_running = max_running
         self._tasks: set[asyncio.Task] = set()
         self._running: set[str] = set()
+
+    def full(self) -> bool:
+        """As many jobs started here and not ended as this API runs at once."""
+        return len(self._tasks) >= self.max_running
 
     async def start(self, request: TrainRequest | TuneRequest) -> dict:
         """Record a queued job and run `fraud train` or `fraud tune` for it in a child process."""
@@ -154,6 +160,13 @@ class TrainingJobs:
             proc = await asyncio.create_subprocess_exec(
                 *args, env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
             _, stderr = await proc.communicate()
+        except (OSError, ValueError) as exc:  # the process could not start: the job ends here, failed
+            record = await self.get(job_id) or {}
+            record.update(status="failed", updated_at=time.time(),
+                          error=f"the job's process could not start: {type(exc).__name__}")
+            await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
+            log.error("job %s could not start: %s", job_id, exc)
+            return
         finally:
             self._running.discard(job_id)
         record = await self.get(job_id) or {}

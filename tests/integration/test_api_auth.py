@@ -30,10 +30,11 @@ MAY_CHANGE_MODELS = {"ml-engineer", "admin"}
 
 
 def _routes(app) -> list[tuple[str, str, str]]:
-    """(method, route, concrete path) of every route but HEAD."""
+    """(method, route, concrete path) of every route but HEAD and OPTIONS (CORS preflights, answered by
+    aiohttp-cors before any handler: tests/integration/test_api_requests.py)."""
     out = []
     for route in app.router.routes():
-        if route.method == "HEAD":
+        if route.method in ("HEAD", "OPTIONS"):
             continue
         path = route.resource.canonical
         for name, value in PATHS.items():

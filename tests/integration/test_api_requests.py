@@ -1,0 +1,105 @@
+"""Requests the API must refuse cleanly (4xx naming what is wrong, never 500), browsers it lets in,
+and jobs it will not start or cannot: against the real Redis and services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from core.metrics import Metrics
+from ops_api.app import create_api
+from ops_api.jobs import TrainingJobs, TrainRequest
+from ops_api.auth import mint
+from tests.conftest import unique_settings
+
+TRAIN = "/api/v1/training/train"
+
+
+def _calls(settings, requests: list[tuple[str, str, dict]]) -> list[tuple[int, dict, str]]:
+    """(status, headers, body text) of each (method, path, aiohttp request kwargs)."""
+
+    async def run():
+        out = []
+        async with TestClient(TestServer(create_api(settings, Metrics()))) as client:
+            for method, path, kwargs in requests:
+                headers = {"Authorization": f"Bearer {mint(settings, 'admin', 60)}", **kwargs.pop("headers", {})}
+                resp = await client.request(method, path, headers=headers, **kwargs)
+                out.append((resp.status, dict(resp.headers), await resp.text()))
+        return out
+
+    return asyncio.run(run())
+
+
+def test_bodies_that_are_not_json_too_big_too_deep_or_with_huge_numbers_get_4xx_saying_so(services, tmp_path):
+    settings = unique_settings(tmp_path, api_max_body_bytes=16_384)
+    json_type = {"Content-Type": "application/json"}
+    results = _calls(settings, [
+        ("POST", TRAIN, {"data": "days=30", "headers": {"Content-Type": "text/plain"}}),
+        ("POST", TRAIN, {"data": json.dumps({"seed": 1, "pad": "x" * 20_000}), "headers": json_type}),
+        ("POST", TRAIN, {"data": "[" * 5_000 + "]" * 5_000, "headers": json_type}),
+        ("POST", TRAIN, {"data": '{"days": ' + "9" * 5001 + "}", "headers": json_type}),
+        ("POST", "/api/v1/models/promote", {"data": '{"version": ' + "1" * 5001 + "}", "headers": json_type}),
+        ("POST", TRAIN, {"data": json.dumps({"days": 10 ** 30}), "headers": json_type}),
+        ("POST", TRAIN, {"data": json.dumps({"source": "file", "data_path": "h.csv", "label_column": "y" * 300}),
+                         "headers": json_type}),
+    ])
+    statuses = [status for status, _, _ in results]
+    assert statuses == [415, 413, 400, 400, 400, 422, 422], results
+    texts = [text for _, _, text in results]
+    assert "application/json" in texts[0] and "16384 bytes" in texts[1] and "nested too deeply" in texts[2]
+    assert "days" in texts[5] and "label_column" in texts[6]
+
+
+def test_a_browser_from_a_configured_origin_may_call_and_others_get_no_cors_headers(services, tmp_path):
+    settings = unique_settings(tmp_path, cors_origins="https://risk.example.com")
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "Authorization, Content-Type"}
+    results = _calls(settings, [
+        ("OPTIONS", TRAIN, {"headers": {"Origin": "https://risk.example.com", **preflight}}),
+        ("GET", "/info", {"headers": {"Origin": "https://risk.example.com"}}),
+        ("OPTIONS", TRAIN, {"headers": {"Origin": "https://evil.example.net", **preflight}}),
+        ("GET", "/info", {"headers": {"Origin": "https://evil.example.net"}}),
+    ])
+    (ok_status, ok_headers, _), (_, get_headers, _), (bad_status, bad_headers, _), (_, bad_get, _) = results
+    assert ok_status == 200 and ok_headers["Access-Control-Allow-Origin"] == "https://risk.example.com"
+    assert "AUTHORIZATION" in ok_headers["Access-Control-Allow-Headers"].upper()
+    assert get_headers["Access-Control-Allow-Origin"] == "https://risk.example.com"
+    assert bad_status == 403 and "Access-Control-Allow-Origin" not in bad_headers
+    assert "Access-Control-Allow-Origin" not in bad_get
+
+
+def test_past_the_concurrent_job_limit_a_new_job_gets_429_with_retry_after(services, tmp_path):
+    settings = unique_settings(tmp_path, max_concurrent_jobs=1)
+    json_type = {"Content-Type": "application/json"}
+    small = json.dumps({"customers": 50, "terminals": 100, "days": 7, "promote": False})
+    results = _calls(settings, [
+        ("POST", TRAIN, {"data": small, "headers": json_type}),
+        ("POST", TRAIN, {"data": small, "headers": json_type}),
+        ("POST", "/api/v1/training/hyperparameter-tuning", {"data": "{}", "headers": json_type}),
+    ])
+    assert [status for status, _, _ in results] == [202, 429, 429], results
+    assert results[1][1]["Retry-After"] == "30" and "1 jobs are running" in results[1][2]
+
+
+def test_a_job_whose_process_cannot_start_is_failed_with_the_reason_not_left_queued(services, tmp_path):
+    import redis.asyncio as aioredis
+
+    settings = unique_settings(tmp_path)
+
+    async def run():
+        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        jobs = TrainingJobs(client, env={"BROKEN": "a\x00b"})  # no process starts with this environment
+        job = await jobs.start(TrainRequest())
+        for _ in range(100):
+            record = await jobs.get(job["job_id"])
+            if record["status"] != "queued":
+                break
+            await asyncio.sleep(0.05)
+        await jobs.close()
+        await client.aclose()
+        return record
+
+    record = asyncio.run(run())
+    assert record["status"] == "failed" and "could not start" in record["error"], record
