@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from core.settings import Settings
 from ops_api.auth import READ, TRAIN, Auth, auth_from, authorize
-from ops_api.jobs import TrainingJobs, TrainRequest, TuneRequest
+from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -326,6 +326,17 @@ async def get_job(request: web.Request) -> web.Response:
     return web.json_response(job)
 
 
+async def cancel_job(request: web.Request) -> web.Response:
+    """Stop a queued or running job: 200 with it, cancelled; 409 when it has already ended."""
+    job_id = request.match_info["job_id"]
+    job = await request.app[JOBS].get(job_id)
+    if job is None:
+        return error(404, f"no training job {job_id}")
+    if job["status"] in FINAL:
+        return error(409, f"job {job_id} has already ended: {job['status']}", job=job)
+    return web.json_response(await request.app[JOBS].cancel(job_id))
+
+
 async def list_jobs(request: web.Request) -> web.Response:
     raw = request.query.get("limit", "50")
     if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 500:
@@ -408,6 +419,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("GET", "/api/v1/training/jobs", list_jobs, READ),
         ("POST", "/api/v1/models/promote", promote, TRAIN),
         ("GET", "/api/v1/training/jobs/{job_id}", get_job, READ),
+        ("POST", "/api/v1/training/jobs/{job_id}/cancel", cancel_job, TRAIN),
         ("GET", "/api/v1/terminals/{terminal_id}", terminal, READ),
         ("GET", "/api/v1/quality", quality, READ),
     ]

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 JOB_KEY = "fraud:training:job:{}"
 JOB_INDEX = "fraud:training:jobs"
 JOB_TTL_SECONDS = 7 * 86_400
-FINAL = ("succeeded", "failed")
+FINAL = ("succeeded", "failed", "cancelled")
 
 
 class TrainRequest(BaseModel):
@@ -91,7 +91,7 @@ def train_command(request: TrainRequest) -> list[str]:
     return args
 
 
-JobStatus = Literal["queued", "running", "succeeded", "failed"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def job_record(job_id: str, kind: str, request: BaseModel) -> dict:
@@ -108,8 +108,11 @@ class JobStore:
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
 
     def update(self, job_id: str, **fields) -> None:
+        """Write the job's progress; SystemExit when it was cancelled meanwhile (from any API replica)."""
         key = JOB_KEY.format(job_id)
         record = json.loads(self.redis.get(key) or "{}")
+        if record.get("status") == "cancelled":
+            raise SystemExit(f"job {job_id} was cancelled")
         record.update(fields, updated_at=time.time())
         self.redis.set(key, json.dumps(record), ex=JOB_TTL_SECONDS)
 
@@ -123,6 +126,7 @@ class TrainingJobs:
         self.max_running = max_running
         self._tasks: set[asyncio.Task] = set()
         self._running: set[str] = set()
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
 
     def full(self) -> bool:
         """As many jobs started here and not ended as this API runs at once."""
@@ -159,6 +163,7 @@ class TrainingJobs:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args, env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            self._processes[job_id] = proc
             _, stderr = await proc.communicate()
         except (OSError, ValueError) as exc:  # the process could not start: the job ends here, failed
             record = await self.get(job_id) or {}
@@ -169,6 +174,7 @@ class TrainingJobs:
             return
         finally:
             self._running.discard(job_id)
+            self._processes.pop(job_id, None)
         record = await self.get(job_id) or {}
         if record.get("status") not in FINAL:
             tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
@@ -176,6 +182,25 @@ class TrainingJobs:
                           error=f"job process exited with {proc.returncode}: " + " | ".join(tail))
             await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
             log.error("job %s failed: %s", job_id, record["error"])
+
+    async def cancel(self, job_id: str) -> dict | None:
+        """Mark the job cancelled and stop its process: at once when this API runs it, else at its next
+        progress report (it reads its record then). None for an unknown job; a job that has ended is
+        returned as it is."""
+        record = await self.get(job_id)
+        if record is None or record.get("status") in FINAL:
+            return record
+        record.update(status="cancelled", message="cancelled", updated_at=time.time())
+        await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
+        proc = self._processes.get(job_id)
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+        log.info("job %s cancelled", job_id)
+        return record
 
     async def close(self) -> None:
         """Stopping the API ends the jobs it runs: say so, rather than leave them 'running'."""

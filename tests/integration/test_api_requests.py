@@ -1,17 +1,18 @@
 """Requests the API must refuse cleanly (4xx naming what is wrong, never 500), browsers it lets in,
-and jobs it will not start or cannot: against the real Redis and services."""
+and jobs it will not start, cannot start, or stops: against the real Redis and services."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from core.metrics import Metrics
-from ops_api.app import create_api
-from ops_api.jobs import TrainingJobs, TrainRequest
+from ops_api.app import JOBS, create_api
 from ops_api.auth import mint
+from ops_api.jobs import JOB_KEY, JobStore, TrainingJobs, TrainRequest
 from tests.conftest import unique_settings
 
 TRAIN = "/api/v1/training/train"
@@ -103,3 +104,44 @@ def test_a_job_whose_process_cannot_start_is_failed_with_the_reason_not_left_que
 
     record = asyncio.run(run())
     assert record["status"] == "failed" and "could not start" in record["error"], record
+
+
+def test_cancelling_a_running_job_stops_its_process_and_it_stays_cancelled(services, tmp_path):
+    settings = unique_settings(tmp_path)
+    json_type = {"Content-Type": "application/json"}
+
+    async def run():
+        async with TestClient(TestServer(create_api(settings, Metrics()))) as client:
+            headers = {"Authorization": f"Bearer {mint(settings, 'ml-engineer', 60)}", **json_type}
+            job = await (await client.post(TRAIN, headers=headers, data=json.dumps(
+                {"customers": 5000, "terminals": 10000, "days": 120, "promote": False}))).json()
+            jobs = client.server.app[JOBS]
+            for _ in range(200):  # until its process runs
+                if job["job_id"] in jobs._processes:
+                    break
+                await asyncio.sleep(0.05)
+            process = jobs._processes[job["job_id"]]
+            cancel = f"/api/v1/training/jobs/{job['job_id']}/cancel"
+            cancelled = await client.post(cancel, headers=headers)
+            body = await cancelled.json()
+            await asyncio.sleep(1)
+            after = await (await client.get(f"/api/v1/training/jobs/{job['job_id']}", headers=headers)).json()
+            again = await client.post(cancel, headers=headers)
+            missing = await client.post("/api/v1/training/jobs/no-such-job/cancel", headers=headers)
+            return cancelled.status, body, process.returncode, after, again.status, missing.status
+
+    status, body, returncode, after, again, missing = asyncio.run(run())
+    assert status == 200 and body["status"] == "cancelled"
+    assert returncode is not None, "the job's process still runs"
+    assert after["status"] == "cancelled"
+    assert (again, missing) == (409, 404)
+
+
+def test_a_job_cancelled_from_another_api_replica_ends_at_its_next_progress_report(services, tmp_path):
+    settings = unique_settings(tmp_path)
+    store = JobStore(settings.redis_url)
+    key = JOB_KEY.format(f"test-{tmp_path.name}")
+    store.redis.set(key, json.dumps({"status": "cancelled"}), ex=60)
+    with pytest.raises(SystemExit, match="cancelled"):
+        store.update(f"test-{tmp_path.name}", progress=0.5, message="features")
+    assert json.loads(store.redis.get(key)) == {"status": "cancelled"}
