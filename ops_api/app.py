@@ -59,6 +59,9 @@ STREAM = web.AppKey("stream", object)
 ADMIN = web.AppKey("admin", AdminClient)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 MODEL_SOURCE = web.AppKey("model_source", object)
+DEPENDENCIES = web.AppKey("dependencies", object)
+STARTED_AT = web.AppKey("started_at", float)
+DEPENDENCY_CHECK_SECONDS = 5.0
 AUTH = web.AppKey("auth", Auth)
 
 
@@ -227,6 +230,63 @@ async def quality(request: web.Request) -> web.Response:
     return web.json_response(stream.quality())
 
 
+class Dependencies:
+    """The last check of each dependency (up or down, latency, the last error seen and when),
+    refreshed at most every DEPENDENCY_CHECK_SECONDS whoever asks: polling /status costs the
+    dependencies one round of checks per interval, however many pollers there are."""
+
+    def __init__(self):
+        self.checked_at = 0.0  # monotonic
+        self.at = 0.0  # wall clock of the last round
+        self.results: dict[str, dict] = {}
+        self.last_error: dict[str, dict] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, app: web.Application) -> dict:
+        async with self._lock:
+            if time.monotonic() - self.checked_at >= DEPENDENCY_CHECK_SECONDS:
+                results = dict(await asyncio.gather(
+                    _timed("kafka", _check_kafka(app)), _timed("schema_registry", _check_registry(app)),
+                    _timed("redis", _check_redis(app)), _timed("mlflow", _check_mlflow(app))))
+                self.at = time.time()
+                for name, result in results.items():
+                    result["up"] = result["status"] == "ok"
+                    if not result["up"]:
+                        self.last_error[name] = {"error": result.get("error", result["status"]), "at": self.at}
+                    result["last_error"] = self.last_error.get(name)
+                self.results, self.checked_at = results, time.monotonic()
+            return {"checked_at": self.at, "dependencies": self.results}
+
+
+async def status_dependencies(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[DEPENDENCIES].get(request.app))
+
+
+async def status(request: web.Request) -> web.Response:
+    """The service in detail: what it runs, its model, its stream or its workers, its jobs, and
+    whether each dependency was up at the last check."""
+    app, s = request.app, request.app[SETTINGS]
+    stream: StreamView | None = app[STREAM]
+    checked = await app[DEPENDENCIES].get(app)
+    if stream is not None:
+        lag = stream.lag()
+        stream_status = {"assigned_partitions": stream.assigned(), "consumer_lag": lag,
+                         "total_lag": sum(lag.values()), "caught_up": stream.caught_up(),
+                         "waiting_for": stream.waiting_for() or None}
+    else:
+        stream_status = (await _worker_summary(app))
+    jobs = app[JOBS]
+    return web.json_response({
+        "service": "fraud-scorer", "version": VERSION, "role": "worker" if stream else "api",
+        "worker_id": s.worker_id, "started_at": app[STARTED_AT],
+        "uptime_seconds": round(time.time() - app[STARTED_AT], 1), "auth": app[AUTH].describe(),
+        "model": _model_status(stream), "stream": stream_status,
+        "jobs": {"running": jobs.running(), "max_concurrent": jobs.max_running},
+        "dependencies": {name: result["up"] for name, result in checked["dependencies"].items()},
+        "dependencies_checked_at": checked["checked_at"],
+    })
+
+
 async def info(request: web.Request) -> web.Response:
     s: Settings = request.app[SETTINGS]
     stream: StreamView | None = request.app[STREAM]
@@ -385,6 +445,8 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
                           client_max_size=settings.api_max_body_bytes)
     app[SETTINGS] = settings
     app[AUTH] = auth
+    app[DEPENDENCIES] = Dependencies()
+    app[STARTED_AT] = time.time()
     app[METRICS] = metrics
     app[STREAM] = stream
 
@@ -414,6 +476,8 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("GET", "/metrics/prometheus", prometheus, READ),
         ("GET", "/metrics", metrics_json, READ),
         ("GET", "/info", info, READ),
+        ("GET", "/status", status, READ),
+        ("GET", "/status/dependencies", status_dependencies, READ),
         ("POST", "/api/v1/training/train", start_training, TRAIN),
         ("POST", "/api/v1/training/hyperparameter-tuning", start_tuning, TRAIN),
         ("GET", "/api/v1/training/jobs", list_jobs, READ),

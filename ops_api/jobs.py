@@ -128,9 +128,13 @@ class TrainingJobs:
         self._running: set[str] = set()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
 
+    def running(self) -> int:
+        """Jobs started by this API process that have not ended."""
+        return len(self._tasks)
+
     def full(self) -> bool:
         """As many jobs started here and not ended as this API runs at once."""
-        return len(self._tasks) >= self.max_running
+        return self.running() >= self.max_running
 
     async def start(self, request: TrainRequest | TuneRequest) -> dict:
         """Record a queued job and run `fraud train` or `fraud tune` for it in a child process."""

@@ -145,3 +145,23 @@ def test_a_job_cancelled_from_another_api_replica_ends_at_its_next_progress_repo
     with pytest.raises(SystemExit, match="cancelled"):
         store.update(f"test-{tmp_path.name}", progress=0.5, message="features")
     assert json.loads(store.redis.get(key)) == {"status": "cancelled"}
+
+
+def test_status_and_dependencies_answer_from_one_round_of_checks_per_interval_and_name_a_dependency_down(
+        services, tmp_path):
+    up = unique_settings(tmp_path)
+    down = unique_settings(tmp_path, mlflow_uri="http://127.0.0.1:9")  # nothing listens on the discard port
+    first, second, status = [r for r in _calls(up, [("GET", "/status/dependencies", {}),
+                                                    ("GET", "/status/dependencies", {}), ("GET", "/status", {})])]
+    assert all(code == 200 for code, _, _ in (first, second, status))
+    deps = json.loads(first[2])
+    assert {name: d["up"] for name, d in deps["dependencies"].items()} == {
+        "kafka": True, "schema_registry": True, "redis": True, "mlflow": True}
+    assert all(d["latency_ms"] >= 0 and d["last_error"] is None for d in deps["dependencies"].values())
+    assert json.loads(second[2])["checked_at"] == deps["checked_at"], "checked again within the interval"
+    body = json.loads(status[2])
+    assert body["role"] == "api" and body["auth"]["mode"] == "jwt" and body["jobs"]["max_concurrent"] == 2
+    assert body["dependencies"]["mlflow"] is True
+    [(code, _, text)] = _calls(down, [("GET", "/status/dependencies", {})])
+    mlflow = json.loads(text)["dependencies"]["mlflow"]
+    assert code == 200 and mlflow["up"] is False and mlflow["last_error"]["error"]
