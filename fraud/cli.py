@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from core import logs
 from core.settings import ROOT, Settings
 
 log = logging.getLogger("fraud")
@@ -302,7 +303,8 @@ def cmd_worker(args, settings: Settings) -> int:
     if settings.api_port:
         _api_auth_or_exit(settings)
     quiet_mlflow_client_env(settings.mlflow_uri)
-    faust.Worker(build(settings).app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+    config = logs.logging_config(args.loglevel, settings.log_format or "json")
+    faust.Worker(build(settings).app, loglevel=args.loglevel, quiet=True, logging_config=config).execute_from_commandline()
     return 0
 
 
@@ -462,7 +464,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("mlflow", "httpx", "httpx2", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    sys.exit(args.func(args, Settings()) or 0)
+    settings = Settings()
+    logs.setup("INFO", settings.log_format or ("json" if args.command in ("worker", "api") else "text"))
+    sys.exit(args.func(args, settings) or 0)

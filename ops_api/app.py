@@ -10,7 +10,9 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -22,12 +24,14 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from core.logs import REQUEST_ID
 from core.settings import Settings
 from ops_api.auth import READ, TRAIN, Auth, auth_from, authorize
 from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("fraud.api.access")
 VERSION = "0.1.0"
 HEARTBEAT_KEY = "fraud:workers:{}"
 HEARTBEAT_SECONDS = 5.0
@@ -67,6 +71,28 @@ AUTH = web.AppKey("auth", Auth)
 
 def error(status: int, message: str, **extra) -> web.Response:
     return web.json_response({"error": {"status": status, "message": message, **extra}}, status=status)
+
+
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler):
+    """Each request gets an id (the caller's `X-Request-ID` when it is a sane one): in every log event
+    while it is served, in the `X-Request-ID` response header, and in one access event at its end."""
+    given = request.headers.get("X-Request-ID", "")
+    request_id = given if REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
+    token = REQUEST_ID.set(request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+        response.headers["X-Request-ID"] = request_id
+        access.info("%s %s %d", request.method, request.path, response.status,
+                    extra={"method": request.method, "path": request.path, "status": response.status,
+                           "duration_ms": round(1000 * (time.perf_counter() - started), 1)})
+        return response
+    finally:
+        REQUEST_ID.reset(token)
 
 
 @web.middleware
@@ -441,7 +467,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     """The API; AuthNotConfigured when there is no key to check tokens with and auth is not disabled."""
     auth = auth_from(settings)
     permissions: dict[tuple[str, str], str] = {}
-    app = web.Application(middlewares=[json_errors, authorize(auth, permissions)],
+    app = web.Application(middlewares=[request_ids, json_errors, authorize(auth, permissions)],
                           client_max_size=settings.api_max_body_bytes)
     app[SETTINGS] = settings
     app[AUTH] = auth

@@ -165,3 +165,13 @@ def test_status_and_dependencies_answer_from_one_round_of_checks_per_interval_an
     [(code, _, text)] = _calls(down, [("GET", "/status/dependencies", {})])
     mlflow = json.loads(text)["dependencies"]["mlflow"]
     assert code == 200 and mlflow["up"] is False and mlflow["last_error"]["error"]
+
+
+def test_every_answer_carries_a_request_id_the_caller_s_when_it_is_sane(services, tmp_path):
+    settings = unique_settings(tmp_path)
+    results = _calls(settings, [("GET", "/info", {"headers": {"X-Request-ID": "pay-123"}}),
+                                ("GET", "/info", {"headers": {"X-Request-ID": "bad id\twith tabs"}}),
+                                ("GET", "/nowhere", {})])
+    ids = [headers["X-Request-ID"] for _, headers, _ in results]
+    assert ids[0] == "pay-123"
+    assert ids[1] != "bad id\twith tabs" and len(ids[1]) == 32 and len(ids[2]) == 32 and ids[1] != ids[2]
