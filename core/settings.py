@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     cors_origins: str = ""  # web origins allowed to call the API from a browser, comma-separated
     api_max_body_bytes: int = 65_536  # larger request bodies are refused (413)
     max_concurrent_jobs: int = 2  # training and tuning processes one API runs at once; beyond, 429
+    rate_limit_read: str = "600/minute"  # per endpoint, per token and per client address (ops_api/limits.py)
+    rate_limit_analyse: str = "300/minute"
+    rate_limit_train: str = "20/minute"
     log_format: Literal["json", "text"] | None = None  # None: JSON for `worker` and `api`, text otherwise
     state_dir: Path = ROOT / ".services" / "faust"
     worker_id: str = Field(default_factory=lambda: __import__("socket").gethostname())

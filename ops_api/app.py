@@ -26,7 +26,8 @@ from pydantic import ValidationError
 
 from core.logs import REQUEST_ID
 from core.settings import Settings
-from ops_api.auth import READ, TRAIN, Auth, auth_from, authorize
+from ops_api.auth import ANALYSE, READ, TRAIN, Auth, auth_from, authorize
+from ops_api.limits import RateLimits
 from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from core.metrics import Metrics
 
@@ -67,6 +68,7 @@ DEPENDENCIES = web.AppKey("dependencies", object)
 STARTED_AT = web.AppKey("started_at", float)
 DEPENDENCY_CHECK_SECONDS = 5.0
 AUTH = web.AppKey("auth", Auth)
+LIMITS = web.AppKey("limits", RateLimits)
 
 
 def error(status: int, message: str, **extra) -> web.Response:
@@ -192,6 +194,8 @@ async def health(request: web.Request) -> web.Response:
     else:
         _, workers = await _timed("workers", _worker_summary(app))
         components["stream"] = workers
+    if app[AUTH].enabled:
+        components["rate_limits"] = app[LIMITS].describe()
     states = {c.get("status") for c in components.values()} - {"loading"}
     overall = "down" if components["model"].get("status") == "down" else (
         "ok" if states <= {"ok", "not in this process"} else "degraded")
@@ -467,10 +471,13 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     """The API; AuthNotConfigured when there is no key to check tokens with and auth is not disabled."""
     auth = auth_from(settings)
     permissions: dict[tuple[str, str], str] = {}
-    app = web.Application(middlewares=[request_ids, json_errors, authorize(auth, permissions)],
+    limits = RateLimits(settings.redis_url, {READ: settings.rate_limit_read, ANALYSE: settings.rate_limit_analyse,
+                                             TRAIN: settings.rate_limit_train}, namespace=settings.app_id)
+    app = web.Application(middlewares=[request_ids, json_errors, authorize(auth, permissions, limits)],
                           client_max_size=settings.api_max_body_bytes)
     app[SETTINGS] = settings
     app[AUTH] = auth
+    app[LIMITS] = limits
     app[DEPENDENCIES] = Dependencies()
     app[STARTED_AT] = time.time()
     app[METRICS] = metrics

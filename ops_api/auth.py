@@ -24,6 +24,7 @@ import jwt
 from aiohttp import web
 
 from core.settings import Settings
+from ops_api.limits import RateLimits
 
 READ, ANALYSE, TRAIN = "read", "analyse", "train"
 ROLES: dict[str, frozenset[str]] = {
@@ -58,11 +59,14 @@ class Auth:
 
     def role_of(self, token: str) -> str:
         """The token's role; jwt.InvalidTokenError (or a subclass) when it is not to be trusted."""
+        return self.claims_of(token)["role"]
+
+    def claims_of(self, token: str) -> dict:
+        """The token's claims, its role checked; jwt.InvalidTokenError when it is not to be trusted."""
         claims = jwt.decode(token, self.key, algorithms=[self.algorithm], options={"require": ["exp", "role"]})
-        role = claims["role"]
-        if role not in ROLES:
-            raise jwt.InvalidTokenError(f"unknown role {role!r}")
-        return role
+        if claims["role"] not in ROLES:
+            raise jwt.InvalidTokenError(f"unknown role {claims['role']!r}")
+        return claims
 
 
 def auth_from(settings: Settings) -> Auth:
@@ -112,8 +116,9 @@ def _refused(status: int, message: str, challenge: str | None = None) -> web.Res
     return response
 
 
-def authorize(auth: Auth, permissions: dict[tuple[str, str], str]):
-    """The middleware: `permissions` maps (method, route path) to what the caller's role must allow."""
+def authorize(auth: Auth, permissions: dict[tuple[str, str], str], limits: RateLimits | None = None):
+    """The middleware: `permissions` maps (method, route path) to what the caller's role must allow;
+    `limits` then counts the request against the caller's token and address (ops_api/limits.py)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler):
@@ -129,7 +134,8 @@ def authorize(auth: Auth, permissions: dict[tuple[str, str], str]):
             return _refused(401, "a bearer token is required (Authorization: Bearer <token>)",
                             f'Bearer realm="{REALM}"')
         try:
-            role = auth.role_of(token.strip())
+            claims = auth.claims_of(token.strip())
+            role = claims["role"]
         except jwt.ExpiredSignatureError:
             return _refused(401, "the token has expired",
                             f'Bearer realm="{REALM}", error="invalid_token", error_description="expired"')
@@ -140,6 +146,15 @@ def authorize(auth: Auth, permissions: dict[tuple[str, str], str]):
             allowed = sorted(r for r, can in ROLES.items() if need in can)
             return _refused(403, f"role {role!r} may not {request.method} {request.path}: "
                                  f"it needs one of {', '.join(allowed)}")
+        if limits is not None and need is not None:
+            callers = [f"token:{claims.get('sub', '')}:{role}", f"address:{request.remote}"]
+            refusal = await limits.hit(need, f"{request.method} {route.canonical}", callers)
+            if refusal is not None:
+                response = _refused(429, f"rate limit of {refusal['X-RateLimit-Limit']} requests per window "
+                                         f"on {request.method} {route.canonical} reached: retry in "
+                                         f"{refusal['Retry-After']} s")
+                response.headers.update(refusal)
+                return response
         return await handler(request)
 
     return middleware

@@ -175,3 +175,42 @@ def test_every_answer_carries_a_request_id_the_caller_s_when_it_is_sane(services
     ids = [headers["X-Request-ID"] for _, headers, _ in results]
     assert ids[0] == "pay-123"
     assert ids[1] != "bad id\twith tabs" and len(ids[1]) == 32 and len(ids[2]) == 32 and ids[1] != ids[2]
+
+
+def test_past_its_rate_limit_a_token_gets_429_with_retry_after_on_every_replica_sharing_redis(services, tmp_path):
+    settings = unique_settings(tmp_path, rate_limit_read="3/minute")
+    token = {"Authorization": f"Bearer {mint(settings, 'viewer', 60, subject='limited')}"}
+
+    async def run():
+        statuses, refused = [], None
+        async with TestClient(TestServer(create_api(settings, Metrics()))) as one, \
+                TestClient(TestServer(create_api(settings, Metrics()))) as other:
+            for client in (one, one, one, one, other):
+                resp = await client.get("/info", headers=token)
+                statuses.append(resp.status)
+                if resp.status == 429:
+                    refused = (dict(resp.headers), await resp.json())
+            other_endpoint = (await one.get("/api/v1/quality", headers=token)).status
+        return statuses, refused, other_endpoint
+
+    statuses, (headers, body), other_endpoint = asyncio.run(run())
+    assert statuses == [200, 200, 200, 429, 429], "the second replica counts the same window"
+    assert 1 <= int(headers["Retry-After"]) <= 60 and headers["X-RateLimit-Limit"] == "3"
+    assert headers["X-RateLimit-Remaining"] == "0" and "rate limit of 3" in body["error"]["message"]
+    assert other_endpoint != 429, "each endpoint has its own count"
+
+
+def test_with_redis_down_requests_are_still_served_limited_per_process_and_health_says_degraded(services, tmp_path):
+    settings = unique_settings(tmp_path, rate_limit_read="3/minute", redis_url="redis://127.0.0.1:9/0")
+    token = {"Authorization": f"Bearer {mint(settings, 'viewer', 60)}"}
+
+    async def run():
+        async with TestClient(TestServer(create_api(settings, Metrics()))) as client:
+            statuses = [(await client.get("/info", headers=token)).status for _ in range(4)]
+            health = await (await client.get("/health", headers=token)).json()
+        return statuses, health
+
+    statuses, health = asyncio.run(run())
+    assert statuses == [200, 200, 200, 429]
+    assert health["components"]["rate_limits"]["status"] == "degraded"
+    assert health["components"]["rate_limits"]["counted"] == "per process" and health["status"] == "degraded"
