@@ -365,7 +365,8 @@ def _confined(request: web.Request, body):
     data_dir = request.app[SETTINGS].data_dir.resolve()
     given = body.data_path
     if "\x00" in given:
-        return error(422, "field data_path: contains a NUL byte", fields=[{"field": "data_path", "message": "NUL byte"}])
+        return error(422, "field data_path: contains a NUL byte",
+                     fields=[{"field": "data_path", "message": "NUL byte"}])
     path = (data_dir / given).resolve()  # an absolute `given` stays absolute
     if not path.is_relative_to(data_dir):
         return error(422, "field data_path: must name a file inside the data directory (FRAUD_DATA_DIR), "

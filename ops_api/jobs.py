@@ -207,10 +207,20 @@ class TrainingJobs:
         return record
 
     async def close(self) -> None:
-        """Stopping the API ends the jobs it runs: say so, rather than leave them 'running'."""
+        """Stopping the API ends the jobs it runs: their processes stop, and their records say so rather
+        than stay 'running'."""
+        running = list(self._running)
+        for proc in list(self._processes.values()):
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in list(self._processes.values()):
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
         for task in list(self._tasks):
             task.cancel()
-        for job_id in list(self._running):
+        for job_id in running:
             record = await self.get(job_id) or {}
             if record.get("status") not in FINAL:
                 record.update(status="failed", updated_at=time.time(),
