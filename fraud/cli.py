@@ -304,7 +304,8 @@ def cmd_worker(args, settings: Settings) -> int:
         _api_auth_or_exit(settings)
     quiet_mlflow_client_env(settings.mlflow_uri)
     config = logs.logging_config(args.loglevel, settings.log_format or "json")
-    faust.Worker(build(settings).app, loglevel=args.loglevel, quiet=True, logging_config=config).execute_from_commandline()
+    worker = faust.Worker(build(settings).app, loglevel=args.loglevel, quiet=True, logging_config=config)
+    worker.execute_from_commandline()
     return 0
 
 

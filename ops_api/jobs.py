@@ -35,8 +35,8 @@ class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: Literal["simulated", "file", "examples"] = "simulated"
-    data_path: str | None = Field(None, max_length=1024,
-                                  description="Parquet or CSV of Transaction fields plus a 0/1 label, in FRAUD_DATA_DIR")
+    data_path: str | None = Field(None, max_length=1024, description="Parquet or CSV of Transaction "
+                                  "fields plus a 0/1 label, in FRAUD_DATA_DIR")
     label_column: str = Field("is_fraud", min_length=1, max_length=200,
                               description="with data_path: the label column")
     customers: int = Field(1_000, ge=10, le=100_000)
@@ -63,8 +63,8 @@ class TuneRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data_path: str | None = Field(None, max_length=1024,
-                                  description="Parquet or CSV of Transaction fields plus is_fraud, in FRAUD_DATA_DIR")
+    data_path: str | None = Field(None, max_length=1024, description="Parquet or CSV of Transaction "
+                                  "fields plus is_fraud, in FRAUD_DATA_DIR")
     trials: int = Field(20, ge=1, le=500)
     folds: int = Field(4, ge=1, le=8)
     customers: int = Field(5_000, ge=100, le=100_000)
