@@ -150,6 +150,13 @@ async def _check_mlflow(app: web.Application) -> dict:
         return {"status": "ok"}
 
 
+async def _check_dependencies(app: web.Application) -> dict[str, dict]:
+    """Kafka, the schema registry, Redis and MLflow, checked at once: name -> status and latency."""
+    return dict(await asyncio.gather(
+        _timed("kafka", _check_kafka(app)), _timed("schema_registry", _check_registry(app)),
+        _timed("redis", _check_redis(app)), _timed("mlflow", _check_mlflow(app))))
+
+
 def _model_status(stream: StreamView | None) -> dict:
     if stream is None:
         return {"status": "not in this process"}
@@ -177,9 +184,7 @@ async def _workers(app: web.Application) -> list[dict]:
 async def health(request: web.Request) -> web.Response:
     app = request.app
     stream: StreamView | None = app[STREAM]
-    components = dict(await asyncio.gather(
-        _timed("kafka", _check_kafka(app)), _timed("schema_registry", _check_registry(app)),
-        _timed("redis", _check_redis(app)), _timed("mlflow", _check_mlflow(app))))
+    components = await _check_dependencies(app)
     components["model"] = _model_status(stream)
     if stream is not None:
         follower = stream.rules()
@@ -275,9 +280,7 @@ class Dependencies:
     async def get(self, app: web.Application) -> dict:
         async with self._lock:
             if time.monotonic() - self.checked_at >= DEPENDENCY_CHECK_SECONDS:
-                results = dict(await asyncio.gather(
-                    _timed("kafka", _check_kafka(app)), _timed("schema_registry", _check_registry(app)),
-                    _timed("redis", _check_redis(app)), _timed("mlflow", _check_mlflow(app))))
+                results = await _check_dependencies(app)
                 self.at = time.time()
                 for name, result in results.items():
                     result["up"] = result["status"] == "ok"
@@ -388,8 +391,9 @@ def _too_many_jobs(request: web.Request) -> web.Response | None:
     return response
 
 
-async def start_training(request: web.Request) -> web.Response:
-    body = _confined(request, TrainRequest.model_validate(await _json_object(request)))
+async def _start_job(request: web.Request, kind: type[TrainRequest] | type[TuneRequest]) -> web.Response:
+    """Validate the body as `kind`, confine its data_path, respect the job limit, start it: 202."""
+    body = _confined(request, kind.model_validate(await _json_object(request)))
     if isinstance(body, web.Response):
         return body
     if (busy := _too_many_jobs(request)) is not None:
@@ -397,17 +401,14 @@ async def start_training(request: web.Request) -> web.Response:
     job = await request.app[JOBS].start(body)
     request.app[METRICS].training_jobs.inc()
     return web.json_response(job, status=202)
+
+
+async def start_training(request: web.Request) -> web.Response:
+    return await _start_job(request, TrainRequest)
 
 
 async def start_tuning(request: web.Request) -> web.Response:
-    body = _confined(request, TuneRequest.model_validate(await _json_object(request)))
-    if isinstance(body, web.Response):
-        return body
-    if (busy := _too_many_jobs(request)) is not None:
-        return busy
-    job = await request.app[JOBS].start(body)
-    request.app[METRICS].training_jobs.inc()
-    return web.json_response(job, status=202)
+    return await _start_job(request, TuneRequest)
 
 
 async def get_job(request: web.Request) -> web.Response:

@@ -57,10 +57,6 @@ class Auth:
             return {"mode": "disabled", "warning": "FRAUD_AUTH=disabled: every request is served without a token"}
         return {"mode": "jwt", "algorithm": self.algorithm, "open_paths": sorted(self.open_paths)}
 
-    def role_of(self, token: str) -> str:
-        """The token's role; jwt.InvalidTokenError (or a subclass) when it is not to be trusted."""
-        return self.claims_of(token)["role"]
-
     def claims_of(self, token: str) -> dict:
         """The token's claims, its role checked; jwt.InvalidTokenError when it is not to be trusted."""
         claims = jwt.decode(token, self.key, algorithms=[self.algorithm], options={"require": ["exp", "role"]})
