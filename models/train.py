@@ -38,6 +38,9 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
+CHAMPION_VERSION_TAG = "champion_version"  # the champion a run was compared with on its held-out rows
+
+
 class TrainingError(Exception):
     """Training could not run on the data given."""
 
@@ -171,6 +174,7 @@ def register_model(
         mlflow.log_figure(quality_plots(y[held_out], scores), "held_out_quality.png")
         if champion_metrics:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
+            mlflow.set_tag(CHAMPION_VERSION_TAG, champion_before)
         example = pd.DataFrame(X[held_out][:5], columns=list(feature_names))
         info = mlflow.xgboost.log_model(
             booster, name="model", signature=infer_signature(example, scores[:5]),
@@ -179,23 +183,23 @@ def register_model(
         version = str(info.registered_model_version)
 
     progress(0.9, "deciding promotion")
-    if not promote:
-        promoted, reason = False, "promotion not requested"
-    elif champion_metrics is None:
-        promoted, reason = True, "no champion yet"
-    elif metrics["average_precision"] > champion_metrics["average_precision"]:
-        promoted, reason = True, (
-            f"average precision {metrics['average_precision']:.4f} beats champion "
-            f"v{champion_before} {champion_metrics['average_precision']:.4f}")
-    else:
-        promoted, reason = False, (
-            f"average precision {metrics['average_precision']:.4f} does not beat champion "
-            f"v{champion_before} {champion_metrics['average_precision']:.4f}")
+    promoted, reason = promotion(metrics, champion_before, champion_metrics) if promote else (
+        False, "promotion not requested")
     if promoted:
         client.set_registered_model_alias(model_name, alias, version)
     client.set_model_version_tag(model_name, version, "promotion", reason)
     progress(1.0, reason)
     return TrainResult(version, run.info.run_id, metrics, promoted, champion_before, reason)
+
+
+def promotion(metrics: dict, champion_version: str | None, champion_metrics: dict | None) -> tuple[bool, str]:
+    """The champion gate: (promote?, why). A model is promoted when there is no champion, or when its
+    average precision beats the champion's on the same held-out rows."""
+    if champion_version is None or champion_metrics is None:
+        return True, "no champion yet"
+    ours, theirs = metrics["average_precision"], champion_metrics["average_precision"]
+    verb = "beats" if ours > theirs else "does not beat"
+    return ours > theirs, f"average precision {ours:.4f} {verb} champion v{champion_version} {theirs:.4f}"
 
 
 def quality_plots(labels: np.ndarray, scores: np.ndarray):

@@ -1,4 +1,6 @@
-"""The ops side-API (aiohttp): health, metrics, info, training and tuning jobs, model promotion.
+"""The ops side-API (aiohttp): health, status, metrics, info and training jobs here; the fraud
+endpoints in ops_api/fraud.py, the model registry's in ops_api/registry.py; who may call what in
+ops_api/auth.py and how often in ops_api/limits.py. `create_api` puts them together.
 
 It runs inside the worker process (`fraud worker`), where it sees the live stream and model, and on its
 own (`fraud api`), where stream status comes from the workers' heartbeats in Redis.
@@ -26,10 +28,13 @@ from pydantic import ValidationError
 
 from core.logs import REQUEST_ID
 from core.settings import Settings
-from ops_api.auth import ANALYSE, READ, TRAIN, Auth, auth_from, authorize
-from ops_api.limits import RateLimits
-from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from core.metrics import Metrics
+from ops_api.auth import ANALYSE, READ, TRAIN, auth_from, authorize
+from ops_api import fraud, registry
+from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
+from ops_api.limits import RateLimits
+from ops_api.web import (ADMIN, AUTH, DEPENDENCIES, HTTP, JOBS, LIMITS, METRICS, MODEL_SOURCE, REDIS, SETTINGS,
+                         STARTED_AT, STREAM, error, json_object, without_addresses)
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("fraud.api.access")
@@ -37,6 +42,7 @@ VERSION = "0.1.0"
 HEARTBEAT_KEY = "fraud:workers:{}"
 HEARTBEAT_SECONDS = 5.0
 CHECK_TIMEOUT = 3.0
+DEPENDENCY_CHECK_SECONDS = 5.0
 
 
 @dataclass
@@ -54,25 +60,6 @@ class StreamView:
     verdicts: Callable[[], dict]  # what the worker follows: terminal snapshots, verdicts for the feedback join
     quality: Callable[[], dict]  # online quality per model, from matured labels
     waiting_for: Callable[[], str] = lambda: ""  # a dependency the worker cannot reach yet, and why
-
-
-SETTINGS = web.AppKey("settings", Settings)
-METRICS = web.AppKey("metrics", Metrics)
-REDIS = web.AppKey("redis", aioredis.Redis)
-JOBS = web.AppKey("jobs", TrainingJobs)
-STREAM = web.AppKey("stream", object)
-ADMIN = web.AppKey("admin", AdminClient)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
-MODEL_SOURCE = web.AppKey("model_source", object)
-DEPENDENCIES = web.AppKey("dependencies", object)
-STARTED_AT = web.AppKey("started_at", float)
-DEPENDENCY_CHECK_SECONDS = 5.0
-AUTH = web.AppKey("auth", Auth)
-LIMITS = web.AppKey("limits", RateLimits)
-
-
-def error(status: int, message: str, **extra) -> web.Response:
-    return web.json_response({"error": {"status": status, "message": message, **extra}}, status=status)
 
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -111,10 +98,11 @@ async def json_errors(request: web.Request, handler):
             raise
         return error(exc.status, exc.reason)
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-        return error(503, f"redis unavailable: {exc}")
+        log.warning("redis: %s", exc)
+        return error(503, "Redis unavailable: retry later")
     except Exception as exc:  # the API must answer, whatever broke
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error(500, f"{type(exc).__name__}: {exc}")
+        return error(500, f"{type(exc).__name__}: {without_addresses(str(exc))}")
 
 
 async def _timed(name: str, check: Awaitable[dict]) -> tuple[str, dict]:
@@ -122,7 +110,8 @@ async def _timed(name: str, check: Awaitable[dict]) -> tuple[str, dict]:
     try:
         result = await asyncio.wait_for(check, CHECK_TIMEOUT)
     except Exception as exc:
-        result = {"status": "down", "error": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__}
+        reason = without_addresses(str(exc))
+        result = {"status": "down", "error": f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__}
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return name, result
 
@@ -162,13 +151,13 @@ def _model_status(stream: StreamView | None) -> dict:
         return {"status": "not in this process"}
     model = stream.model()
     if model is None:
-        return {"status": "down", "error": stream.model_error() or "not loaded yet"}
+        return {"status": "down", "error": without_addresses(stream.model_error()) or "not loaded yet"}
     status = {"status": "ok" if model.source == "registry" else "degraded", "name": model.name,
               "version": model.version, "source": model.source}
     if model.source == "cache":
         status["note"] = "serving the locally cached model: MLflow was unreachable"
     if stream.model_error():
-        status["warning"] = stream.model_error()
+        status["warning"] = without_addresses(stream.model_error())
     challenger = stream.challenger()
     if challenger is not None:
         status["challenger_version"] = challenger.version
@@ -223,9 +212,9 @@ async def ready(request: web.Request) -> web.Response:
         return web.json_response({"status": "ready", "role": "api"})
     reasons = []
     if stream.waiting_for():
-        reasons.append("waiting for " + stream.waiting_for())
+        reasons.append("waiting for " + without_addresses(stream.waiting_for()))
     if stream.model() is None:
-        reasons.append("model not loaded: " + (stream.model_error() or "loading"))
+        reasons.append("model not loaded: " + without_addresses(stream.model_error() or "loading"))
     if not stream.assigned():
         reasons.append("no partitions assigned")
     if not stream.caught_up():
@@ -255,14 +244,6 @@ async def terminal(request: web.Request) -> web.Response:
     except ValueError:
         return error(400, f"query parameter at: not an epoch-millisecond integer ({at!r})", field="at")
     return web.json_response(stream.terminal(request.match_info["terminal_id"], at_ms))
-
-
-async def quality(request: web.Request) -> web.Response:
-    """GET /api/v1/quality: precision, recall and average precision of each model from matured labels."""
-    stream: StreamView | None = request.app[STREAM]
-    if stream is None:
-        return error(404, "online quality lives in the workers: ask a worker's API")
-    return web.json_response(stream.quality())
 
 
 class Dependencies:
@@ -305,7 +286,7 @@ async def status(request: web.Request) -> web.Response:
         lag = stream.lag()
         stream_status = {"assigned_partitions": stream.assigned(), "consumer_lag": lag,
                          "total_lag": sum(lag.values()), "caught_up": stream.caught_up(),
-                         "waiting_for": stream.waiting_for() or None}
+                         "waiting_for": without_addresses(stream.waiting_for()) or None}
     else:
         stream_status = (await _worker_summary(app))
     jobs = app[JOBS]
@@ -335,29 +316,6 @@ async def info(request: web.Request) -> web.Response:
         "rules": {"topic": s.rules_topic, "in_force": stream.rules().rules.count if stream else None},
         "batch": {"max": s.batch_max, "within_seconds": s.batch_within_seconds},
     })
-
-
-async def _json_object(request: web.Request) -> dict:
-    """The body as a JSON object: 415 unless it is sent as application/json, 413 past the size limit,
-    400 when it does not parse (numbers of more digits than Python reads, nesting past its stack)."""
-    if not request.can_read_body:
-        return {}
-    if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(
-            reason=f"the body must be sent as application/json, not {request.content_type or 'untyped'}")
-    try:
-        body = json.loads(await request.read())
-    except web.HTTPRequestEntityTooLarge:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=request.app[SETTINGS].api_max_body_bytes, actual_size=request.content_length or 0,
-            reason=f"the body is over {request.app[SETTINGS].api_max_body_bytes} bytes") from None
-    except RecursionError:
-        raise web.HTTPBadRequest(reason="body is not valid JSON: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and ints past 4,300 digits
-        raise web.HTTPBadRequest(reason=f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason="body must be a JSON object")
-    return body
 
 
 def _confined(request: web.Request, body):
@@ -393,7 +351,7 @@ def _too_many_jobs(request: web.Request) -> web.Response | None:
 
 async def _start_job(request: web.Request, kind: type[TrainRequest] | type[TuneRequest]) -> web.Response:
     """Validate the body as `kind`, confine its data_path, respect the job limit, start it: 202."""
-    body = _confined(request, kind.model_validate(await _json_object(request)))
+    body = _confined(request, kind.model_validate(await json_object(request)))
     if isinstance(body, web.Response):
         return body
     if (busy := _too_many_jobs(request)) is not None:
@@ -436,39 +394,6 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response({"jobs": await request.app[JOBS].list(int(raw))})
 
 
-async def promote(request: web.Request) -> web.Response:
-    """Point the serving alias at a version: the challenger's by default, or `version`."""
-    from mlflow.exceptions import MlflowException
-
-    settings: Settings = request.app[SETTINGS]
-    body = await _json_object(request)
-    unknown = set(body) - {"version"}
-    if unknown:
-        return error(422, f"unknown field {sorted(unknown)[0]}: only version is accepted")
-    version = body.get("version")
-    if version is not None and (isinstance(version, bool) or not str(version).isascii()
-                                or not str(version).isdecimal()):
-        return error(422, "field version: a model version number, such as \"3\"")
-    source = request.app[MODEL_SOURCE]
-    loop = asyncio.get_running_loop()
-    try:
-        if version is None:
-            found = await loop.run_in_executor(None, source.optional_alias_version, settings.challenger_alias)
-            if found is None:
-                return error(409, f"nothing to promote: {settings.model_name} has no "
-                                  f"@{settings.challenger_alias}; give field version")
-            version = found[0]
-        previous = await loop.run_in_executor(None, source.promote, str(version), settings.challenger_alias)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return error(404, f"field version: {settings.model_name} has no version {version}")
-        if "API request to" in exc.message:  # MLflow's wording when the server cannot be reached
-            return error(503, f"MLflow unavailable: {exc.message}")
-        return error(502, f"MLflow refused: {exc.message}")
-    return web.json_response({"model": settings.model_name, "alias": settings.model_alias,
-                              "version": str(version), "previous_version": previous})
-
-
 def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None = None) -> web.Application:
     """The API; AuthNotConfigured when there is no key to check tokens with and auth is not disabled."""
     auth = auth_from(settings)
@@ -495,10 +420,13 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
 
         app[MODEL_SOURCE] = ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias,
                                         settings.model_cache_dir)
+        deliveries = fraud.Deliveries(settings.kafka_bootstrap)
+        app[fraud.FEEDBACK] = fraud.FeedbackTopic(settings, deliveries)
         heartbeat = asyncio.create_task(_heartbeat(app)) if stream else None
         yield
         if heartbeat:
             heartbeat.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, deliveries.close)
         await app[JOBS].close()
         await app[HTTP].close()
         await app[REDIS].aclose()
@@ -516,11 +444,15 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("POST", "/api/v1/training/train", start_training, TRAIN),
         ("POST", "/api/v1/training/hyperparameter-tuning", start_tuning, TRAIN),
         ("GET", "/api/v1/training/jobs", list_jobs, READ),
-        ("POST", "/api/v1/models/promote", promote, TRAIN),
+        ("POST", "/api/v1/models/promote", registry.promote, TRAIN),
+        ("POST", "/api/v1/training/models/register", registry.register, TRAIN),
+        ("GET", "/api/v1/training/experiments", registry.experiments, READ),
         ("GET", "/api/v1/training/jobs/{job_id}", get_job, READ),
         ("POST", "/api/v1/training/jobs/{job_id}/cancel", cancel_job, TRAIN),
         ("GET", "/api/v1/terminals/{terminal_id}", terminal, READ),
-        ("GET", "/api/v1/quality", quality, READ),
+        ("POST", "/api/v1/fraud/feedback", fraud.feedback, ANALYSE),
+        ("GET", "/api/v1/fraud/metrics", fraud.quality, READ),
+        ("GET", "/api/v1/fraud/status", fraud.status, READ),
     ]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     cors = aiohttp_cors.setup(app, defaults={origin: aiohttp_cors.ResourceOptions(

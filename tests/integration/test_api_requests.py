@@ -190,7 +190,7 @@ def test_past_its_rate_limit_a_token_gets_429_with_retry_after_on_every_replica_
                 statuses.append(resp.status)
                 if resp.status == 429:
                     refused = (dict(resp.headers), await resp.json())
-            other_endpoint = (await one.get("/api/v1/quality", headers=token)).status
+            other_endpoint = (await one.get("/status/dependencies", headers=token)).status
         return statuses, refused, other_endpoint
 
     statuses, (headers, body), other_endpoint = asyncio.run(run())

@@ -189,8 +189,11 @@ def test_feedback_joins_its_verdict_and_changes_terminal_risk_online_metrics_and
     serialize = AvroSerializer(registry_client(settings), json.dumps(load_schema("feedback")))
     ctx = SerializationContext(settings.feedback_topic, MessageField.VALUE)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "partitioner": "murmur2_random"})
-    labels = [("fb-0", "FRAUD", "chargeback"), ("fb-1", "LEGIT", "analyst"), ("fb-2", "FRAUD", "chargeback"),
-              ("fb-never-scored", "FRAUD", "chargeback")]
+    labels = [("fb-0", "FRAUD", "chargeback"), ("fb-2", "FRAUD", "chargeback"), ("fb-never-scored", "FRAUD", "chargeback")]
+    # An analyst's label through the API: the same record on the same topic, keyed the same way.
+    status, sent = worker.post("/api/v1/fraud/feedback", {"transaction_id": "fb-1", "label": "LEGIT",
+                                                          "reported_at": t0 + 7 * day})
+    assert status == 202 and sent["topic"] == settings.feedback_topic and sent["offset"] >= 0, sent
     for tid, label, source in labels:
         producer.produce(settings.feedback_topic, key=tid.encode(), value=serialize(
             {"transaction_id": tid, "label": label, "source": source, "reported_at": t0 + 7 * day,
@@ -235,8 +238,12 @@ def test_feedback_joins_its_verdict_and_changes_terminal_risk_online_metrics_and
                 if k.startswith("fraud_online_confusion_total{model=champion,outcome=") and "threshold=review" in k}
     assert sum(outcomes.values()) == 3
     assert summary["fraud_label_delay_seconds_count"] == 3
-    quality = worker.get("/api/v1/quality")[1]
+    quality = worker.get("/api/v1/fraud/metrics")[1]
     assert quality["champion"]["labels"] == 3 and quality["champion"]["frauds"] == 2
+    served = worker.get("/api/v1/fraud/status")[1]
+    assert served["model"]["champion"]["version"] == version and served["model"]["challenger"] is None
+    assert served["thresholds"] == {"review": settings.review_threshold, "decline": settings.decline_threshold}
+    assert len(served["stream"]["assigned_partitions"]) == 3 * settings.partitions and served["stream"]["caught_up"]
     assert worker.get("/api/v1/terminals/T-FB?at=soon")[0] == 400
 
     # Each matched label became a labelled example carrying the features that were served.

@@ -1,0 +1,96 @@
+"""The model endpoints: experiments and their runs, registering a run's model, promoting a version.
+MLflow calls run in the default executor; MLflow unreachable is a 503 that names no address."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.settings import Settings
+from models.registry import RegistryRefused, experiments as list_experiments, register_run
+from ops_api.web import MODEL_SOURCE, SETTINGS, error, json_object
+
+log = logging.getLogger(__name__)
+
+
+def _mlflow_failed(exc: Exception) -> web.Response:
+    """The answer for an MLflow error the request could not avoid; details go to the log only."""
+    log.warning("mlflow: %s", exc)
+    if "API request to" in str(exc) or isinstance(exc, (ConnectionError, TimeoutError)):  # MLflow's wording for unreachable
+        return error(503, "MLflow unavailable: retry later")
+    return error(502, f"MLflow refused the request ({getattr(exc, 'error_code', type(exc).__name__)})")
+
+
+async def _call(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))
+
+
+async def experiments(request: web.Request) -> web.Response:
+    """GET /api/v1/training/experiments?runs=N: MLflow experiments, newest first, each with its N
+    (default 10, at most 100) most recent runs and their metrics and parameters."""
+    raw = request.query.get("runs", "10")
+    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 100:
+        return error(400, "query parameter runs: an integer from 1 to 100", field="runs")
+    try:
+        found = await _call(list_experiments, request.app[MODEL_SOURCE].client, int(raw))
+    except Exception as exc:  # noqa: BLE001 - every MLflow failure is answered, none crashes the API
+        return _mlflow_failed(exc)
+    return web.json_response({"experiments": found})
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")
+    through_gate: bool = Field(default=False, description="promote it if it passes the champion gate")
+
+
+async def register(request: web.Request) -> web.Response:
+    """POST /api/v1/training/models/register: a finished run's model as a new version; 201."""
+    body = RegisterRequest.model_validate(await json_object(request))
+    s: Settings = request.app[SETTINGS]
+    try:
+        done = await _call(register_run, request.app[MODEL_SOURCE].client, s.model_name, s.model_alias,
+                           body.run_id, body.through_gate)
+    except RegistryRefused as exc:
+        return error(exc.status, str(exc), **({"field": exc.field} if exc.field else {}))
+    except Exception as exc:  # noqa: BLE001
+        return _mlflow_failed(exc)
+    return web.json_response({"model": s.model_name, "version": done.version, "run_id": body.run_id,
+                              "promoted": done.promoted, "alias": s.model_alias if done.promoted else None,
+                              "champion_before": done.champion_before, "reason": done.reason}, status=201)
+
+
+async def promote(request: web.Request) -> web.Response:
+    """POST /api/v1/models/promote: point the serving alias at a version, the challenger's by default,
+    or `version`."""
+    from mlflow.exceptions import MlflowException
+
+    settings: Settings = request.app[SETTINGS]
+    body = await json_object(request)
+    unknown = set(body) - {"version"}
+    if unknown:
+        return error(422, f"unknown field {sorted(unknown)[0]}: only version is accepted")
+    version = body.get("version")
+    if version is not None and (isinstance(version, bool) or not str(version).isascii()
+                                or not str(version).isdecimal()):
+        return error(422, "field version: a model version number, such as \"3\"")
+    source = request.app[MODEL_SOURCE]
+    try:
+        if version is None:
+            found = await _call(source.optional_alias_version, settings.challenger_alias)
+            if found is None:
+                return error(409, f"nothing to promote: {settings.model_name} has no "
+                                  f"@{settings.challenger_alias}; give field version")
+            version = found[0]
+        previous = await _call(source.promote, str(version), settings.challenger_alias)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return error(404, f"field version: {settings.model_name} has no version {version}")
+        return _mlflow_failed(exc)
+    return web.json_response({"model": settings.model_name, "alias": settings.model_alias,
+                              "version": str(version), "previous_version": previous})

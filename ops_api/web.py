@@ -1,0 +1,67 @@
+"""What every handler of the API uses: the application's keys, the error shape, the JSON body reader."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+from confluent_kafka.admin import AdminClient
+
+from core.metrics import Metrics
+from core.settings import Settings
+from ops_api.auth import Auth
+from ops_api.jobs import TrainingJobs
+from ops_api.limits import RateLimits
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+REDIS = web.AppKey("redis", aioredis.Redis)
+JOBS = web.AppKey("jobs", TrainingJobs)
+STREAM = web.AppKey("stream", object)
+ADMIN = web.AppKey("admin", AdminClient)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+MODEL_SOURCE = web.AppKey("model_source", object)
+DEPENDENCIES = web.AppKey("dependencies", object)
+STARTED_AT = web.AppKey("started_at", float)
+AUTH = web.AppKey("auth", Auth)
+LIMITS = web.AppKey("limits", RateLimits)
+
+
+_ADDRESS = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\S*|\b[a-z][\w.-]*:\d{2,5}\b\S*",
+                      re.IGNORECASE)
+
+
+def without_addresses(text: str) -> str:
+    """`text` with URLs and host:port pairs replaced: answers never show where the internals live
+    (the logs keep the full text)."""
+    return _ADDRESS.sub("<address>", text)
+
+
+def error(status: int, message: str, **extra) -> web.Response:
+    return web.json_response({"error": {"status": status, "message": message, **extra}}, status=status)
+
+
+async def json_object(request: web.Request) -> dict:
+    """The body as a JSON object: 415 unless it is sent as application/json, 413 past the size limit,
+    400 when it does not parse (numbers of more digits than Python reads, nesting past its stack)."""
+    if not request.can_read_body:
+        return {}
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(
+            reason=f"the body must be sent as application/json, not {request.content_type or 'untyped'}")
+    try:
+        body = json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=request.app[SETTINGS].api_max_body_bytes, actual_size=request.content_length or 0,
+            reason=f"the body is over {request.app[SETTINGS].api_max_body_bytes} bytes") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(reason="body is not valid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and ints past 4,300 digits
+        raise web.HTTPBadRequest(reason=f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="body must be a JSON object")
+    return body
