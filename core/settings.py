@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     batch_max: int = 1000
     batch_within_seconds: float = 0.05  # how long a fetch may wait for a light stream to fill a batch
     commit_interval_seconds: float = 0.1  # how often the worker's transaction commits
+    predict_timeout_seconds: float = 2.0  # how long POST /api/v1/fraud/predict waits for the verdict
+    predict_idempotency_seconds: int = 86_400  # how long a predicted transaction id is remembered
     transaction_timeout_ms: int = 10_000
     session_timeout_ms: int = 10_000
     review_threshold: float = 0.5
@@ -63,6 +65,7 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = 2  # training and tuning processes one API runs at once; beyond, 429
     rate_limit_read: str = "600/minute"  # per endpoint, per token and per client address (ops_api/limits.py)
     rate_limit_analyse: str = "300/minute"
+    rate_limit_predict: str = "30000/minute"  # a payment system's synchronous decisions
     rate_limit_train: str = "20/minute"
     log_format: Literal["json", "text"] | None = None  # None: JSON for `worker` and `api`, text otherwise
     state_dir: Path = ROOT / ".services" / "faust"

@@ -30,7 +30,7 @@ from core.logs import REQUEST_ID
 from core.settings import Settings
 from core.metrics import Metrics
 from ops_api.auth import ANALYSE, READ, TRAIN, auth_from, authorize
-from ops_api import fraud, registry
+from ops_api import fraud, predict, registry
 from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from ops_api.limits import RateLimits
 from ops_api.web import (ADMIN, AUTH, DEPENDENCIES, HTTP, JOBS, LIMITS, METRICS, MODEL_SOURCE, REDIS, SETTINGS,
@@ -43,6 +43,7 @@ HEARTBEAT_KEY = "fraud:workers:{}"
 HEARTBEAT_SECONDS = 5.0
 CHECK_TIMEOUT = 3.0
 DEPENDENCY_CHECK_SECONDS = 5.0
+PREDICT = "predict"  # the rate-limit class of synchronous decisions (they need ANALYSE)
 
 
 @dataclass
@@ -398,9 +399,11 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     """The API; AuthNotConfigured when there is no key to check tokens with and auth is not disabled."""
     auth = auth_from(settings)
     permissions: dict[tuple[str, str], str] = {}
+    limit_classes: dict[tuple[str, str], str] = {}
     limits = RateLimits(settings.redis_url, {READ: settings.rate_limit_read, ANALYSE: settings.rate_limit_analyse,
-                                             TRAIN: settings.rate_limit_train}, namespace=settings.app_id)
-    app = web.Application(middlewares=[request_ids, json_errors, authorize(auth, permissions, limits)],
+                                             TRAIN: settings.rate_limit_train, PREDICT: settings.rate_limit_predict},
+                        namespace=settings.app_id)
+    app = web.Application(middlewares=[request_ids, json_errors, authorize(auth, permissions, limits, limit_classes)],
                           client_max_size=settings.api_max_body_bytes)
     app[SETTINGS] = settings
     app[AUTH] = auth
@@ -411,8 +414,10 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     app[STREAM] = stream
 
     async def resources(app: web.Application):
-        app[REDIS] = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                             socket_timeout=2, socket_connect_timeout=2)
+        # Blocking: a burst of requests waits (up to 2 s) for a free connection instead of failing.
+        app[REDIS] = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=64, timeout=2, decode_responses=True,
+            socket_timeout=2, socket_connect_timeout=2))
         app[JOBS] = TrainingJobs(app[REDIS], env=dict(os.environ), max_running=settings.max_concurrent_jobs)
         app[ADMIN] = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT))
@@ -422,10 +427,12 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
                                         settings.model_cache_dir)
         deliveries = fraud.Deliveries(settings.kafka_bootstrap)
         app[fraud.FEEDBACK] = fraud.FeedbackTopic(settings, deliveries)
+        app[predict.PREDICTOR] = predict.Predictor(settings, deliveries)
         heartbeat = asyncio.create_task(_heartbeat(app)) if stream else None
         yield
         if heartbeat:
             heartbeat.cancel()
+        app[predict.PREDICTOR].close()
         await asyncio.get_running_loop().run_in_executor(None, deliveries.close)
         await app[JOBS].close()
         await app[HTTP].close()
@@ -450,6 +457,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("GET", "/api/v1/training/jobs/{job_id}", get_job, READ),
         ("POST", "/api/v1/training/jobs/{job_id}/cancel", cancel_job, TRAIN),
         ("GET", "/api/v1/terminals/{terminal_id}", terminal, READ),
+        ("POST", "/api/v1/fraud/predict", predict.predict, ANALYSE, PREDICT),
         ("POST", "/api/v1/fraud/feedback", fraud.feedback, ANALYSE),
         ("GET", "/api/v1/fraud/metrics", fraud.quality, READ),
         ("GET", "/api/v1/fraud/status", fraud.status, READ),
@@ -458,9 +466,11 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     cors = aiohttp_cors.setup(app, defaults={origin: aiohttp_cors.ResourceOptions(
         allow_headers=("Authorization", "Content-Type"), expose_headers=("Retry-After",), max_age=600)
         for origin in origins})
-    for method, path, handler, need in routes:
+    for method, path, handler, need, *limit_class in routes:
         cors.add(app.router.add_route(method, path, handler))
         permissions[(method, path)] = need
+        if limit_class:
+            limit_classes[(method, path)] = limit_class[0]
     return app
 
 

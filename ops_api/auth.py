@@ -112,9 +112,12 @@ def _refused(status: int, message: str, challenge: str | None = None) -> web.Res
     return response
 
 
-def authorize(auth: Auth, permissions: dict[tuple[str, str], str], limits: RateLimits | None = None):
+def authorize(auth: Auth, permissions: dict[tuple[str, str], str], limits: RateLimits | None = None,
+              limit_classes: dict[tuple[str, str], str] | None = None):
     """The middleware: `permissions` maps (method, route path) to what the caller's role must allow;
-    `limits` then counts the request against the caller's token and address (ops_api/limits.py)."""
+    `limits` then counts the request against the caller's token and address (ops_api/limits.py), in
+    the route's class of `limit_classes`, by default the permission it needs."""
+    limit_classes = {} if limit_classes is None else limit_classes
 
     @web.middleware
     async def middleware(request: web.Request, handler):
@@ -144,7 +147,8 @@ def authorize(auth: Auth, permissions: dict[tuple[str, str], str], limits: RateL
                                  f"it needs one of {', '.join(allowed)}")
         if limits is not None and need is not None:
             callers = [f"token:{claims.get('sub', '')}:{role}", f"address:{request.remote}"]
-            refusal = await limits.hit(need, f"{request.method} {route.canonical}", callers)
+            endpoint = (request.method, route.canonical)
+            refusal = await limits.hit(limit_classes.get(endpoint, need), " ".join(endpoint), callers)
             if refusal is not None:
                 response = _refused(429, f"rate limit of {refusal['X-RateLimit-Limit']} requests per window "
                                          f"on {request.method} {route.canonical} reached: retry in "

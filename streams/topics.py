@@ -21,10 +21,16 @@ COMPACTED = {"cleanup.policy": "compact", "segment.ms": str(3_600_000), "min.cle
 
 
 @lru_cache(maxsize=65_536)
+def partition_of(key: str, partitions: int) -> int:
+    """The partition the Java client's (and aiokafka's, and our producers' murmur2) default
+    partitioner gives a record keyed by `key`."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
 def terminal_partition(terminal_id: str, partitions: int) -> int:
-    """The partition of a terminal in the terminal topics and table: the Java client's (and
-    aiokafka's) default partitioner of the terminal id, so a record keyed by it lands there too."""
-    return (murmur2(terminal_id.encode()) & 0x7FFFFFFF) % partitions
+    """The partition of a terminal in the terminal topics and table: a record keyed by the terminal
+    id lands there too."""
+    return partition_of(terminal_id, partitions)
 
 
 def cards_changelog(settings: Settings) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -112,8 +113,6 @@ def test_malformed_messages_go_to_the_dlq_and_the_good_ones_around_them_are_scor
 
 def test_ops_api_reports_the_running_worker(stack):
     settings, worker, version = stack
-    import time
-
     deadline = time.monotonic() + 15  # the stack's first transactions reach the terminal snapshots
     while worker.get("/health")[1]["components"]["verdicts"]["terminals"] == 0 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -171,7 +170,6 @@ def test_bad_training_requests_get_a_json_error_naming_the_field(stack):
 
 def test_feedback_joins_its_verdict_and_changes_terminal_risk_online_metrics_and_examples(stack):
     settings, worker, version = stack
-    import time
 
     from confluent_kafka import Producer
     from confluent_kafka.schema_registry.avro import AvroSerializer
@@ -256,7 +254,6 @@ def test_feedback_joins_its_verdict_and_changes_terminal_risk_online_metrics_and
 
 
 def _wait_for_verdicts(settings, prefix: str, count: int, timeout: float = 30) -> list[dict]:
-    import time
 
     deadline = time.monotonic() + timeout
     found: list[dict] = []
@@ -271,7 +268,6 @@ def test_rules_changed_on_the_control_topic_apply_without_a_restart_and_are_name
     settings, worker, version = stack
     import subprocess
     import sys
-    import time
 
     from tests.conftest import settings_env
 
@@ -315,3 +311,68 @@ def test_rules_changed_on_the_control_topic_apply_without_a_restart_and_are_name
     assert "block_card:RULE-CARD" not in fraud_rules("list")
     again = verdict_of({**base, "transaction_id": "rules-unblocked", "customer_id": "RULE-CARD"})
     assert again["rules"] == []
+
+
+def test_predict_answers_with_the_verdict_the_stream_wrote_once_and_a_retry_gets_the_same_one(stack):
+    settings, worker, version = stack
+    txn = {"transaction_id": "sync-1", "customer_id": "SYNC-CARD", "terminal_id": "T-SYNC", "merchant_id": "M1",
+           "amount": 42.5, "channel": "ECOM", "card_present": False}
+    status, verdict = worker.post("/api/v1/fraud/predict", txn)
+    assert status == 200, verdict
+    assert verdict["transaction_id"] == "sync-1" and verdict["model_version"] == version
+    assert verdict["decision"] in ("APPROVE", "REVIEW", "DECLINE") and 0 <= verdict["score"] <= 1
+    status, again = worker.post("/api/v1/fraud/predict", txn)
+    assert status == 200 and again == verdict, "a retry returns the verdict already given"
+    [on_topic] = _wait_for_verdicts(settings, "sync-1", 1)
+    assert on_topic["score"] == verdict["score"] and on_topic["decision"] == verdict["decision"]
+
+    status, other_card = worker.post("/api/v1/fraud/predict", {**txn, "customer_id": "ANOTHER-CARD"})
+    assert status == 409 and other_card["error"]["fields"][0]["field"] == "transaction_id"
+    status, negative = worker.post("/api/v1/fraud/predict", {**txn, "transaction_id": "sync-neg", "amount": -1})
+    assert status == 422 and negative["error"]["fields"][0]["field"] == "amount"
+    status, missing = worker.post("/api/v1/fraud/predict", {"transaction_id": "sync-none", "amount": 1})
+    assert status == 422 and {f["field"] for f in missing["error"]["fields"]} >= {"customer_id", "terminal_id"}
+    assert _wait_for_verdicts(settings, "sync-", 1) == [on_topic], "nothing else was sent"
+
+
+def test_predict_past_its_timeout_is_a_504_naming_the_transaction_whose_verdict_still_lands_once(stack):
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from core.metrics import Metrics
+    from ops_api.app import create_api
+    from tests.conftest import bearer
+
+    settings, worker, version = stack
+    impatient = settings.model_copy(update={"predict_timeout_seconds": 0.001})
+    txn = {"transaction_id": "late-1", "customer_id": "LATE-CARD", "terminal_id": "T-LATE", "merchant_id": "M1",
+           "amount": 7.0}
+
+    async def call():
+        async with TestClient(TestServer(create_api(impatient, Metrics()))) as client:
+            resp = await client.post("/api/v1/fraud/predict", json=txn, headers=bearer(settings, "analyst"))
+            return resp.status, await resp.json()
+
+    status, body = asyncio.run(call())
+    assert status == 504 and "late-1" in body["error"]["message"] and body["error"]["transaction_id"] == "late-1"
+    [landed] = _wait_for_verdicts(settings, "late-1", 1)
+    # Another replica, patient enough, finds the verdict of the transaction sent before.
+    status, verdict = worker.post("/api/v1/fraud/predict", txn)
+    assert status == 200, verdict
+    assert verdict["score"] == landed["score"] and verdict["scored_at"] == round(landed["scored_at"].timestamp() * 1000)
+    assert _wait_for_verdicts(settings, "late-1", 1) == [landed], "the retry sent nothing"
+
+
+def test_predict_takes_over_a_claim_whose_request_died_before_sending_and_sends_it_once(stack):
+    import redis
+
+    settings, worker, version = stack
+    txn = {"transaction_id": "orphan-1", "customer_id": "ORPHAN-CARD", "terminal_id": "T-O", "merchant_id": "M1",
+           "amount": 3.0}
+    key = f"fraud:{settings.app_id}:predict:orphan-1"
+    stale = {"state": "claimed", "at": int(time.time() * 1000) - 60_000, "customer_id": "ORPHAN-CARD"}
+    redis.Redis.from_url(settings.redis_url).set(key, json.dumps(stale), ex=600)
+    status, verdict = worker.post("/api/v1/fraud/predict", txn)
+    assert status == 200 and verdict["transaction_id"] == "orphan-1", verdict
+    assert len(_wait_for_verdicts(settings, "orphan-1", 1)) == 1

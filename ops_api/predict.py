@@ -1,0 +1,345 @@
+"""A payment system's synchronous decision: POST /api/v1/fraud/predict.
+
+The transaction goes through the stream like any other, and the answer is its verdict as the topic
+holds it:
+  1. the body is validated as the Transaction schema and by the stream's own rule
+     (core/features.py `invalid_transaction_reason`): 422 naming the field, nothing sent;
+  2. the transaction id is claimed in Redis (SET NX, kept FRAUD_PREDICT_IDEMPOTENCY_SECONDS): a
+     retry, on any API replica, never produces the transaction again;
+  3. the verdict partition is followed from its current end (`VerdictWaiter`), then the transaction
+     is produced to `transactions`, keyed by card, and the claim records when;
+  4. the worker owning the card scores it and commits its verdict, keyed by transaction id, in a
+     Kafka transaction; the waiter, reading committed records only, sees it and the request gets it.
+If the verdict is not visible within FRAUD_PREDICT_TIMEOUT_SECONDS: 504 naming the transaction,
+which is on the topic and will be scored. A retry of a claimed transaction returns the verdict once
+it is known (from Redis, or found on the verdict partition from the claim's time on), and waits for
+it otherwise; a claim never marked sent and older than CLAIM_STALE_MS (its claimer died before
+sending) is taken over, once, by the retry that finds it (Redis WATCH). With Redis down no claim can be made, so predict answers 503 rather than risk a
+second verdict; the stream itself goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Literal
+
+from aiohttp import web
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.features import invalid_transaction_reason
+from core.settings import Settings
+from ops_api.fraud import Deliveries, DeliveryFailed
+from ops_api.web import REDIS, SETTINGS, error, json_object, without_addresses
+from schemas.codec import AvroCodec, RegistryUnavailable, SchemaRegistry, load_schema
+from streams.topics import partition_of
+
+log = logging.getLogger(__name__)
+CLAIM_KEY = "fraud:{}:predict:{}"  # app id, transaction id
+CLAIM_STALE_MS = 30_000  # a claim never marked sent this old has lost its claimer (delivery gives up at 10 s)
+IDLE_PARTITION_SECONDS = 60.0  # a verdict partition nobody waits on this long is let go
+EPOCH_MS_MAX = 253_402_300_799_999
+
+
+class Transaction(BaseModel):
+    """The Transaction schema (schemas/transaction.avsc) as a request body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: str = Field(min_length=1, max_length=128)
+    customer_id: str = Field(min_length=1, max_length=128, description="the card")
+    terminal_id: str = Field(min_length=1, max_length=128)
+    merchant_id: str = Field(min_length=1, max_length=128)
+    amount: float = Field(ge=0, allow_inf_nan=False, le=1e15)
+    currency: str = Field(default="EUR", min_length=1, max_length=8)
+    timestamp: int | None = Field(default=None, gt=0, le=EPOCH_MS_MAX, description="event time, epoch ms; now when absent")
+    merchant_category: str = Field(default="unknown", max_length=64)
+    channel: Literal["POS", "ECOM", "ATM", "MOTO", "OTHER"] = "POS"
+    card_present: bool = True
+    country: str = Field(default="", max_length=8)
+    attributes: dict[str, float] = Field(default_factory=dict, max_length=64)
+
+    def record(self, now_ms: int) -> dict:
+        return {**self.model_dump(), "timestamp": self.timestamp if self.timestamp is not None else now_ms}
+
+
+class VerdictWaiter:
+    """Follows the verdict partitions someone waits on (read_committed, from their end when first
+    asked) and hands each awaited verdict to its request. Only those partitions are read, by key,
+    and a partition nobody has waited on for IDLE_PARTITION_SECONDS is let go."""
+
+    def __init__(self, settings: Settings):
+        self.topic = settings.verdicts_topic
+        self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "fraud-api-predict",
+                                  "isolation.level": "read_committed", "enable.auto.commit": False,
+                                  "fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
+        self.waiting: dict[bytes, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = defaultdict(list)
+        self.used_at: dict[int, float] = {}
+        self.assigned: set[int] = set()  # written by the waiter's thread only
+        self.requests: list = []  # (partition, loop, future) to assign, from the event loop's thread
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="api-verdicts", daemon=True)
+        self._thread.start()
+
+    async def follow(self, partition: int) -> None:
+        """Return once `partition` is read from an offset no later than its end now."""
+        with self._lock:
+            if partition in self.assigned:
+                self.used_at[partition] = time.monotonic()
+                return
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        with self._lock:
+            self.requests.append((partition, loop, ready))
+        await ready
+
+    def expect(self, transaction_id: str) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self.waiting[transaction_id.encode()].append((loop, future))
+        return future
+
+    def forget(self, transaction_id: str, future: asyncio.Future) -> None:
+        with self._lock:
+            entries = self.waiting.get(transaction_id.encode(), [])
+            entries[:] = [e for e in entries if e[1] is not future]
+            if not entries:
+                self.waiting.pop(transaction_id.encode(), None)
+
+    def _run(self) -> None:
+        assigned = self.assigned
+        while not self._stop.is_set():
+            with self._lock:
+                requests, self.requests = self.requests, []
+            for partition, loop, ready in requests:
+                try:
+                    if partition not in assigned:
+                        tp = TopicPartition(self.topic, partition)
+                        _, high = self.consumer.get_watermark_offsets(tp, timeout=5)
+                        self.consumer.incremental_assign([TopicPartition(self.topic, partition, high)])
+                    with self._lock:
+                        assigned.add(partition)
+                        self.used_at[partition] = time.monotonic()
+                    loop.call_soon_threadsafe(_resolve, ready, None)
+                except Exception as exc:  # noqa: BLE001 - the request gets the reason
+                    loop.call_soon_threadsafe(_fail, ready, exc)
+            if not assigned:
+                self._stop.wait(0.01)
+                continue
+            first = self.consumer.poll(0.02)  # returns as soon as a record is there
+            for msg in [first, *self.consumer.consume(500, 0)] if first is not None else ():
+                if msg.error() is not None:
+                    continue
+                with self._lock:
+                    entries = self.waiting.pop(msg.key(), None)
+                for loop, future in entries or ():
+                    loop.call_soon_threadsafe(_resolve, future, msg.value())
+            with self._lock:
+                idle = [p for p in assigned if time.monotonic() - self.used_at.get(p, 0) > IDLE_PARTITION_SECONDS]
+                assigned.difference_update(idle)
+            if idle:
+                self.consumer.incremental_unassign([TopicPartition(self.topic, p) for p in idle])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.consumer.close()
+
+
+def _resolve(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future, exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def find_verdict(settings: Settings, partition: int, since_ms: int, transaction_id: str, until: int) -> bytes | None:
+    """The verdict of `transaction_id` on its partition, written from `since_ms` up to offset `until`
+    (a retry's look back, for a verdict that may have landed before anyone followed the partition)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "fraud-api-predict",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    try:
+        [start] = consumer.offsets_for_times([TopicPartition(settings.verdicts_topic, partition, since_ms)], timeout=5)
+        if start.offset in (OFFSET_END, -1) or start.offset >= until:
+            return None
+        consumer.assign([start])
+        key = transaction_id.encode()
+        while True:
+            msgs = consumer.consume(1000, 1.0)
+            if not msgs:
+                return None
+            for msg in msgs:
+                if msg.error() is None and msg.key() == key:
+                    return msg.value()
+                if msg.error() is None and msg.offset() >= until - 1:
+                    return None
+    finally:
+        consumer.close()
+
+
+class Predictor:
+    """What predict needs: the transactions codec, the verdicts codec, the producer, the waiter."""
+
+    def __init__(self, settings: Settings, deliveries: Deliveries):
+        registry = SchemaRegistry(settings.schema_registry_url)
+        self.settings = settings
+        self.transactions = AvroCodec(registry, load_schema("transaction"), f"{settings.transactions_topic}-value")
+        self.verdicts = AvroCodec(registry, load_schema("verdict"), f"{settings.verdicts_topic}-value")
+        self.deliveries = deliveries
+        self.waiter = VerdictWaiter(settings)
+        self._registering = asyncio.Lock()
+
+    async def codec_ready(self) -> None:
+        async with self._registering:
+            if self.transactions.schema_id is None:
+                await asyncio.get_running_loop().run_in_executor(None, self.transactions.register)
+
+    def close(self) -> None:
+        self.waiter.close()
+
+
+PREDICTOR = web.AppKey("predictor", Predictor)
+
+
+async def predict(request: web.Request) -> web.Response:
+    s: Settings = request.app[SETTINGS]
+    txn = Transaction.model_validate(await json_object(request))
+    now_ms = int(time.time() * 1000)
+    record = txn.record(now_ms)
+    reason = invalid_transaction_reason(record, now_ms=now_ms)
+    if reason:
+        field = reason.split(":")[0].removeprefix("field ")
+        return error(422, reason, fields=[{"field": field, "message": reason}])
+    predictor: Predictor = request.app[PREDICTOR]
+    redis = request.app[REDIS]
+    timing = Timing()
+    key = CLAIM_KEY.format(s.app_id, txn.transaction_id)
+    partition = partition_of(txn.transaction_id, s.partitions)  # where the worker's verdict lands
+    claim = {"state": "claimed", "at": now_ms, "customer_id": txn.customer_id}
+    try:
+        claimed = await redis.set(key, json.dumps(claim), nx=True, ex=s.predict_idempotency_seconds)
+        earlier_raw = None if claimed else await redis.get(key)
+        earlier = json.loads(earlier_raw) if earlier_raw else None
+        timing.mark("claim")
+    except Exception as exc:  # noqa: BLE001 - no claim, no send: a retry could score it twice
+        log.warning("predict %s: redis: %s", txn.transaction_id, exc)
+        return error(503, f"transaction {txn.transaction_id} not sent: the idempotency store (Redis) is "
+                          f"unavailable; retry")
+    if earlier is not None and earlier.get("customer_id") != txn.customer_id:
+        return error(409, f"transaction_id {txn.transaction_id} was already sent for another card",
+                     fields=[{"field": "transaction_id", "message": "already used"}])
+    try:
+        await predictor.codec_ready()
+        expected = predictor.waiter.expect(txn.transaction_id)
+        try:
+            await predictor.waiter.follow(partition)
+            if earlier is not None and "verdict" in earlier:
+                return _answer(earlier["verdict"], replayed=True, timing=timing)
+            if earlier is not None:  # claimed by an earlier request: its verdict may be on the topic already
+                found = await asyncio.get_running_loop().run_in_executor(
+                    None, _look_back, s, partition, earlier["at"], txn.transaction_id)
+                if found is not None:
+                    _resolve(expected, found)
+                elif not earlier.get("sent") and now_ms - earlier["at"] > CLAIM_STALE_MS:
+                    # Claimed, never sent, and long enough ago that the claimer is gone: send it here.
+                    if await _take_over(redis, key, earlier_raw, claim, s.predict_idempotency_seconds):
+                        earlier = None
+            if earlier is None:
+                value = predictor.transactions.encode(record)
+                await predictor.deliveries.send(s.transactions_topic, txn.customer_id.encode(), value)
+                timing.mark("send")
+                await _mark_sent(redis, key, claim)
+            raw = await asyncio.wait_for(asyncio.shield(expected), s.predict_timeout_seconds)
+            timing.mark("verdict")
+        finally:
+            predictor.waiter.forget(txn.transaction_id, expected)
+    except asyncio.TimeoutError:
+        return error(504, f"transaction {txn.transaction_id} was sent and will be scored, but its verdict was not "
+                          f"visible within {s.predict_timeout_seconds:g}s: retry with the same transaction_id to "
+                          f"get it", transaction_id=txn.transaction_id)
+    except RegistryUnavailable:
+        return await _unsent(redis, key, earlier, txn, "the schema registry is unavailable")
+    except DeliveryFailed as exc:
+        log.warning("predict %s: not delivered: %s", txn.transaction_id, exc)
+        return await _unsent(redis, key, earlier, txn, f"Kafka did not take it ({without_addresses(str(exc))})")
+    verdict = predictor.verdicts.decode(raw)
+    try:
+        await redis.set(key, json.dumps({**claim, "sent": True, "verdict": verdict}), ex=s.predict_idempotency_seconds)
+    except Exception as exc:  # noqa: BLE001 - a retry then finds it on the topic instead
+        log.warning("predict %s: verdict not kept in redis: %s", txn.transaction_id, exc)
+    return _answer(verdict, replayed=earlier is not None, timing=timing)
+
+
+async def _take_over(redis, key: str, seen: str, claim: dict, ttl: int) -> bool:
+    """Replace the claim `seen` with ours, unless another request changed it meanwhile (WATCH)."""
+    from redis.exceptions import WatchError
+
+    async with redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(key)
+            if await pipe.get(key) != seen:
+                return False
+            pipe.multi()
+            pipe.set(key, json.dumps(claim), ex=ttl)
+            await pipe.execute()
+            return True
+        except WatchError:
+            return False
+
+
+async def _mark_sent(redis, key: str, claim: dict) -> None:
+    try:
+        await redis.set(key, json.dumps({**claim, "sent": True}), xx=True, keepttl=True)
+    except Exception as exc:  # noqa: BLE001 - the claim stays; only its takeover after a crash is lost
+        log.warning("predict claim %s not marked sent: %s", key, exc)
+
+
+def _look_back(s: Settings, partition: int, since_ms: int, transaction_id: str) -> bytes | None:
+    probe = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "fraud-api-predict"})
+    try:
+        _, high = probe.get_watermark_offsets(TopicPartition(s.verdicts_topic, partition), timeout=5)
+    finally:
+        probe.close()
+    return find_verdict(s, partition, since_ms - 1000, transaction_id, high)
+
+
+async def _unsent(redis, key: str, earlier, txn: Transaction, why: str) -> web.Response:
+    if earlier is None:  # our claim, and nothing was sent: let a retry send it
+        try:
+            await redis.delete(key)
+        except Exception:  # noqa: BLE001
+            pass
+    return error(503, f"transaction {txn.transaction_id} not sent: {why}; retry")
+
+
+class Timing:
+    """Where a request's time went, for the `Server-Timing` header (claim, send, verdict: ms each)."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+        self.steps: list[tuple[str, float]] = []
+
+    def mark(self, step: str) -> None:
+        now = time.perf_counter()
+        self.steps.append((step, (now - self.last) * 1000))
+        self.last = now
+
+    def header(self) -> str:
+        return ", ".join(f"{step};dur={ms:.1f}" for step, ms in self.steps)
+
+
+def _answer(verdict: dict, replayed: bool, timing: Timing) -> web.Response:
+    response = web.json_response(verdict)
+    response.headers["Idempotent-Replayed"] = "true" if replayed else "false"
+    response.headers["Server-Timing"] = timing.header()
+    return response
