@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     auth_open_paths: str = "/health/live,/health/ready,/metrics/prometheus"  # served without a token
     data_dir: Path = ROOT / "data"  # the only place training and tuning requests may read files from
     cors_origins: str = ""  # web origins allowed to call the API from a browser, comma-separated
-    api_max_body_bytes: int = 65_536  # larger request bodies are refused (413)
+    api_max_body_bytes: int = 1_048_576  # larger request bodies are refused (413)
     max_concurrent_jobs: int = 2  # training and tuning processes one API runs at once; beyond, 429
     rate_limit_read: str = "600/minute"  # per endpoint, per token and per client address (ops_api/limits.py)
     rate_limit_analyse: str = "300/minute"

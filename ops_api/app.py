@@ -458,6 +458,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("POST", "/api/v1/training/jobs/{job_id}/cancel", cancel_job, TRAIN),
         ("GET", "/api/v1/terminals/{terminal_id}", terminal, READ),
         ("POST", "/api/v1/fraud/predict", predict.predict, ANALYSE, PREDICT),
+        ("POST", "/api/v1/fraud/predict/batch", predict.predict_batch, ANALYSE, PREDICT),
         ("POST", "/api/v1/fraud/feedback", fraud.feedback, ANALYSE),
         ("GET", "/api/v1/fraud/metrics", fraud.quality, READ),
         ("GET", "/api/v1/fraud/status", fraud.status, READ),

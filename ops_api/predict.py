@@ -1,4 +1,5 @@
-"""A payment system's synchronous decision: POST /api/v1/fraud/predict.
+"""A payment system's synchronous decision: POST /api/v1/fraud/predict (and /predict/batch, up to
+1,000 transactions decided at once, each as below).
 
 The transaction goes through the stream like any other, and the answer is its verdict as the topic
 holds it:
@@ -26,23 +27,25 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Literal
 
 from aiohttp import web
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.features import invalid_transaction_reason
 from core.settings import Settings
 from ops_api.fraud import Deliveries, DeliveryFailed
-from ops_api.web import REDIS, SETTINGS, error, json_object, without_addresses
+from ops_api.web import REDIS, SETTINGS, json_object, without_addresses
 from schemas.codec import AvroCodec, RegistryUnavailable, SchemaRegistry, load_schema
 from streams.topics import partition_of
 
 log = logging.getLogger(__name__)
 CLAIM_KEY = "fraud:{}:predict:{}"  # app id, transaction id
 CLAIM_STALE_MS = 30_000  # a claim never marked sent this old has lost its claimer (delivery gives up at 10 s)
-IDLE_PARTITION_SECONDS = 60.0  # a verdict partition nobody waits on this long is let go
+IDLE_PARTITION_SECONDS = 60.0
+BATCH_MAX = 1000  # transactions in one POST /api/v1/fraud/predict/batch  # a verdict partition nobody waits on this long is let go
 EPOCH_MS_MAX = 253_402_300_799_999
 
 
@@ -211,17 +214,69 @@ class Predictor:
 PREDICTOR = web.AppKey("predictor", Predictor)
 
 
+@dataclass
+class Answer:
+    """One transaction's answer: a verdict (200) or an error, with the headers that go with it."""
+
+    status: int
+    body: dict
+    headers: dict = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, status: int, message: str, **extra) -> "Answer":
+        return cls(status, {"error": {"status": status, "message": message, **extra}})
+
+    def response(self) -> web.Response:
+        response = web.json_response(self.body, status=self.status)
+        response.headers.update(self.headers)
+        return response
+
+
 async def predict(request: web.Request) -> web.Response:
-    s: Settings = request.app[SETTINGS]
+    """POST /api/v1/fraud/predict: one transaction, its verdict."""
     txn = Transaction.model_validate(await json_object(request))
+    return (await decide(request.app, txn)).response()
+
+
+class Batch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    transactions: list[dict] = Field(min_length=1, max_length=BATCH_MAX)
+
+
+async def predict_batch(request: web.Request) -> web.Response:
+    """POST /api/v1/fraud/predict/batch: up to BATCH_MAX transactions, decided at once; one answer
+    each, in order, with its own status (a transaction that fails validation does not stop the others)."""
+    batch = Batch.model_validate(await json_object(request))
+    answers: list[Answer | None] = [None] * len(batch.transactions)
+    valid: list[tuple[int, Transaction]] = []
+    for i, item in enumerate(batch.transactions):
+        try:
+            valid.append((i, Transaction.model_validate(item)))
+        except ValidationError as exc:
+            fields = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+            answers[i] = Answer.failed(422, "invalid transaction: " + "; ".join(
+                f"{f['field']}: {f['message']}" for f in fields), fields=fields)
+    decided = await asyncio.gather(*(decide(request.app, txn) for _, txn in valid))
+    for (i, _), answer in zip(valid, decided):
+        answers[i] = answer
+    return web.json_response({"results": [
+        {"status": a.status, **({"verdict": a.body} if a.status == 200 else a.body),
+         **({"replayed": a.headers.get("Idempotent-Replayed") == "true"} if a.status == 200 else {})}
+        for a in answers]})
+
+
+async def decide(app: web.Application, txn: Transaction) -> Answer:
+    """Claim, send, wait: the steps of the module docstring for one validated transaction."""
+    s: Settings = app[SETTINGS]
     now_ms = int(time.time() * 1000)
     record = txn.record(now_ms)
     reason = invalid_transaction_reason(record, now_ms=now_ms)
     if reason:
-        field = reason.split(":")[0].removeprefix("field ")
-        return error(422, reason, fields=[{"field": field, "message": reason}])
-    predictor: Predictor = request.app[PREDICTOR]
-    redis = request.app[REDIS]
+        field_name = reason.split(":")[0].removeprefix("field ")
+        return Answer.failed(422, reason, fields=[{"field": field_name, "message": reason}])
+    predictor: Predictor = app[PREDICTOR]
+    redis = app[REDIS]
     timing = Timing()
     key = CLAIM_KEY.format(s.app_id, txn.transaction_id)
     partition = partition_of(txn.transaction_id, s.partitions)  # where the worker's verdict lands
@@ -233,11 +288,11 @@ async def predict(request: web.Request) -> web.Response:
         timing.mark("claim")
     except Exception as exc:  # noqa: BLE001 - no claim, no send: a retry could score it twice
         log.warning("predict %s: redis: %s", txn.transaction_id, exc)
-        return error(503, f"transaction {txn.transaction_id} not sent: the idempotency store (Redis) is "
-                          f"unavailable; retry")
+        return Answer.failed(503, f"transaction {txn.transaction_id} not sent: the idempotency store (Redis) "
+                                  f"is unavailable; retry")
     if earlier is not None and earlier.get("customer_id") != txn.customer_id:
-        return error(409, f"transaction_id {txn.transaction_id} was already sent for another card",
-                     fields=[{"field": "transaction_id", "message": "already used"}])
+        return Answer.failed(409, f"transaction_id {txn.transaction_id} was already sent for another card",
+                             fields=[{"field": "transaction_id", "message": "already used"}])
     try:
         await predictor.codec_ready()
         expected = predictor.waiter.expect(txn.transaction_id)
@@ -264,9 +319,9 @@ async def predict(request: web.Request) -> web.Response:
         finally:
             predictor.waiter.forget(txn.transaction_id, expected)
     except asyncio.TimeoutError:
-        return error(504, f"transaction {txn.transaction_id} was sent and will be scored, but its verdict was not "
-                          f"visible within {s.predict_timeout_seconds:g}s: retry with the same transaction_id to "
-                          f"get it", transaction_id=txn.transaction_id)
+        return Answer.failed(504, f"transaction {txn.transaction_id} was sent and will be scored, but its verdict "
+                                  f"was not visible within {s.predict_timeout_seconds:g}s: retry with the same "
+                                  f"transaction_id to get it", transaction_id=txn.transaction_id)
     except RegistryUnavailable:
         return await _unsent(redis, key, earlier, txn, "the schema registry is unavailable")
     except DeliveryFailed as exc:
@@ -313,13 +368,13 @@ def _look_back(s: Settings, partition: int, since_ms: int, transaction_id: str) 
     return find_verdict(s, partition, since_ms - 1000, transaction_id, high)
 
 
-async def _unsent(redis, key: str, earlier, txn: Transaction, why: str) -> web.Response:
+async def _unsent(redis, key: str, earlier, txn: Transaction, why: str) -> Answer:
     if earlier is None:  # our claim, and nothing was sent: let a retry send it
         try:
             await redis.delete(key)
         except Exception:  # noqa: BLE001
             pass
-    return error(503, f"transaction {txn.transaction_id} not sent: {why}; retry")
+    return Answer.failed(503, f"transaction {txn.transaction_id} not sent: {why}; retry")
 
 
 class Timing:
@@ -338,8 +393,6 @@ class Timing:
         return ", ".join(f"{step};dur={ms:.1f}" for step, ms in self.steps)
 
 
-def _answer(verdict: dict, replayed: bool, timing: Timing) -> web.Response:
-    response = web.json_response(verdict)
-    response.headers["Idempotent-Replayed"] = "true" if replayed else "false"
-    response.headers["Server-Timing"] = timing.header()
-    return response
+def _answer(verdict: dict, replayed: bool, timing: Timing) -> Answer:
+    return Answer(200, verdict, {"Idempotent-Replayed": "true" if replayed else "false",
+                                 "Server-Timing": timing.header()})

@@ -25,6 +25,8 @@ BODIES = {
     "/api/v1/training/models/register": ({"run_id": "0" * 32, "through_gate": True}, {"run_idd": "1"}),
     "/api/v1/fraud/predict": ({"transaction_id": "t-1", "customer_id": "C", "terminal_id": "T", "merchant_id": "M",
                                "amount": 1.0}, {"transaction_id": "t-1", "amount": -1}),
+    "/api/v1/fraud/predict/batch": ({"transactions": [{"transaction_id": "t-2", "customer_id": "C", "terminal_id": "T",
+                                                     "merchant_id": "M", "amount": 1.0}]}, {"transactions": []}),
     "/api/v1/fraud/feedback": ({"transaction_id": "t-1", "label": "FRAUD"}, {"transaction_id": "t-1", "label": "MAYBE"}),
 }
 PATHS = {"{job_id}": "no-such-job", "{terminal_id}": "T-1"}
@@ -32,7 +34,7 @@ PATHS = {"{job_id}": "no-such-job", "{terminal_id}": "T-1"}
 ROLE_NAMES = ("viewer", "analyst", "ml-engineer", "admin")
 MAY_CHANGE_MODELS = {"ml-engineer", "admin"}
 MAY_LABEL = {"analyst", "admin"}
-LABELLING = {"/api/v1/fraud/feedback", "/api/v1/fraud/predict"}
+LABELLING = {"/api/v1/fraud/feedback", "/api/v1/fraud/predict", "/api/v1/fraud/predict/batch"}
 
 
 def _routes(app) -> list[tuple[str, str, str]]:

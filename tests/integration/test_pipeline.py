@@ -376,3 +376,23 @@ def test_predict_takes_over_a_claim_whose_request_died_before_sending_and_sends_
     status, verdict = worker.post("/api/v1/fraud/predict", txn)
     assert status == 200 and verdict["transaction_id"] == "orphan-1", verdict
     assert len(_wait_for_verdicts(settings, "orphan-1", 1)) == 1
+
+
+def test_a_batch_gets_one_answer_per_transaction_in_order_and_each_transaction_one_verdict(stack):
+    settings, worker, version = stack
+    txns = [{"transaction_id": f"batch-{i}", "customer_id": f"BATCH-CARD-{i % 2}", "terminal_id": "T-B",
+             "merchant_id": "M1", "amount": 10.0 + i} for i in range(3)]
+    bad = {**txns[0], "transaction_id": "batch-bad", "amount": -5}
+    status, body = worker.post("/api/v1/fraud/predict/batch", {"transactions": [*txns, bad, txns[0]]})
+    assert status == 200, body
+    results = body["results"]
+    assert [r["status"] for r in results] == [200, 200, 200, 422, 200], results
+    assert [r["verdict"]["transaction_id"] for r in results[:3]] == ["batch-0", "batch-1", "batch-2"]
+    assert results[3]["error"]["fields"][0]["field"] == "amount"
+    assert results[4]["verdict"] == results[0]["verdict"], "the same transaction twice is decided once"
+    status, again = worker.post("/api/v1/fraud/predict/batch", {"transactions": txns})
+    assert [r["verdict"] for r in again["results"]] == [r["verdict"] for r in results[:3]]
+    assert all(r["replayed"] for r in again["results"])
+    assert worker.post("/api/v1/fraud/predict/batch", {"transactions": [txns[0]] * 1001})[0] == 422
+    assert sorted(v["transaction_id"] for v in _wait_for_verdicts(settings, "batch-", 3)) == [
+        "batch-0", "batch-1", "batch-2"]
