@@ -30,15 +30,14 @@ from core.logs import REQUEST_ID
 from core.settings import Settings
 from core.metrics import Metrics
 from ops_api.auth import ANALYSE, READ, TRAIN, auth_from, authorize
-from ops_api import fraud, predict, registry
+from ops_api import fraud, openapi, predict, registry
 from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from ops_api.limits import RateLimits
-from ops_api.web import (ADMIN, AUTH, DEPENDENCIES, HTTP, JOBS, LIMITS, METRICS, MODEL_SOURCE, REDIS, SETTINGS,
+from ops_api.web import (VERSION, ADMIN, AUTH, DEPENDENCIES, HTTP, JOBS, LIMITS, METRICS, MODEL_SOURCE, REDIS, SETTINGS,
                          STARTED_AT, STREAM, error, json_object, without_addresses)
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("fraud.api.access")
-VERSION = "0.1.0"
 HEARTBEAT_KEY = "fraud:workers:{}"
 HEARTBEAT_SECONDS = 5.0
 CHECK_TIMEOUT = 3.0
@@ -172,6 +171,7 @@ async def _workers(app: web.Application) -> list[dict]:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Each dependency, the model, the rules, the stream: ok, degraded or down (503 when no model)."""
     app = request.app
     stream: StreamView | None = app[STREAM]
     components = await _check_dependencies(app)
@@ -204,10 +204,12 @@ async def _worker_summary(app: web.Application) -> dict:
 
 
 async def live(request: web.Request) -> web.Response:
+    """The process answers."""
     return web.json_response({"status": "alive"})
 
 
 async def ready(request: web.Request) -> web.Response:
+    """200 once the worker can score (dependencies, model, partitions, state read); 503 with the reasons."""
     stream: StreamView | None = request.app[STREAM]
     if stream is None:
         return web.json_response({"status": "ready", "role": "api"})
@@ -226,11 +228,13 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def prometheus(request: web.Request) -> web.Response:
+    """Prometheus text exposition of every metric."""
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def metrics_json(request: web.Request) -> web.Response:
+    """The same metrics as JSON."""
     return web.json_response(request.app[METRICS].summary())
 
 
@@ -274,6 +278,7 @@ class Dependencies:
 
 
 async def status_dependencies(request: web.Request) -> web.Response:
+    """Kafka, registry, Redis, MLflow: up or down, latency, last error; checked at most every 5 s."""
     return web.json_response(await request.app[DEPENDENCIES].get(request.app))
 
 
@@ -303,6 +308,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def info(request: web.Request) -> web.Response:
+    """Version, topics, model name and live version, thresholds, batch settings."""
     s: Settings = request.app[SETTINGS]
     stream: StreamView | None = request.app[STREAM]
     model = stream.model() if stream else None
@@ -363,14 +369,17 @@ async def _start_job(request: web.Request, kind: type[TrainRequest] | type[TuneR
 
 
 async def start_training(request: web.Request) -> web.Response:
+    """Start a training job; 202 with the job."""
     return await _start_job(request, TrainRequest)
 
 
 async def start_tuning(request: web.Request) -> web.Response:
+    """Start a hyperparameter tuning job; 202 with the job."""
     return await _start_job(request, TuneRequest)
 
 
 async def get_job(request: web.Request) -> web.Response:
+    """A job's state, progress, result or error."""
     job = await request.app[JOBS].get(request.match_info["job_id"])
     if job is None:
         return error(404, f"no training job {request.match_info['job_id']}")
@@ -389,6 +398,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
+    """Recent training and tuning jobs, newest first."""
     raw = request.query.get("limit", "50")
     if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 500:
         return error(400, "query parameter limit: an integer from 1 to 500")
@@ -462,7 +472,10 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("POST", "/api/v1/fraud/feedback", fraud.feedback, ANALYSE),
         ("GET", "/api/v1/fraud/metrics", fraud.quality, READ),
         ("GET", "/api/v1/fraud/status", fraud.status, READ),
+        ("GET", "/openapi.json", openapi.openapi_json, READ),
+        ("GET", "/docs", openapi.docs, READ),
     ]
+    app[openapi.ROUTES] = routes
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     cors = aiohttp_cors.setup(app, defaults={origin: aiohttp_cors.ResourceOptions(
         allow_headers=("Authorization", "Content-Type"), expose_headers=("Retry-After",), max_age=600)

@@ -8,7 +8,7 @@ import logging
 from functools import partial
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.settings import Settings
 from models.registry import RegistryRefused, experiments as list_experiments, register_run
@@ -65,20 +65,30 @@ async def register(request: web.Request) -> web.Response:
                               "champion_before": done.champion_before, "reason": done.reason}, status=201)
 
 
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(default=None, description="a registered version; the challenger's when absent",
+                                examples=["3"])
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _a_version_number(cls, value):
+        if value is None:
+            return None
+        text = str(value)
+        if isinstance(value, bool) or not (text.isascii() and text.isdecimal()) or len(text) > 9:
+            raise ValueError('a model version number, such as "3"')
+        return text
+
+
 async def promote(request: web.Request) -> web.Response:
     """POST /api/v1/models/promote: point the serving alias at a version, the challenger's by default,
     or `version`."""
     from mlflow.exceptions import MlflowException
 
     settings: Settings = request.app[SETTINGS]
-    body = await json_object(request)
-    unknown = set(body) - {"version"}
-    if unknown:
-        return error(422, f"unknown field {sorted(unknown)[0]}: only version is accepted")
-    version = body.get("version")
-    if version is not None and (isinstance(version, bool) or not str(version).isascii()
-                                or not str(version).isdecimal()):
-        return error(422, "field version: a model version number, such as \"3\"")
+    version = PromoteRequest.model_validate(await json_object(request)).version
     source = request.app[MODEL_SOURCE]
     try:
         if version is None:

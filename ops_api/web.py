@@ -16,6 +16,7 @@ from ops_api.auth import Auth
 from ops_api.jobs import TrainingJobs
 from ops_api.limits import RateLimits
 
+VERSION = "0.1.0"
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 REDIS = web.AppKey("redis", aioredis.Redis)

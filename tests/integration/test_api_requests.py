@@ -214,3 +214,30 @@ def test_with_redis_down_requests_are_still_served_limited_per_process_and_healt
     assert statuses == [200, 200, 200, 429]
     assert health["components"]["rate_limits"]["status"] == "degraded"
     assert health["components"]["rate_limits"]["counted"] == "per process" and health["status"] == "degraded"
+
+
+def test_the_api_describes_every_route_in_a_valid_openapi_3_1_document_served_without_a_token(services, tmp_path):
+    from openapi_spec_validator import validate
+
+    settings = unique_settings(tmp_path)
+
+    async def run():
+        app = create_api(settings, Metrics())
+        routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method not in ("HEAD", "OPTIONS")}
+        async with TestClient(TestServer(app)) as client:
+            spec = await (await client.get("/openapi.json")).json()
+            page = await client.get("/docs")
+            return routes, spec, page.status, page.content_type, await page.text()
+
+    routes, spec, page_status, page_type, page = asyncio.run(run())
+    validate(spec)
+    assert spec["openapi"] == "3.1.0"
+    described = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+    assert described == routes
+    predict = spec["paths"]["/api/v1/fraud/predict"]["post"]
+    assert predict["x-roles"] == ["admin", "analyst"] and "422" in predict["responses"]
+    schema = spec["components"]["schemas"][predict["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]]
+    assert {"transaction_id", "customer_id", "terminal_id", "merchant_id", "amount"} <= set(schema["required"])
+    assert spec["paths"]["/health/live"]["get"]["security"] == []
+    assert spec["paths"]["/api/v1/training/jobs/{job_id}"]["get"]["parameters"][0]["name"] == "job_id"
+    assert page_status == 200 and page_type == "text/html" and "POST /api/v1/fraud/predict" in page

@@ -1,0 +1,146 @@
+"""The API described: an OpenAPI 3.1 document built from the routes themselves (path, method, the
+role each needs, the handler's docstring) and the pydantic models that validate their bodies, served
+at GET /openapi.json, and a plain HTML page of it at GET /docs."""
+
+from __future__ import annotations
+
+import html
+import inspect
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from core.settings import Settings
+from ops_api import fraud, predict, registry
+from ops_api.auth import ROLES
+from ops_api.jobs import TrainRequest, TuneRequest
+from ops_api.web import SETTINGS, VERSION
+
+ROUTES = web.AppKey("routes", list)
+
+# The pydantic model each body is validated with, by route.
+BODIES: dict[tuple[str, str], type[BaseModel]] = {
+    ("POST", "/api/v1/training/train"): TrainRequest,
+    ("POST", "/api/v1/training/hyperparameter-tuning"): TuneRequest,
+    ("POST", "/api/v1/models/promote"): registry.PromoteRequest,
+    ("POST", "/api/v1/training/models/register"): registry.RegisterRequest,
+    ("POST", "/api/v1/fraud/predict"): predict.Transaction,
+    ("POST", "/api/v1/fraud/predict/batch"): predict.Batch,
+    ("POST", "/api/v1/fraud/feedback"): fraud.Label,
+}
+QUERIES: dict[tuple[str, str], list[dict]] = {
+    ("GET", "/api/v1/training/jobs"): [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}],
+    ("GET", "/api/v1/training/experiments"): [
+        {"name": "runs", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}}],
+    ("GET", "/api/v1/terminals/{terminal_id}"): [
+        {"name": "at", "in": "query", "description": "a transaction's time, epoch ms; now when absent",
+         "schema": {"type": "integer"}}],
+}
+SUCCESS = {("POST", "/api/v1/training/train"): "202", ("POST", "/api/v1/training/hyperparameter-tuning"): "202",
+           ("POST", "/api/v1/fraud/feedback"): "202", ("POST", "/api/v1/training/models/register"): "201"}
+ERRORS = {"400": "the body does not parse, or a query parameter is out of range",
+          "401": "no valid bearer token", "403": "the token's role may not do this",
+          "413": "the body is over the size limit", "415": "the body is not application/json",
+          "422": "a field is invalid: `fields` names it", "429": "over a rate limit: retry after `Retry-After`",
+          "503": "a dependency is unavailable: retry"}
+ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["status", "message"],
+    "properties": {"status": {"type": "integer"}, "message": {"type": "string"},
+                   "fields": {"type": "array", "items": {"type": "object", "properties": {
+                       "field": {"type": "string"}, "message": {"type": "string"}}}}}}}}
+
+
+def document(routes: list[tuple], settings: Settings, version: str) -> dict:
+    """The OpenAPI 3.1 document of `routes` ((method, path, handler, permission, ...))."""
+    schemas: dict[str, dict] = {"Error": ERROR_SCHEMA}
+    paths: dict[str, dict] = {}
+    open_paths = {p for p in settings.auth_open_paths.split(",") if p}
+    for method, path, handler, need, *_ in routes:
+        summary, _, description = (inspect.getdoc(handler) or "").partition("\n")
+        roles = sorted(role for role, can in ROLES.items() if need in can)
+        operation: dict = {"operationId": _operation_id(method, path), "summary": summary.strip() or f"{method} {path}",
+                           "tags": [_tag(path)], "responses": {}}
+        if description.strip():
+            operation["description"] = description.strip()
+        if path in open_paths or settings.auth == "disabled":
+            operation["security"] = []
+        else:
+            operation["x-roles"] = roles
+            operation["description"] = (operation.get("description", "") + f"\n\nRoles: {', '.join(roles)}.").strip()
+        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for name in _path_parameters(path)] + QUERIES.get((method, path), [])
+        if parameters:
+            operation["parameters"] = parameters
+        model = BODIES.get((method, path))
+        if model is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{_add_schema(model, schemas)}"}}}}
+        operation["responses"][SUCCESS.get((method, path), "200")] = {
+            "description": "done", "content": {"application/json": {"schema": {"type": "object"}}}}
+        for status, why in ERRORS.items():
+            if status in ("413", "415", "422") and model is None:
+                continue
+            if status in ("401", "403", "429") and "security" in operation:
+                continue
+            operation["responses"][status] = {"description": why, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"}}}}
+        paths.setdefault(path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "fraud-scorer", "version": version,
+                 "description": "Real-time fraud scoring on Kafka: synchronous decisions, labels, models, "
+                                "training and the service's health."},
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+
+
+def _operation_id(method: str, path: str) -> str:
+    words = [p.strip("{}").replace("-", "_").replace(".", "_") for p in path.split("/") if p]
+    return "_".join([method.lower(), *words])
+
+
+def _tag(path: str) -> str:
+    parts = [p for p in path.split("/") if p and not p.startswith("{")]
+    return parts[2] if len(parts) > 2 and parts[0] == "api" else parts[0]
+
+
+def _path_parameters(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+
+
+def _add_schema(model: type[BaseModel], schemas: dict) -> str:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        schemas[name] = sub
+    schemas[model.__name__] = schema
+    return model.__name__
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of this API."""
+    return web.json_response(document(request.app[ROUTES], request.app[SETTINGS], VERSION))
+
+
+async def docs(request: web.Request) -> web.Response:
+    """This API's endpoints as a page: what each does, who may call it, what its body holds."""
+    spec = document(request.app[ROUTES], request.app[SETTINGS], VERSION)
+    rows = []
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            model = body.get("$ref", "").rsplit("/", 1)[-1]
+            fields = ", ".join(spec["components"]["schemas"].get(model, {}).get("properties", {})) if model else ""
+            rows.append(f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
+                        f"<td>{html.escape(op['summary'])}</td><td>{html.escape(', '.join(op.get('x-roles', ['open'])))}</td>"
+                        f"<td>{html.escape(fields)}</td></tr>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fraud-scorer API</title>"
+            f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{border-bottom:1px solid #ddd;padding:4px 8px;"
+            f"text-align:left;vertical-align:top}}</style></head><body><h1>fraud-scorer API {html.escape(VERSION)}</h1>"
+            f"<p>The machine-readable description: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1). "
+            f"Send <code>Authorization: Bearer &lt;JWT&gt;</code>.</p><table><tr><th>endpoint</th><th>what</th>"
+            f"<th>roles</th><th>body fields</th></tr>{''.join(rows)}</table></body></html>")
+    return web.Response(text=page, content_type="text/html")
