@@ -30,7 +30,7 @@ from core.logs import REQUEST_ID
 from core.settings import Settings
 from core.metrics import Metrics
 from ops_api.auth import ANALYSE, READ, TRAIN, auth_from, authorize
-from ops_api import fraud, openapi, predict, registry
+from ops_api import explain, fraud, openapi, predict, registry
 from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from ops_api.limits import RateLimits
 from ops_api.web import (VERSION, ADMIN, AUTH, DEPENDENCIES, HTTP, JOBS, LIMITS, METRICS, MODEL_SOURCE, REDIS, SETTINGS,
@@ -438,6 +438,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         deliveries = fraud.Deliveries(settings.kafka_bootstrap)
         app[fraud.FEEDBACK] = fraud.FeedbackTopic(settings, deliveries)
         app[predict.PREDICTOR] = predict.Predictor(settings, deliveries)
+        app[explain.MODELS] = {}
         heartbeat = asyncio.create_task(_heartbeat(app)) if stream else None
         yield
         if heartbeat:
@@ -469,6 +470,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("GET", "/api/v1/terminals/{terminal_id}", terminal, READ),
         ("POST", "/api/v1/fraud/predict", predict.predict, ANALYSE, PREDICT),
         ("POST", "/api/v1/fraud/predict/batch", predict.predict_batch, ANALYSE, PREDICT),
+        ("POST", "/api/v1/fraud/explain", explain.explain, ANALYSE),
         ("POST", "/api/v1/fraud/feedback", fraud.feedback, ANALYSE),
         ("GET", "/api/v1/fraud/metrics", fraud.quality, READ),
         ("GET", "/api/v1/fraud/status", fraud.status, READ),

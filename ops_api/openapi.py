@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from core.settings import Settings
-from ops_api import fraud, predict, registry
+from ops_api import explain, fraud, predict, registry
 from ops_api.auth import ROLES
 from ops_api.jobs import TrainRequest, TuneRequest
 from ops_api.web import SETTINGS, VERSION
@@ -27,6 +27,7 @@ BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("POST", "/api/v1/fraud/predict"): predict.Transaction,
     ("POST", "/api/v1/fraud/predict/batch"): predict.Batch,
     ("POST", "/api/v1/fraud/feedback"): fraud.Label,
+    ("POST", "/api/v1/fraud/explain"): explain.ExplainRequest,
 }
 QUERIES: dict[tuple[str, str], list[dict]] = {
     ("GET", "/api/v1/training/jobs"): [

@@ -302,7 +302,7 @@ async def decide(app: web.Application, txn: Transaction) -> Answer:
                 return _answer(earlier["verdict"], replayed=True, timing=timing)
             if earlier is not None:  # claimed by an earlier request: its verdict may be on the topic already
                 found = await asyncio.get_running_loop().run_in_executor(
-                    None, _look_back, s, partition, earlier["at"], txn.transaction_id)
+                    None, find_verdict_since, s, partition, earlier["at"] - 1000, txn.transaction_id)
                 if found is not None:
                     _resolve(expected, found)
                 elif not earlier.get("sent") and now_ms - earlier["at"] > CLAIM_STALE_MS:
@@ -359,13 +359,14 @@ async def _mark_sent(redis, key: str, claim: dict) -> None:
         log.warning("predict claim %s not marked sent: %s", key, exc)
 
 
-def _look_back(s: Settings, partition: int, since_ms: int, transaction_id: str) -> bytes | None:
+def find_verdict_since(s: Settings, partition: int, since_ms: int, transaction_id: str) -> bytes | None:
+    """The verdict of `transaction_id` on its partition, written from `since_ms` to the partition's end."""
     probe = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "fraud-api-predict"})
     try:
         _, high = probe.get_watermark_offsets(TopicPartition(s.verdicts_topic, partition), timeout=5)
     finally:
         probe.close()
-    return find_verdict(s, partition, since_ms - 1000, transaction_id, high)
+    return find_verdict(s, partition, since_ms, transaction_id, high)
 
 
 async def _unsent(redis, key: str, earlier, txn: Transaction, why: str) -> Answer:

@@ -27,6 +27,7 @@ BODIES = {
                                "amount": 1.0}, {"transaction_id": "t-1", "amount": -1}),
     "/api/v1/fraud/predict/batch": ({"transactions": [{"transaction_id": "t-2", "customer_id": "C", "terminal_id": "T",
                                                      "merchant_id": "M", "amount": 1.0}]}, {"transactions": []}),
+    "/api/v1/fraud/explain": ({"transaction_id": "t-1"}, {"transaction_id": ""}),
     "/api/v1/fraud/feedback": ({"transaction_id": "t-1", "label": "FRAUD"}, {"transaction_id": "t-1", "label": "MAYBE"}),
 }
 PATHS = {"{job_id}": "no-such-job", "{terminal_id}": "T-1"}
@@ -34,7 +35,8 @@ PATHS = {"{job_id}": "no-such-job", "{terminal_id}": "T-1"}
 ROLE_NAMES = ("viewer", "analyst", "ml-engineer", "admin")
 MAY_CHANGE_MODELS = {"ml-engineer", "admin"}
 MAY_LABEL = {"analyst", "admin"}
-LABELLING = {"/api/v1/fraud/feedback", "/api/v1/fraud/predict", "/api/v1/fraud/predict/batch"}
+LABELLING = {"/api/v1/fraud/feedback", "/api/v1/fraud/predict", "/api/v1/fraud/predict/batch",
+             "/api/v1/fraud/explain"}
 
 
 def _routes(app) -> list[tuple[str, str, str]]:

@@ -396,3 +396,36 @@ def test_a_batch_gets_one_answer_per_transaction_in_order_and_each_transaction_o
     assert worker.post("/api/v1/fraud/predict/batch", {"transactions": [txns[0]] * 1001})[0] == 422
     assert sorted(v["transaction_id"] for v in _wait_for_verdicts(settings, "batch-", 3)) == [
         "batch-0", "batch-1", "batch-2"]
+
+
+def test_explain_gives_each_feature_s_exact_contribution_to_a_scored_transaction_and_a_waterfall_png(stack):
+    import urllib.request
+
+    from tests.conftest import bearer
+
+    settings, worker, version = stack
+    txn = {"transaction_id": "why-1", "customer_id": "WHY-CARD", "terminal_id": "T-WHY", "merchant_id": "M1",
+           "amount": 950.0, "channel": "ECOM", "card_present": False}
+    status, verdict = worker.post("/api/v1/fraud/predict", txn)
+    assert status == 200, verdict
+    status, why = worker.post("/api/v1/fraud/explain", {"transaction_id": "why-1"})
+    assert status == 200, why
+    assert why["model_version"] == version and why["method"] == "TreeSHAP (exact)"
+    assert why["score_from_contributions"] == pytest.approx(verdict["score"], abs=1e-4)
+    assert {c["feature"] for c in why["contributions"]} == set(verdict["features"])
+    margins = [abs(c["contribution"]) for c in why["contributions"]]
+    assert margins == sorted(margins, reverse=True)
+
+    # A transaction scored from the stream, not through predict: found on its verdict partition.
+    produce_transactions(settings, [{**simulated_transactions(seed=13, count=1, prefix="why")[0],
+                                     "transaction_id": "why-stream"}])
+    streamed = _wait_for_verdicts(settings, "why-stream", 1)[0]
+    status, why_streamed = worker.post("/api/v1/fraud/explain", {"transaction_id": "why-stream"})
+    assert status == 200 and why_streamed["score"] == streamed["score"], why_streamed
+
+    req = urllib.request.Request(worker.base + "/api/v1/fraud/explain", method="POST",
+                                 data=json.dumps({"transaction_id": "why-1"}).encode(),
+                                 headers={"Content-Type": "application/json", "Accept": "image/png", **bearer(settings)})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.headers["Content-Type"] == "image/png" and resp.read()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert worker.post("/api/v1/fraud/explain", {"transaction_id": "never-scored"})[0] == 404
