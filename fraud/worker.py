@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 import faust
@@ -88,7 +89,22 @@ class Scorer:
                               "preparing": [f"{t}[{p}]" for t, p in s.status.preparing]},
             quality=lambda: {model: q.summary() for model, q in s.quality.items()},
             waiting_for=lambda: s.status.waiting_for,
+            score=self.what_if,
         )
+
+    def what_if(self, txn: dict):
+        """A what-if verdict from the loop's thread (a concurrent Future), or None when this worker does
+        not hold the card's partition with its state read."""
+        from streams.topics import partition_of
+
+        topic = self.settings.transactions_topic
+        partition = partition_of(txn["customer_id"], self.settings.partitions)
+        if (topic, partition) not in self.status.assigned or (topic, partition) in self.status.preparing:
+            return None
+        step = self.worker.steps[topic]
+        now_ms = int(time.time() * 1000)
+        return self.worker.ask(lambda: step.what_if(txn, now_ms) if self.worker.ready_to_read(topic, partition)
+                               else None)
 
 
 def build(settings: Settings) -> Scorer:

@@ -59,6 +59,7 @@ class StreamView:
     terminal: Callable[[str, int], dict]  # a terminal's counts and features at an event time
     verdicts: Callable[[], dict]  # what the worker follows: terminal snapshots, verdicts for the feedback join
     quality: Callable[[], dict]  # online quality per model, from matured labels
+    score: Callable[[dict], Any] = lambda txn: None  # a what-if verdict (a concurrent Future), or None: card not held
     waiting_for: Callable[[], str] = lambda: ""  # a dependency the worker cannot reach yet, and why
 
 
@@ -470,6 +471,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("GET", "/api/v1/terminals/{terminal_id}", terminal, READ),
         ("POST", "/api/v1/fraud/predict", predict.predict, ANALYSE, PREDICT),
         ("POST", "/api/v1/fraud/predict/batch", predict.predict_batch, ANALYSE, PREDICT),
+        ("POST", "/api/v1/fraud/score", predict.score, ANALYSE, PREDICT),
         ("POST", "/api/v1/fraud/explain", explain.explain, ANALYSE),
         ("POST", "/api/v1/fraud/feedback", fraud.feedback, ANALYSE),
         ("GET", "/api/v1/fraud/metrics", fraud.quality, READ),

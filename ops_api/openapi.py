@@ -26,6 +26,7 @@ BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("POST", "/api/v1/training/models/register"): registry.RegisterRequest,
     ("POST", "/api/v1/fraud/predict"): predict.Transaction,
     ("POST", "/api/v1/fraud/predict/batch"): predict.Batch,
+    ("POST", "/api/v1/fraud/score"): predict.Transaction,
     ("POST", "/api/v1/fraud/feedback"): fraud.Label,
     ("POST", "/api/v1/fraud/explain"): explain.ExplainRequest,
 }

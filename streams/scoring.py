@@ -36,7 +36,7 @@ from streams.records import dead_letter, decoded
 from streams.rules import Rules, apply_rules
 from streams.state import Store
 from streams.tables import Source
-from streams.topics import terminal_partition
+from streams.topics import partition_of, terminal_partition
 
 N_CARD = len(CUSTOMER_FEATURE_NAMES)
 SWEEP_SECONDS = 3600.0
@@ -161,6 +161,20 @@ class ScoringStep:
             cards = self.cards.partition(partition)
             for key in [k for k, state in cards.items() if (state.last_event_ms or 0) < latest - HISTORY_MS]:
                 self.cards.delete(partition, key)
+
+    def what_if(self, txn: Mapping, now_ms: int) -> dict | None:
+        """The verdict a valid, decoded `txn` would get now from its card's and terminal's current
+        state, changing neither (the card's state is read from a copy); None before a model is loaded.
+        Call it from the loop's thread, for a card whose partition this worker holds."""
+        model = self.models.current
+        if model is None:
+            return None
+        state = self.cards.partition(partition_of(txn["customer_id"], self.n_partitions)).get(txn["customer_id"])
+        copy = {} if state is None else {txn["customer_id"]: CardState.from_bytes(state.to_bytes())}
+        rows, _ = feature_rows([txn], copy, self.terminals)
+        [verdict] = verdicts_for([txn], rows, model, self.challenger.current, self.rules.rules, self.thresholds,
+                                 now_ms, self.exact_reasons)
+        return verdict
 
     def process(self, batches: dict[int, list], checkpoint: Checkpoint) -> None:
         """Every partition's records of one batch, scored together: one model walk for all of them."""

@@ -23,6 +23,7 @@ import gc
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -85,6 +86,8 @@ class Worker:
         self.partitions: Partitions | None = None
         self._lag_at = 0.0
         self._tick_at = 0.0
+        self._asked: list[tuple[Callable, Future]] = []
+        self._asked_lock = threading.Lock()
 
     # What the steps ask of the loop (bound before the loop starts).
 
@@ -93,6 +96,29 @@ class Worker:
 
     def start_offset_at(self, topic: str, partition: int, timestamp_ms: int) -> int:
         return self.tables.start_offset_at(topic, partition, timestamp_ms)
+
+    def ask(self, question: Callable[[], object]) -> Future:
+        """Run `question` in the loop's thread between two batches, where the state may be read
+        (the API's what-if scores); its answer, or its exception, in the future."""
+        future: Future = Future()
+        with self._asked_lock:
+            self._asked.append((question, future))
+        return future
+
+    def ready_to_read(self, topic: str, partition: int) -> bool:
+        """Whether this worker holds the partition with its state read to the end (loop thread only)."""
+        a = self.partitions.assignment if self.partitions is not None else None
+        return a is not None and (topic, partition) in a.held and (topic, partition) not in a.preparing
+
+    def _answer_asked(self) -> None:
+        with self._asked_lock:
+            asked, self._asked = self._asked, []
+        for question, future in asked:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(question())
+                except Exception as exc:  # noqa: BLE001 - the asker gets it
+                    future.set_exception(exc)
 
     # The loop.
 
@@ -161,6 +187,8 @@ class Worker:
 
     def _once(self) -> None:
         now = time.monotonic()
+        if self._asked:
+            self._answer_asked()
         self.partitions.run_timers(now)
         restoring = self.tables.restoring()
         if self.tables.sources:

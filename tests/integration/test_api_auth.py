@@ -27,6 +27,8 @@ BODIES = {
                                "amount": 1.0}, {"transaction_id": "t-1", "amount": -1}),
     "/api/v1/fraud/predict/batch": ({"transactions": [{"transaction_id": "t-2", "customer_id": "C", "terminal_id": "T",
                                                      "merchant_id": "M", "amount": 1.0}]}, {"transactions": []}),
+    "/api/v1/fraud/score": ({"transaction_id": "t-3", "customer_id": "C", "terminal_id": "T", "merchant_id": "M",
+                             "amount": 1.0}, {"transaction_id": "t-3", "amount": -1}),
     "/api/v1/fraud/explain": ({"transaction_id": "t-1"}, {"transaction_id": ""}),
     "/api/v1/fraud/feedback": ({"transaction_id": "t-1", "label": "FRAUD"}, {"transaction_id": "t-1", "label": "MAYBE"}),
 }
@@ -36,7 +38,7 @@ ROLE_NAMES = ("viewer", "analyst", "ml-engineer", "admin")
 MAY_CHANGE_MODELS = {"ml-engineer", "admin"}
 MAY_LABEL = {"analyst", "admin"}
 LABELLING = {"/api/v1/fraud/feedback", "/api/v1/fraud/predict", "/api/v1/fraud/predict/batch",
-             "/api/v1/fraud/explain"}
+             "/api/v1/fraud/explain", "/api/v1/fraud/score"}
 
 
 def _routes(app) -> list[tuple[str, str, str]]:

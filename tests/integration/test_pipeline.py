@@ -429,3 +429,21 @@ def test_explain_gives_each_feature_s_exact_contribution_to_a_scored_transaction
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.headers["Content-Type"] == "image/png" and resp.read()[:8] == b"\x89PNG\r\n\x1a\n"
     assert worker.post("/api/v1/fraud/explain", {"transaction_id": "never-scored"})[0] == 404
+
+
+def test_a_what_if_score_reads_the_card_s_state_without_changing_it_or_writing_a_verdict(stack):
+    settings, worker, version = stack
+    at = int(time.time() * 1000)
+    first = {"transaction_id": "whatif-0", "customer_id": "WHATIF-CARD", "terminal_id": "T-W", "merchant_id": "M1",
+             "amount": 20.0, "timestamp": at - 60_000}
+    probe = {**first, "transaction_id": "whatif-probe", "amount": 800.0, "timestamp": at}
+    status, before = worker.post("/api/v1/fraud/score", probe)
+    assert status == 200 and before["what_if"] and before["features"]["customer_nb_tx_1d"] == 1, before
+    assert worker.post("/api/v1/fraud/score", probe)[1]["score"] == before["score"], "the first changed nothing"
+    assert worker.post("/api/v1/fraud/predict", first)[0] == 200
+    status, after = worker.post("/api/v1/fraud/score", probe)
+    assert status == 200 and after["features"]["customer_nb_tx_1d"] == 2, "it sees the card's state as it is now"
+    status, decided = worker.post("/api/v1/fraud/predict", probe)
+    assert decided["score"] == after["score"] and decided["features"] == after["features"]
+    assert [v["transaction_id"] for v in _wait_for_verdicts(settings, "whatif-", 2)] == ["whatif-0", "whatif-probe"]
+    assert worker.post("/api/v1/fraud/score", {**probe, "amount": -1})[0] == 422
