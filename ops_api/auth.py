@@ -105,6 +105,9 @@ def mint(settings: Settings, role: str, ttl_seconds: float, subject: str = "loca
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
+LIMITED = "rate_limited_as"  # request key: (class, endpoint, callers) the request was counted as
+
+
 def _refused(status: int, message: str, challenge: str | None = None) -> web.Response:
     response = web.json_response({"error": {"status": status, "message": message}}, status=status)
     if challenge is not None:
@@ -148,7 +151,8 @@ def authorize(auth: Auth, permissions: dict[tuple[str, str], str], limits: RateL
         if limits is not None and need is not None:
             callers = [f"token:{claims.get('sub', '')}:{role}", f"address:{request.remote}"]
             endpoint = (request.method, route.canonical)
-            refusal = await limits.hit(limit_classes.get(endpoint, need), " ".join(endpoint), callers)
+            request[LIMITED] = (limit_classes.get(endpoint, need), " ".join(endpoint), callers)
+            refusal = await limits.hit(*request[LIMITED])
             if refusal is not None:
                 response = _refused(429, f"rate limit of {refusal['X-RateLimit-Limit']} requests per window "
                                          f"on {request.method} {route.canonical} reached: retry in "

@@ -12,6 +12,7 @@ import time
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.logs import TRANSACTION_ID
 from core.settings import Settings
 from models.explain import explanation, waterfall_png
 from ops_api.predict import CLAIM_KEY, PREDICTOR, find_verdict_since
@@ -34,6 +35,7 @@ class ExplainRequest(BaseModel):
 async def explain(request: web.Request) -> web.Response:
     """Every feature's exact TreeSHAP contribution to a scored transaction's score; PNG on Accept: image/png."""
     body = ExplainRequest.model_validate(await json_object(request))
+    TRANSACTION_ID.set(body.transaction_id)
     s: Settings = request.app[SETTINGS]
     verdict = await _verdict(request.app, body.transaction_id, body.scored_after)
     if verdict is None:

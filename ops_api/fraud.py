@@ -19,6 +19,7 @@ from aiohttp import web
 from confluent_kafka import KafkaException, Producer
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.logs import TRANSACTION_ID
 from core.settings import Settings
 from ops_api.web import SETTINGS, STREAM, error, json_object, without_addresses
 from schemas.codec import AvroCodec, CodecError, RegistryUnavailable, SchemaRegistry, load_schema
@@ -117,6 +118,7 @@ FEEDBACK = web.AppKey("feedback", FeedbackTopic)
 async def feedback(request: web.Request) -> web.Response:
     """POST /api/v1/fraud/feedback: a label onto the feedback topic; 202 once the broker has it."""
     label = Label.model_validate(await json_object(request))
+    TRANSACTION_ID.set(label.transaction_id)
     try:
         landed = await request.app[FEEDBACK].send(label)
     except RegistryUnavailable:

@@ -37,22 +37,23 @@ class RateLimits:
             return {"status": "degraded", "counted": "per process", "reason": self.degraded, "limits": limits}
         return {"status": "ok", "counted": "in redis, for every replica", "limits": limits}
 
-    async def hit(self, need: str, endpoint: str, callers: list[str]) -> dict[str, str] | None:
-        """Count one request of each caller key on `endpoint`; the headers of a refusal (429), or None."""
+    async def hit(self, need: str, endpoint: str, callers: list[str], cost: int = 1) -> dict[str, str] | None:
+        """Count `cost` requests (a batch counts each of its items) of each caller key on `endpoint`;
+        the headers of a refusal (429), or None."""
         item = self.items.get(need)
         if item is None:
             return None
         for caller in callers:
             limiter = self.shared
             try:
-                allowed = await limiter.hit(item, endpoint, caller)
+                allowed = await limiter.hit(item, endpoint, caller, cost=cost)
                 self.degraded = None
             except StorageError as exc:
                 if self.degraded is None:
                     log.warning("rate limits counted per process: redis unavailable: %s", exc)
                 self.degraded = f"redis unavailable: {type(exc.storage_error).__name__}"
                 limiter = self.local
-                allowed = await limiter.hit(item, endpoint, caller)
+                allowed = await limiter.hit(item, endpoint, caller, cost=cost)
             if not allowed:
                 stats = await limiter.get_window_stats(item, endpoint, caller)
                 retry = max(1, math.ceil(stats.reset_time - time.time()))

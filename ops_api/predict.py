@@ -35,9 +35,11 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.features import invalid_transaction_reason
+from core.logs import TRANSACTION_ID
 from core.settings import Settings
 from ops_api.fraud import Deliveries, DeliveryFailed
-from ops_api.web import REDIS, SETTINGS, STREAM, json_object, without_addresses
+from ops_api.auth import LIMITED
+from ops_api.web import LIMITS, REDIS, SETTINGS, STREAM, json_object, without_addresses
 from schemas.codec import AvroCodec, RegistryUnavailable, SchemaRegistry, load_schema
 from streams.topics import partition_of
 
@@ -243,6 +245,7 @@ async def score(request: web.Request) -> web.Response:
     Nothing changes and nothing is written; served by the worker holding the card's partition."""
     s: Settings = request.app[SETTINGS]
     txn = Transaction.model_validate(await json_object(request))
+    TRANSACTION_ID.set(txn.transaction_id)
     now_ms = int(time.time() * 1000)
     record = txn.record(now_ms)
     reason = invalid_transaction_reason(record, now_ms=now_ms)
@@ -276,6 +279,13 @@ async def predict_batch(request: web.Request) -> web.Response:
     """POST /api/v1/fraud/predict/batch: up to BATCH_MAX transactions, decided at once; one answer
     each, in order, with its own status (a transaction that fails validation does not stop the others)."""
     batch = Batch.model_validate(await json_object(request))
+    if LIMITED in request and len(batch.transactions) > 1:  # the request counted one: each item counts
+        refusal = await request.app[LIMITS].hit(*request[LIMITED], cost=len(batch.transactions) - 1)
+        if refusal is not None:
+            response = Answer.failed(429, f"a batch of {len(batch.transactions)} is over the rate limit of "
+                                          f"{refusal['X-RateLimit-Limit']} transactions per window").response()
+            response.headers.update(refusal)
+            return response
     answers: list[Answer | None] = [None] * len(batch.transactions)
     valid: list[tuple[int, Transaction]] = []
     for i, item in enumerate(batch.transactions):
@@ -296,6 +306,7 @@ async def predict_batch(request: web.Request) -> web.Response:
 
 async def decide(app: web.Application, txn: Transaction) -> Answer:
     """Claim, send, wait: the steps of the module docstring for one validated transaction."""
+    TRANSACTION_ID.set(txn.transaction_id)
     s: Settings = app[SETTINGS]
     now_ms = int(time.time() * 1000)
     record = txn.record(now_ms)

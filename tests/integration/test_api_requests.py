@@ -241,3 +241,17 @@ def test_the_api_describes_every_route_in_a_valid_openapi_3_1_document_served_wi
     assert spec["paths"]["/health/live"]["get"]["security"] == []
     assert spec["paths"]["/api/v1/training/jobs/{job_id}"]["get"]["parameters"][0]["name"] == "job_id"
     assert page_status == 200 and page_type == "text/html" and "POST /api/v1/fraud/predict" in page
+
+
+def test_each_transaction_of_a_batch_counts_against_the_predict_rate_limit(services, tmp_path):
+    settings = unique_settings(tmp_path, rate_limit_predict="5/minute")
+    refused = {"transaction_id": "t", "customer_id": "C", "terminal_id": "T", "merchant_id": "M", "amount": -1}
+    json_type = {"Content-Type": "application/json"}
+    batch = json.dumps({"transactions": [refused] * 3})
+    results = _calls(settings, [
+        ("POST", "/api/v1/fraud/predict/batch", {"data": batch, "headers": json_type}),
+        ("POST", "/api/v1/fraud/predict/batch", {"data": batch, "headers": json_type}),
+    ])
+    (first, _, first_text), (second, headers, text) = results
+    assert first == 200 and [r["status"] for r in json.loads(first_text)["results"]] == [422] * 3
+    assert second == 429 and headers["X-RateLimit-Limit"] == "5" and "batch of 3" in text, text

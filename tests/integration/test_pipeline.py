@@ -447,3 +447,22 @@ def test_a_what_if_score_reads_the_card_s_state_without_changing_it_or_writing_a
     assert decided["score"] == after["score"] and decided["features"] == after["features"]
     assert [v["transaction_id"] for v in _wait_for_verdicts(settings, "whatif-", 2)] == ["whatif-0", "whatif-probe"]
     assert worker.post("/api/v1/fraud/score", {**probe, "amount": -1})[0] == 422
+
+
+def test_the_worker_s_log_holds_no_secret_and_no_token(stack):
+    import urllib.request
+
+    from tests.conftest import bearer
+
+    settings, worker, version = stack
+    headers = bearer(settings)
+    token = headers["Authorization"].split()[1]
+    for path in ("/status", "/api/v1/training/jobs/no-such-job"):  # an answer, and a refusal
+        try:
+            urllib.request.urlopen(urllib.request.Request(worker.base + path, headers=headers), timeout=10).read()
+        except urllib.error.HTTPError:
+            pass
+    log = worker.log_path.read_text(errors="replace")
+    assert "fraud.api.access" in log and "/api/v1/training/jobs/no-such-job" in log
+    assert settings.jwt_secret not in log
+    assert token not in log and token.split(".")[2] not in log
