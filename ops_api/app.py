@@ -1,6 +1,8 @@
-"""The ops side-API (aiohttp): health, status, metrics, info and training jobs here; the fraud
-endpoints in ops_api/fraud.py, the model registry's in ops_api/registry.py; who may call what in
-ops_api/auth.py and how often in ops_api/limits.py. `create_api` puts them together.
+"""The ops side-API (aiohttp): health, status, metrics, info and training jobs here; synchronous and
+what-if decisions in ops_api/predict.py, explanations in ops_api/explain.py, labels and online
+quality in ops_api/fraud.py, the model registry's endpoints in ops_api/registry.py, the OpenAPI
+description in ops_api/openapi.py; who may call what in ops_api/auth.py and how often in
+ops_api/limits.py. `create_api` puts them together.
 
 It runs inside the worker process (`fraud worker`), where it sees the live stream and model, and on its
 own (`fraud api`), where stream status comes from the workers' heartbeats in Redis.

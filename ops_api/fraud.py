@@ -48,7 +48,7 @@ class Deliveries:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self.producer.poll(0.1)
+            self.producer.poll(1.0)  # returns at once when a delivery report arrives
 
     async def send(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
         """(partition, offset) of the record once the broker has it; DeliveryFailed otherwise."""

@@ -89,6 +89,7 @@ class VerdictWaiter:
         self.requests: list = []  # (partition, loop, future) to assign, from the event loop's thread
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._asked = threading.Event()  # set when a partition is asked for: an idle waiter sleeps until then
         self._thread = threading.Thread(target=self._run, name="api-verdicts", daemon=True)
         self._thread.start()
 
@@ -102,6 +103,7 @@ class VerdictWaiter:
         ready = loop.create_future()
         with self._lock:
             self.requests.append((partition, loop, ready))
+        self._asked.set()
         await ready
 
     def expect(self, transaction_id: str) -> asyncio.Future:
@@ -136,7 +138,8 @@ class VerdictWaiter:
                 except Exception as exc:  # noqa: BLE001 - the request gets the reason
                     loop.call_soon_threadsafe(_fail, ready, exc)
             if not assigned:
-                self._stop.wait(0.01)
+                self._asked.wait(1.0)
+                self._asked.clear()
                 continue
             first = self.consumer.poll(0.02)  # returns as soon as a record is there
             for msg in [first, *self.consumer.consume(500, 0)] if first is not None else ():
@@ -154,6 +157,7 @@ class VerdictWaiter:
 
     def close(self) -> None:
         self._stop.set()
+        self._asked.set()
         self._thread.join(2)
         self.consumer.close()
 
