@@ -105,6 +105,7 @@ def main() -> None:
             verdicts.wait_for(len(background) + sent, timeout=60)
         except TimeoutError as exc:
             print(f"not every verdict arrived: {exc}")
+        commits = worker.get("/metrics")[1]
         retried = {name: asyncio.run(requests_at(f"{apis[name]}/api/v1/fraud/predict", headers, bodies, args.rate * 5))
                    for name, (bodies, _) in phases.items()}
         time.sleep(4)
@@ -121,7 +122,9 @@ def main() -> None:
     print(f"\n{args.rate:.0f} predict requests/s for {args.seconds:.0f} s to each API in turn, while the stream "
           f"carries {args.load:.0f} transactions/s (one worker, 6 partitions; worker {cpu / seconds:.2f} cores); "
           f"logs in {tmp}")
-    print(f"  stream, produce to visible:       {percentiles(stream)}")
+    print(f"  stream, produce to visible:       {percentiles(stream)}; the worker's commits took "
+          f"{1000 * commits['fraud_commit_seconds_sum'] / commits['fraud_commit_seconds_count']:.0f} ms on average "
+          f"(every {settings.commit_interval_seconds * 1000:.0f} ms)")
     for name, (bodies, answers) in phases.items():
         ms = np.array([sec * 1000 for sec, status, *_ in answers if status == 200])
         statuses = Counter(status for _, status, *_ in answers)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from core import logs
+from core.redact import failure
 from core.settings import ROOT, Settings
 
 log = logging.getLogger("fraud")
@@ -52,12 +53,14 @@ def _data_tag(args) -> str:
 def _load_history(path: str, label_column: str = "is_fraud"):
     import pandas as pd
 
+    from models.train import TrainingError
+
     p = Path(path)
     if not p.exists():
-        raise SystemExit(f"--data {path}: no such file")
+        raise TrainingError(f"--data {p.name}: no such file")
     frame = pd.read_parquet(p) if p.suffix in (".parquet", ".pq") else pd.read_csv(p)
     if label_column not in frame.columns:
-        raise SystemExit(f"--data {path}: no label column {label_column!r} (columns: {list(frame.columns)})")
+        raise TrainingError(f"--data {p.name}: no label column {label_column!r} (it has {len(frame.columns)} columns)")
     frame = frame.rename(columns={label_column: "is_fraud"})
     attribute_columns = [c for c in frame.columns if c.startswith("attribute_")]
     if attribute_columns:  # upstream attributes as columns: attribute_<key>
@@ -132,7 +135,9 @@ def cmd_train(args, settings: Settings) -> int:
             result = train_and_register(history, **where)
     except Exception as exc:
         if jobs:
-            jobs.update(args.job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            from models.train import TrainingError
+
+            jobs.update(args.job_id, status="failed", error=failure(exc, bool(args.data), our_own=(TrainingError,)))
         raise
     summary = {"version": result.version, "run_id": result.run_id, "promoted": result.promoted,
                "reason": result.reason, "metrics": result.metrics}
@@ -193,7 +198,9 @@ def cmd_tune(args, settings: Settings) -> int:
                 mlflow.log_artifact(path)
     except Exception as exc:
         if jobs:
-            jobs.update(args.job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            from models.train import TrainingError
+
+            jobs.update(args.job_id, status="failed", error=failure(exc, bool(args.data), our_own=(TrainingError,)))
         raise
     summary = {"best_params": best.__dict__, "validation_average_precision": score, "trials": args.trials,
                "run_id": run.info.run_id}

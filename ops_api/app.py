@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from core.logs import REQUEST_ID
+from core.redact import without_addresses
 from core.settings import Settings
 from core.metrics import Metrics
 from ops_api.auth import ANALYSE, READ, TRAIN, auth_from, authorize
@@ -36,7 +37,7 @@ from ops_api import explain, fraud, openapi, predict, registry
 from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from ops_api.limits import RateLimits
 from ops_api.web import (VERSION, ADMIN, AUTH, DEPENDENCIES, HTTP, JOBS, LIMITS, METRICS, MODEL_SOURCE, REDIS, SETTINGS,
-                         STARTED_AT, STREAM, error, json_object, without_addresses)
+                         STARTED_AT, STREAM, error, json_object)
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("fraud.api.access")

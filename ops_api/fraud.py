@@ -20,8 +20,9 @@ from confluent_kafka import KafkaException, Producer
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.logs import TRANSACTION_ID
+from core.redact import without_addresses
 from core.settings import Settings
-from ops_api.web import SETTINGS, STREAM, error, json_object, without_addresses
+from ops_api.web import SETTINGS, STREAM, error, json_object
 from schemas.codec import AvroCodec, CodecError, RegistryUnavailable, SchemaRegistry, load_schema
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.params import TrainParams
+from core.redact import without_addresses
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +180,16 @@ class TrainingJobs:
         finally:
             self._running.discard(job_id)
             self._processes.pop(job_id, None)
+        tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
+        if proc.returncode:
+            log.warning("job %s exited with %d; its last lines: %s", job_id, proc.returncode, " | ".join(tail))
         record = await self.get(job_id) or {}
         if record.get("status") not in FINAL:
-            tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
+            # A job that read a user's file may have echoed its values: the answer says only where to look.
+            said = (" (the API's log has its last lines)" if "--data" in command
+                    else ": " + without_addresses(" | ".join(tail)))
             record.update(status="failed", updated_at=time.time(),
-                          error=f"job process exited with {proc.returncode}: " + " | ".join(tail))
+                          error=f"job process exited with {proc.returncode}{said}")
             await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
             log.error("job %s failed: %s", job_id, record["error"])
 

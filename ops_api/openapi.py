@@ -137,7 +137,8 @@ async def docs(request: web.Request) -> web.Response:
             model = body.get("$ref", "").rsplit("/", 1)[-1]
             fields = ", ".join(spec["components"]["schemas"].get(model, {}).get("properties", {})) if model else ""
             rows.append(f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
-                        f"<td>{html.escape(op['summary'])}</td><td>{html.escape(', '.join(op.get('x-roles', ['open'])))}</td>"
+                        f"<td>{html.escape(op['summary'])}</td>"
+                        f"<td>{html.escape(', '.join(op.get('x-roles', ['open'])))}</td>"
                         f"<td>{html.escape(fields)}</td></tr>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fraud-scorer API</title>"
             f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{border-bottom:1px solid #ddd;padding:4px 8px;"

@@ -8,15 +8,15 @@ holds it:
   2. the transaction id is claimed in Redis (SET NX, kept FRAUD_PREDICT_IDEMPOTENCY_SECONDS): a
      retry, on any API replica, never produces the transaction again;
   3. the verdict partition is followed from its current end (`VerdictWaiter`), then the transaction
-     is produced to `transactions`, keyed by card, and the claim records when;
+     is produced to `transactions`, keyed by card, and the claim is marked sent;
   4. the worker owning the card scores it and commits its verdict, keyed by transaction id, in a
      Kafka transaction; the waiter, reading committed records only, sees it and the request gets it.
 If the verdict is not visible within FRAUD_PREDICT_TIMEOUT_SECONDS: 504 naming the transaction,
 which is on the topic and will be scored. A retry of a claimed transaction returns the verdict once
 it is known (from Redis, or found on the verdict partition from the claim's time on), and waits for
 it otherwise; a claim never marked sent and older than CLAIM_STALE_MS (its claimer died before
-sending) is taken over, once, by the retry that finds it (Redis WATCH). With Redis down no claim can be made, so predict answers 503 rather than risk a
-second verdict; the stream itself goes on.
+sending) is taken over, once, by the retry that finds it (Redis WATCH). With Redis down no claim
+can be made, so predict answers 503 rather than risk a second verdict; the stream itself goes on.
 """
 
 from __future__ import annotations
@@ -36,18 +36,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.features import invalid_transaction_reason
 from core.logs import TRANSACTION_ID
+from core.redact import without_addresses
 from core.settings import Settings
 from ops_api.fraud import Deliveries, DeliveryFailed
 from ops_api.auth import LIMITED
-from ops_api.web import LIMITS, REDIS, SETTINGS, STREAM, json_object, without_addresses
+from ops_api.web import LIMITS, REDIS, SETTINGS, STREAM, json_object
 from schemas.codec import AvroCodec, RegistryUnavailable, SchemaRegistry, load_schema
 from streams.topics import partition_of
 
 log = logging.getLogger(__name__)
 CLAIM_KEY = "fraud:{}:predict:{}"  # app id, transaction id
 CLAIM_STALE_MS = 30_000  # a claim never marked sent this old has lost its claimer (delivery gives up at 10 s)
-IDLE_PARTITION_SECONDS = 60.0
-BATCH_MAX = 1000  # transactions in one POST /api/v1/fraud/predict/batch  # a verdict partition nobody waits on this long is let go
+IDLE_PARTITION_SECONDS = 60.0  # a verdict partition nobody waits on this long is let go
+BATCH_MAX = 1000  # transactions in one POST /api/v1/fraud/predict/batch
 EPOCH_MS_MAX = 253_402_300_799_999
 
 
@@ -62,7 +63,8 @@ class Transaction(BaseModel):
     merchant_id: str = Field(min_length=1, max_length=128)
     amount: float = Field(ge=0, allow_inf_nan=False, le=1e15)
     currency: str = Field(default="EUR", min_length=1, max_length=8)
-    timestamp: int | None = Field(default=None, gt=0, le=EPOCH_MS_MAX, description="event time, epoch ms; now when absent")
+    timestamp: int | None = Field(default=None, gt=0, le=EPOCH_MS_MAX,
+                                  description="event time, epoch ms; now when absent")
     merchant_category: str = Field(default="unknown", max_length=64)
     channel: Literal["POS", "ECOM", "ATM", "MOTO", "OTHER"] = "POS"
     card_present: bool = True
@@ -184,10 +186,10 @@ def find_verdict(settings: Settings, partition: int, since_ms: int, transaction_
         consumer.assign([start])
         key = transaction_id.encode()
         while True:
-            msgs = consumer.consume(1000, 1.0)
-            if not msgs:
+            first = consumer.poll(1.0)  # returns on the first record; consume(n, t) would wait out t
+            if first is None:
                 return None
-            for msg in msgs:
+            for msg in [first, *consumer.consume(1000, 0)]:
                 if msg.error() is None and msg.key() == key:
                     return msg.value()
                 if msg.error() is None and msg.offset() >= until - 1:

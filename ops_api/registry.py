@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 def _mlflow_failed(exc: Exception) -> web.Response:
     """The answer for an MLflow error the request could not avoid; details go to the log only."""
     log.warning("mlflow: %s", exc)
-    if "API request to" in str(exc) or isinstance(exc, (ConnectionError, TimeoutError)):  # MLflow's wording for unreachable
+    # "API request to ...": MLflow's wording when the server cannot be reached.
+    if "API request to" in str(exc) or isinstance(exc, (ConnectionError, TimeoutError)):
         return error(503, "MLflow unavailable: retry later")
     return error(502, f"MLflow refused the request ({getattr(exc, 'error_code', type(exc).__name__)})")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -29,16 +28,6 @@ DEPENDENCIES = web.AppKey("dependencies", object)
 STARTED_AT = web.AppKey("started_at", float)
 AUTH = web.AppKey("auth", Auth)
 LIMITS = web.AppKey("limits", RateLimits)
-
-
-_ADDRESS = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\S*|\b[a-z][\w.-]*:\d{2,5}\b\S*",
-                      re.IGNORECASE)
-
-
-def without_addresses(text: str) -> str:
-    """`text` with URLs and host:port pairs replaced: answers never show where the internals live
-    (the logs keep the full text)."""
-    return _ADDRESS.sub("<address>", text)
 
 
 def error(status: int, message: str, **extra) -> web.Response:

@@ -255,3 +255,27 @@ def test_each_transaction_of_a_batch_counts_against_the_predict_rate_limit(servi
     (first, _, first_text), (second, headers, text) = results
     assert first == 200 and [r["status"] for r in json.loads(first_text)["results"]] == [422] * 3
     assert second == 429 and headers["X-RateLimit-Limit"] == "5" and "batch of 3" in text, text
+
+
+def test_a_job_that_fails_on_a_user_s_file_says_so_without_echoing_what_the_file_holds(services, tmp_path):
+    settings = unique_settings(tmp_path)
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / "history.csv").write_text(
+        "transaction_id,customer_id,terminal_id,amount,timestamp,is_fraud\n"
+        "t1,C1,T1,10.0,ACME-SECRET-42,0\n")
+
+    async def run():
+        async with TestClient(TestServer(create_api(settings, Metrics()))) as client:
+            headers = {"Authorization": f"Bearer {mint(settings, 'ml-engineer', 60)}"}
+            started = await client.post(TRAIN, json={"source": "file", "data_path": "history.csv"}, headers=headers)
+            job = await started.json()
+            for _ in range(240):
+                job = await (await client.get(f"/api/v1/training/jobs/{job['job_id']}", headers=headers)).json()
+                if job["status"] in ("succeeded", "failed"):
+                    break
+                await asyncio.sleep(0.5)
+            return started.status, job
+
+    status, job = asyncio.run(run())
+    assert status == 202 and job["status"] == "failed", job
+    assert "ACME-SECRET-42" not in json.dumps(job) and "could not be used" in job["error"], job
