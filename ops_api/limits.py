@@ -2,8 +2,8 @@
 replica shares them (the `limits` library, fixed windows).
 
 Each endpoint's class of work has its limit (FRAUD_RATE_LIMIT_READ, _ANALYSE, _TRAIN, and _PREDICT for
-synchronous decisions, such as "600/minute"); a request counts against both its token's subject and its client address, on that
-endpoint. Past a limit: 429 with `Retry-After` and the `X-RateLimit-*` headers. While Redis cannot be
+synchronous decisions, such as "600/minute"); a request counts against both its token's subject and
+its client address, on that endpoint. Past a limit: 429 with `Retry-After` and the `X-RateLimit-*` headers. While Redis cannot be
 reached, requests are still served and counted in this process alone, and /health says so.
 """
 

@@ -20,13 +20,13 @@ VERDICT_RETENTION_MS = str(45 * DAY_MS)
 COMPACTED = {"cleanup.policy": "compact", "segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.2"}
 
 
-@lru_cache(maxsize=65_536)
 def partition_of(key: str, partitions: int) -> int:
     """The partition the Java client's (and aiokafka's, and our producers' murmur2) default
     partitioner gives a record keyed by `key`."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+@lru_cache(maxsize=65_536)
 def terminal_partition(terminal_id: str, partitions: int) -> int:
     """The partition of a terminal in the terminal topics and table: a record keyed by the terminal
     id lands there too."""
