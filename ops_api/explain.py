@@ -1,7 +1,9 @@
 """POST /api/v1/fraud/explain: why a scored transaction got its score. Its verdict (kept by predict in
 Redis, or found on the verdict partition its id hashes to) holds the feature values scored and the
 model version; that version's exact TreeSHAP contributions are computed from them (models/explain.py).
-JSON by default; a waterfall plot with `Accept: image/png`."""
+A transaction body instead is explained as it would be scored now: its what-if verdict (predict.py
+`what_if`, from the card's state in the worker holding it) gives the values. JSON by default; a
+waterfall plot with `Accept: image/png`."""
 
 from __future__ import annotations
 
@@ -10,12 +12,12 @@ import json
 import time
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.logs import TRANSACTION_ID
 from core.settings import Settings
 from models.explain import explanation, waterfall_png
-from ops_api.predict import CLAIM_KEY, PREDICTOR, find_verdict_since
+from ops_api.predict import CLAIM_KEY, PREDICTOR, Transaction, find_verdict_since, what_if
 from ops_api.web import MODEL_SOURCE, REDIS, SETTINGS, error, json_object
 from streams.topics import partition_of
 
@@ -25,32 +27,48 @@ MODELS = web.AppKey("explain_models", dict)  # version -> LoadedModel, loaded on
 
 
 class ExplainRequest(BaseModel):
+    """Either a scored transaction's id, or a transaction to explain as it would be scored now."""
+
     model_config = ConfigDict(extra="forbid")
 
-    transaction_id: str = Field(min_length=1, max_length=128)
+    transaction_id: str | None = Field(default=None, min_length=1, max_length=128)
     scored_after: int | None = Field(default=None, ge=0, le=253_402_300_799_999,
                                      description="epoch ms the verdict was written after; a day ago when absent")
+    transaction: Transaction | None = Field(default=None, description="explained from the card's state now")
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.transaction_id is None) == (self.transaction is None):
+            raise ValueError("give transaction_id (a scored transaction) or transaction (one to score now), not both")
+        return self
 
 
 async def explain(request: web.Request) -> web.Response:
     """Every feature's exact TreeSHAP contribution to a scored transaction's score; PNG on Accept: image/png."""
     body = ExplainRequest.model_validate(await json_object(request))
-    TRANSACTION_ID.set(body.transaction_id)
     s: Settings = request.app[SETTINGS]
-    verdict = await _verdict(request.app, body.transaction_id, body.scored_after)
-    if verdict is None:
-        return error(404, f"no verdict for transaction {body.transaction_id} on {s.verdicts_topic} in the time "
-                          f"looked at: give scored_after", field="transaction_id")
+    if body.transaction is not None:
+        answer = await what_if(request.app, body.transaction)
+        if answer.status != 200:
+            return answer.response()
+        verdict = answer.body
+    else:
+        TRANSACTION_ID.set(body.transaction_id)
+        verdict = await _verdict(request.app, body.transaction_id, body.scored_after)
+        if verdict is None:
+            return error(404, f"no verdict for transaction {body.transaction_id} on {s.verdicts_topic} in the "
+                              f"time looked at: give scored_after", field="transaction_id")
+    transaction_id = verdict["transaction_id"]
     if verdict["model_name"] != s.model_name:
-        return error(409, f"transaction {body.transaction_id} was scored by {verdict['model_name']}, "
+        return error(409, f"transaction {transaction_id} was scored by {verdict['model_name']}, "
                           f"not {s.model_name}")
     model = await _model(request.app, verdict["model_version"])
     explained = await asyncio.get_running_loop().run_in_executor(None, explanation, model, verdict["features"])
-    explained = {"transaction_id": body.transaction_id, "score": verdict["score"], "decision": verdict["decision"],
-                 **explained}
+    explained = {"transaction_id": transaction_id, "score": verdict["score"], "decision": verdict["decision"],
+                 **explained, **({"what_if": True} if body.transaction is not None else {})}
     if "image/png" in request.headers.get("Accept", ""):
         png = await asyncio.get_running_loop().run_in_executor(
-            None, waterfall_png, explained, f"transaction {body.transaction_id}")
+            None, waterfall_png, explained, f"transaction {transaction_id}")
         return web.Response(body=png, content_type="image/png")
     return web.json_response(explained)
 

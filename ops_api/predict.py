@@ -249,30 +249,35 @@ async def predict(request: web.Request) -> web.Response:
 async def score(request: web.Request) -> web.Response:
     """What-if: the verdict a transaction would get now, from its card's and terminal's current state.
     Nothing changes and nothing is written; served by the worker holding the card's partition."""
-    s: Settings = request.app[SETTINGS]
     txn = Transaction.model_validate(await json_object(request))
+    return (await what_if(request.app, txn)).response()
+
+
+async def what_if(app: web.Application, txn: Transaction) -> Answer:
+    """The what-if verdict of a validated transaction (with its features), or why there is none."""
+    s: Settings = app[SETTINGS]
     TRANSACTION_ID.set(txn.transaction_id)
     now_ms = int(time.time() * 1000)
     record = txn.record(now_ms)
     reason = invalid_transaction_reason(record, now_ms=now_ms)
     if reason:
         field_name = reason.split(":")[0].removeprefix("field ")
-        return Answer.failed(422, reason, fields=[{"field": field_name, "message": reason}]).response()
-    stream = request.app[STREAM]
+        return Answer.failed(422, reason, fields=[{"field": field_name, "message": reason}])
+    stream = app[STREAM]
     asked = stream.score(record) if stream is not None else None
     partition = partition_of(txn.customer_id, s.partitions)
     if asked is None:
         where = "this API runs no worker" if stream is None else "this worker does not hold it (or is still reading it)"
         return Answer.failed(421, f"card {txn.customer_id} is on {s.transactions_topic} partition {partition} and "
                                   f"{where}: ask the worker that holds it (its /status lists them)",
-                             partition=partition).response()
+                             partition=partition)
     try:
         verdict = await asyncio.wait_for(asyncio.wrap_future(asked), s.predict_timeout_seconds)
     except asyncio.TimeoutError:
-        return Answer.failed(503, f"the worker's loop did not answer within {s.predict_timeout_seconds:g}s").response()
+        return Answer.failed(503, f"the worker's loop did not answer within {s.predict_timeout_seconds:g}s")
     if verdict is None:
-        return Answer.failed(503, "no model loaded yet, or the card's partition left this worker: retry").response()
-    return web.json_response({**verdict, "what_if": True})
+        return Answer.failed(503, "no model loaded yet, or the card's partition left this worker: retry")
+    return Answer(200, {**verdict, "what_if": True})
 
 
 class Batch(BaseModel):

@@ -430,6 +430,14 @@ def test_explain_gives_each_feature_s_exact_contribution_to_a_scored_transaction
         assert resp.headers["Content-Type"] == "image/png" and resp.read()[:8] == b"\x89PNG\r\n\x1a\n"
     assert worker.post("/api/v1/fraud/explain", {"transaction_id": "never-scored"})[0] == 404
 
+    # A transaction not scored yet, explained as it would be scored now (nothing written).
+    status, what_if = worker.post("/api/v1/fraud/explain", {"transaction": {**txn, "transaction_id": "why-2"}})
+    assert status == 200 and what_if["what_if"] and what_if["transaction_id"] == "why-2", what_if
+    assert what_if["score_from_contributions"] == pytest.approx(what_if["score"], abs=1e-4)
+    both = worker.post("/api/v1/fraud/explain", {"transaction_id": "why-1", "transaction": txn})
+    assert both[0] == 422 and "not both" in both[1]["error"]["message"]
+    assert worker.post("/api/v1/fraud/explain", {"transaction": {**txn, "amount": -1}})[0] == 422
+
 
 def test_a_what_if_score_reads_the_card_s_state_without_changing_it_or_writing_a_verdict(stack):
     settings, worker, version = stack
