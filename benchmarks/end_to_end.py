@@ -116,6 +116,15 @@ class Verdicts:
         self.thread.join()
 
 
+def bench_model(settings) -> str:
+    """A model trained with the training defaults on a simulated history, registered under a new name."""
+    model_name = f"bench-xgb-{uuid.uuid4().hex[:6]}"
+    train_and_register(simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=0)),
+                       tracking_uri=settings.mlflow_uri, model_name=model_name,
+                       experiment="fraud-scorer-bench", params=TrainParams())
+    return model_name
+
+
 def prepared(tmp: Path, model_name: str, batch_max: int, records: list[dict]):
     """Fresh topics holding `records` (Avro, keyed by card), and settings for a worker on them."""
     settings = unique_settings(tmp, model_name=model_name, batch_max=batch_max, partitions=6,

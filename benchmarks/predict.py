@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -30,9 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.end_to_end import Verdicts, live_transactions, prepared, process_cpu_seconds  # noqa: E402
-from models.simulate import SimulationConfig, simulate  # noqa: E402
-from models.train import TrainParams, train_and_register  # noqa: E402
+from benchmarks.end_to_end import (Verdicts, bench_model, live_transactions, prepared,  # noqa: E402
+                                   process_cpu_seconds)
 from streams.produce import producer_for, replay, transaction_messages  # noqa: E402
 from tests.conftest import WorkerProcess, bearer, free_port, settings_env, unique_settings  # noqa: E402
 
@@ -64,10 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     settings = unique_settings(tmp)
-    model_name = f"bench-xgb-{uuid.uuid4().hex[:6]}"
-    train_and_register(simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=0)),
-                       tracking_uri=settings.mlflow_uri, model_name=model_name,
-                       experiment="fraud-scorer-bench", params=TrainParams())
+    model_name = bench_model(settings)
     settings, codec = prepared(tmp, model_name, 1000, [])
     worker = WorkerProcess(settings, tmp / "worker.log").start()
     api_settings = settings.model_copy(update={"api_port": free_port()})

@@ -17,14 +17,12 @@ import argparse
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.end_to_end import Verdicts, live_transactions, prepared, process_cpu_seconds  # noqa: E402
-from models.simulate import SimulationConfig, simulate  # noqa: E402
-from models.train import TrainParams, train_and_register  # noqa: E402
+from benchmarks.end_to_end import (Verdicts, bench_model, live_transactions, prepared,  # noqa: E402
+                                   process_cpu_seconds)
 from streams.produce import producer_for, replay, transaction_messages  # noqa: E402
 from tests.conftest import WorkerProcess, free_port, unique_settings  # noqa: E402
 
@@ -73,10 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     settings = unique_settings(tmp)
-    model_name = f"bench-xgb-{uuid.uuid4().hex[:6]}"
-    train_and_register(simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=0)),
-                       tracking_uri=settings.mlflow_uri, model_name=model_name,
-                       experiment="fraud-scorer-bench", params=TrainParams())
+    model_name = bench_model(settings)
     one = paced_run(tmp, model_name, 1, args.rate, args.seconds, "one")
     shared = paced_run(tmp, model_name, args.workers, args.rate, args.seconds, "shared")
     print(f"\n{args.rate:.0f} transactions/s for {args.seconds:.0f} s; logs in {tmp}")

@@ -174,12 +174,13 @@ def _fail(future: asyncio.Future, exc: Exception) -> None:
         future.set_exception(exc)
 
 
-def find_verdict(settings: Settings, partition: int, since_ms: int, transaction_id: str, until: int) -> bytes | None:
-    """The verdict of `transaction_id` on its partition, written from `since_ms` up to offset `until`
-    (a retry's look back, for a verdict that may have landed before anyone followed the partition)."""
+def find_verdict_since(settings: Settings, partition: int, since_ms: int, transaction_id: str) -> bytes | None:
+    """The verdict of `transaction_id` on its partition, written from `since_ms` to the partition's end
+    now (a retry's look back, for a verdict that may have landed before anyone followed the partition)."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "fraud-api-predict",
                          "isolation.level": "read_committed", "enable.auto.commit": False})
     try:
+        _, until = consumer.get_watermark_offsets(TopicPartition(settings.verdicts_topic, partition), timeout=5)
         [start] = consumer.offsets_for_times([TopicPartition(settings.verdicts_topic, partition, since_ms)], timeout=5)
         if start.offset in (OFFSET_END, -1) or start.offset >= until:
             return None
@@ -253,16 +254,25 @@ async def score(request: web.Request) -> web.Response:
     return (await what_if(request.app, txn)).response()
 
 
+def _checked(txn: Transaction, now_ms: int) -> tuple[dict, Answer | None]:
+    """The transaction's record, and the 422 the stream's own rule gives it, if any; its id goes
+    into the log context."""
+    TRANSACTION_ID.set(txn.transaction_id)
+    record = txn.record(now_ms)
+    reason = invalid_transaction_reason(record, now_ms=now_ms)
+    if not reason:
+        return record, None
+    field_name = reason.split(":")[0].removeprefix("field ")
+    return record, Answer.failed(422, reason, fields=[{"field": field_name, "message": reason}])
+
+
 async def what_if(app: web.Application, txn: Transaction) -> Answer:
     """The what-if verdict of a validated transaction (with its features), or why there is none."""
     s: Settings = app[SETTINGS]
-    TRANSACTION_ID.set(txn.transaction_id)
     now_ms = int(time.time() * 1000)
-    record = txn.record(now_ms)
-    reason = invalid_transaction_reason(record, now_ms=now_ms)
-    if reason:
-        field_name = reason.split(":")[0].removeprefix("field ")
-        return Answer.failed(422, reason, fields=[{"field": field_name, "message": reason}])
+    record, refused = _checked(txn, now_ms)
+    if refused is not None:
+        return refused
     stream = app[STREAM]
     asked = stream.score(record) if stream is not None else None
     partition = partition_of(txn.customer_id, s.partitions)
@@ -317,14 +327,11 @@ async def predict_batch(request: web.Request) -> web.Response:
 
 async def decide(app: web.Application, txn: Transaction) -> Answer:
     """Claim, send, wait: the steps of the module docstring for one validated transaction."""
-    TRANSACTION_ID.set(txn.transaction_id)
     s: Settings = app[SETTINGS]
     now_ms = int(time.time() * 1000)
-    record = txn.record(now_ms)
-    reason = invalid_transaction_reason(record, now_ms=now_ms)
-    if reason:
-        field_name = reason.split(":")[0].removeprefix("field ")
-        return Answer.failed(422, reason, fields=[{"field": field_name, "message": reason}])
+    record, refused = _checked(txn, now_ms)
+    if refused is not None:
+        return refused
     predictor: Predictor = app[PREDICTOR]
     redis = app[REDIS]
     timing = Timing()
@@ -407,16 +414,6 @@ async def _mark_sent(redis, key: str, claim: dict) -> None:
         await redis.set(key, json.dumps({**claim, "sent": True}), xx=True, keepttl=True)
     except Exception as exc:  # noqa: BLE001 - the claim stays; only its takeover after a crash is lost
         log.warning("predict claim %s not marked sent: %s", key, exc)
-
-
-def find_verdict_since(s: Settings, partition: int, since_ms: int, transaction_id: str) -> bytes | None:
-    """The verdict of `transaction_id` on its partition, written from `since_ms` to the partition's end."""
-    probe = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "fraud-api-predict"})
-    try:
-        _, high = probe.get_watermark_offsets(TopicPartition(s.verdicts_topic, partition), timeout=5)
-    finally:
-        probe.close()
-    return find_verdict(s, partition, since_ms, transaction_id, high)
 
 
 async def _unsent(redis, key: str, earlier, txn: Transaction, why: str) -> Answer:
