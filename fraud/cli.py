@@ -213,7 +213,7 @@ def cmd_tune(args, settings: Settings) -> int:
 def cmd_evaluate(args, settings: Settings) -> int:
     import numpy as np
 
-    from models.evaluate import Protocol, evaluate_seed
+    from models.evaluate import Protocol, evaluate_seed, over_seeds
     from models.train import TrainParams
     from core.features import FEATURE_NAMES, HANDBOOK_FEATURE_NAMES
 
@@ -230,10 +230,10 @@ def cmd_evaluate(args, settings: Settings) -> int:
         print(f"seed {seed}: AUC ROC {metrics['auc_roc']:.3f}  AP {metrics['average_precision']:.3f}  "
               f"CP@100 {metrics['card_precision_at_100']:.3f}  ({metrics['n_train']} train, "
               f"{metrics['n_test']} test, {metrics['n_test_frauds']} test frauds)", flush=True)
-    summary = {k: (float(np.mean([r[k] for r in rows])), float(np.std([r[k] for r in rows])))
-               for k in ("auc_roc", "average_precision", "card_precision_at_100")}
-    print("mean over %d seeds: %s" % (len(rows), "  ".join(
-        f"{k} {m:.3f} +- {sd:.3f}" for k, (m, sd) in summary.items())))
+    summary = over_seeds(rows, ("auc_roc", "average_precision", "card_precision_at_100"))
+    print(f"over {len(rows)} seeds: mean, sample sd, 95 % interval of the mean")
+    for k, s in summary.items():
+        print(f"  {k:22} {s.mean:.3f}  sd {s.sd:.3f}  [{s.low:.3f}, {s.high:.3f}]")
     if args.no_mlflow:
         return 0
     import mlflow
@@ -246,8 +246,8 @@ def cmd_evaluate(args, settings: Settings) -> int:
     with mlflow.start_run(run_name=f"evaluation-{args.features}-features", tags={"kind": "evaluation"}) as run:
         mlflow.log_params({**{k: v for k, v in params.__dict__.items()}, "seeds": ",".join(map(str, args.seeds)),
                            "features": ",".join(features), "protocol_train_start": protocol.train_start})
-        for k, (mean, sd) in summary.items():
-            mlflow.log_metrics({f"{k}_mean": mean, f"{k}_std": sd})
+        for k, s in summary.items():
+            mlflow.log_metrics({f"{k}_mean": s.mean, f"{k}_sd": s.sd, f"{k}_ci95_low": s.low, f"{k}_ci95_high": s.high})
         for seed, metrics in zip(args.seeds, rows):
             mlflow.log_metrics({k: metrics[k] for k in summary}, step=seed)
         mlflow.log_figure(quality_plots(np.concatenate(labels), np.concatenate(scores)), "test_quality_all_seeds.png")
@@ -430,7 +430,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("evaluate", help="the handbook protocol on simulated histories, over several seeds")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     p.add_argument("--n-estimators", type=int, default=TrainParams.n_estimators)
     p.add_argument("--max-depth", type=int, default=TrainParams.max_depth)
     p.add_argument("--learning-rate", type=float, default=TrainParams.learning_rate)

@@ -111,3 +111,33 @@ def evaluate_seed(seed: int, params, protocol: Protocol = Protocol(),
     metrics = evaluation_metrics(history, test, scores, protocol)
     metrics["n_train"] = int(train.sum())
     return metrics, history["is_fraud"].to_numpy()[test], scores
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A metric over seeds: mean, sample standard deviation (n - 1) and the 95 % confidence interval
+    of the mean (Student's t with n - 1 degrees of freedom)."""
+
+    mean: float
+    sd: float
+    low: float
+    high: float
+    n: int
+
+
+def spread(values) -> Spread:
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    mean = float(values.mean())
+    if n < 2:
+        return Spread(mean, float("nan"), float("nan"), float("nan"), n)
+    sd = float(values.std(ddof=1))
+    half = float(t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
+    return Spread(mean, sd, mean - half, mean + half, n)
+
+
+def over_seeds(rows: list[dict], keys) -> dict[str, Spread]:
+    """Each metric's spread over the seeds' rows."""
+    return {k: spread([row[k] for row in rows]) for k in keys}

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from models.evaluate import DAY_MS, Protocol, card_precision_at_k, evaluation_metrics, split
+from models.evaluate import DAY_MS, Protocol, card_precision_at_k, evaluation_metrics, over_seeds, split, spread
 
 P = Protocol(train_start="2018-07-25", train_days=2, delay_days=1, test_days=2, top_k=2)
 D0 = P.start_ms()
@@ -57,3 +57,28 @@ def test_evaluation_metrics_on_a_perfect_ranking():
     assert m["auc_roc"] == 1.0 and m["average_precision"] == 1.0
     assert m["card_precision_at_2"] == 0.5  # one fraud card a day among the top 2
     assert (m["n_test"], m["n_test_frauds"]) == (4, 2)
+
+
+def test_spread_uses_the_sample_standard_deviation_and_a_t_interval():
+    s = spread([1.0, 2.0, 3.0, 4.0])
+    # sd = sqrt(((1.5^2 + 0.5^2) * 2) / 3) = sqrt(5/3); t(0.975, 3) = 3.182446; half = t * sd / 2
+    assert s.mean == 2.5
+    assert abs(s.sd - 1.2909944) < 1e-6
+    assert abs(s.low - (2.5 - 2.0542603)) < 1e-6 and abs(s.high - (2.5 + 2.0542603)) < 1e-6
+    assert s.n == 4
+
+
+def test_spread_of_ten_equal_values_has_no_width_and_of_one_value_no_interval():
+    s = spread([0.7] * 10)
+    assert s.sd == 0.0 and abs(s.low - 0.7) < 1e-12 and abs(s.high - 0.7) < 1e-12
+    one = spread([0.7])
+    assert one.mean == 0.7 and one.sd != one.sd and one.n == 1
+
+
+def test_over_seeds_spreads_each_metric():
+    rows = [{"auc_roc": 0.8, "average_precision": 0.6}, {"auc_roc": 0.9, "average_precision": 0.7}]
+    summary = over_seeds(rows, ["auc_roc", "average_precision"])
+    assert abs(summary["auc_roc"].mean - 0.85) < 1e-12
+    # two values 0.1 apart: sd = 0.1 / sqrt(2); t(0.975, 1) = 12.7062; half = t * sd / sqrt(2) = 0.635310
+    assert abs(summary["average_precision"].sd - 0.0707107) < 1e-6
+    assert abs(summary["average_precision"].high - (0.65 + 0.6353102)) < 1e-6
