@@ -30,7 +30,8 @@ def decide(scores: np.ndarray, thresholds: Thresholds) -> np.ndarray:
 def top_reasons(
     contributions: np.ndarray, features: np.ndarray, names: Sequence[str], k: int = 3
 ) -> list[list[dict]]:
-    """Per row, the `k` features that pushed the score up the most (largest log-odds contribution).
+    """Per row, up to `k` features that pushed the score up, the most first (largest log-odds
+    contribution); a feature whose contribution is zero or negative is never a reason.
 
     `contributions` is XGBoost's pred_contribs output: one column per feature plus the bias column.
     """
@@ -43,6 +44,7 @@ def top_reasons(
     values, contribs = features[rows, top], per_feature[rows, top]
     # Plain lists first: indexing numpy arrays element by element is the slow part.
     return [
-        [{"feature": names[j], "value": v, "contribution": c} for j, v, c in zip(top_row, value_row, contrib_row)]
+        [{"feature": names[j], "value": v, "contribution": c}
+         for j, v, c in zip(top_row, value_row, contrib_row) if c > 0]
         for top_row, value_row, contrib_row in zip(top.tolist(), values.tolist(), contribs.tolist())
     ]

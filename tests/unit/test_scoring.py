@@ -42,7 +42,7 @@ def test_each_transaction_gets_one_verdict_in_order_naming_the_model_and_its_fea
     assert scored.verdicts[1]["score"] > scored.verdicts[0]["score"]
     assert list(scored.verdicts[0]["features"]) == list(FEATURE_NAMES)
     assert scored.verdicts[1]["features"]["amount"] == 95.0
-    assert all(len(v["reasons"]) == 3 for v in scored.verdicts)
+    assert all(len(v["reasons"]) <= 3 and all(r["contribution"] > 0 for r in v["reasons"]) for v in scored.verdicts)
 
 
 def test_a_card_s_later_transaction_in_the_batch_sees_the_earlier_one_and_the_state_keeps_both(model):
