@@ -218,19 +218,23 @@ def cmd_evaluate(args, settings: Settings) -> int:
     from core.features import FEATURE_NAMES, HANDBOOK_FEATURE_NAMES
 
     params = TrainParams(n_estimators=args.n_estimators, max_depth=args.max_depth,
-                         learning_rate=args.learning_rate, tree_method=args.tree_method)
+                         learning_rate=args.learning_rate, tree_method=args.tree_method,
+                         scale_pos_weight=args.scale_pos_weight)
     features = HANDBOOK_FEATURE_NAMES if args.features == "handbook" else FEATURE_NAMES
     protocol = Protocol()
     rows, labels, scores = [], [], []
     for seed in args.seeds:
-        metrics, seed_labels, seed_scores = evaluate_seed(seed, params, protocol, features)
+        metrics, seed_labels, seed_scores = evaluate_seed(seed, params, protocol, features,
+                                                          None if args.no_cache else settings.data_dir / ".evaluate-cache")
         rows.append(metrics)
         labels.append(seed_labels)
         scores.append(seed_scores)
         print(f"seed {seed}: AUC ROC {metrics['auc_roc']:.3f}  AP {metrics['average_precision']:.3f}  "
               f"CP@100 {metrics['card_precision_at_100']:.3f}  ({metrics['n_train']} train, "
-              f"{metrics['n_test']} test, {metrics['n_test_frauds']} test frauds)", flush=True)
-    summary = over_seeds(rows, ("auc_roc", "average_precision", "card_precision_at_100"))
+              f"{metrics['n_test']} test, {metrics['n_test_frauds']} test frauds; class weight "
+              f"{metrics['scale_pos_weight']:g}, calibration {metrics['calibration']}, "
+              f"Brier {metrics['brier_score']:.5f})", flush=True)
+    summary = over_seeds(rows, ("auc_roc", "average_precision", "card_precision_at_100", "brier_score"))
     print(f"over {len(rows)} seeds: mean, sample sd, 95 % interval of the mean")
     for k, s in summary.items():
         print(f"  {k:22} {s.mean:.3f}  sd {s.sd:.3f}  [{s.low:.3f}, {s.high:.3f}]")
@@ -252,6 +256,30 @@ def cmd_evaluate(args, settings: Settings) -> int:
             mlflow.log_metrics({k: metrics[k] for k in summary}, step=seed)
         mlflow.log_figure(quality_plots(np.concatenate(labels), np.concatenate(scores)), "test_quality_all_seeds.png")
     print(f"logged to MLflow run {run.info.run_id} in experiment {settings.experiment}")
+    return 0
+
+
+def cmd_thresholds(args, settings: Settings) -> int:
+    """The review threshold for an alert budget, from the serving model's scores of recent traffic."""
+    from core.features import DAY_MS, feature_matrix
+    from models.serving import ModelSource, quiet_mlflow_client_env
+    from models.simulate import transaction_records
+    from models.thresholds import for_alerts_per_day
+    from models.train import with_entity_ids
+
+    quiet_mlflow_client_env(settings.mlflow_uri, timeout_seconds=30)
+    model = ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias,
+                        settings.model_cache_dir).load_alias()
+    history = _load_history(args.data, args.label_column) if args.data else _simulation(args)
+    history = with_entity_ids(history).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    labels = history["is_fraud"].to_numpy()
+    X = feature_matrix(transaction_records(history), labels, model.attributes)
+    recent = history["timestamp"].to_numpy() > history["timestamp"].max() - args.recent_days * DAY_MS
+    budget = for_alerts_per_day(model.scores(X[recent]), history["timestamp"].to_numpy()[recent],
+                                args.alerts_per_day, labels[recent])
+    print(json.dumps({"model_name": model.name, "model_version": model.version,
+                      "calibration": model.calibration.kind, **budget.as_dict(),
+                      "setting": f"FRAUD_REVIEW_THRESHOLD={budget.threshold:.6g}"}, indent=2))
     return 0
 
 
@@ -437,8 +465,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tree-method", default=TrainParams.tree_method, choices=["exact", "hist", "approx"])
     p.add_argument("--features", default="all", choices=["all", "handbook"],
                    help="all: ours; handbook: the published baseline's 15")
+    p.add_argument("--scale-pos-weight", type=float, default=None,
+                   help="a fixed class weight (default: chosen on the last part of the training days)")
     p.add_argument("--no-mlflow", action="store_true", help="print only; log no run")
+    p.add_argument("--no-cache", action="store_true",
+                   help="simulate and featurise every seed again (default: kept under FRAUD_DATA_DIR/.evaluate-cache)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("thresholds", help="the review threshold raising about N alerts a day on recent traffic")
+    _add_simulation_args(p)
+    p.add_argument("--alerts-per-day", type=float, required=True)
+    p.add_argument("--recent-days", type=float, default=7.0, help="how much of the history's end is read")
+    p.add_argument("--data", help="Parquet or CSV of labelled traffic, as for train (default: simulate)")
+    p.add_argument("--label-column", default="is_fraud")
+    p.set_defaults(func=cmd_thresholds, seed=1)  # simulated: a history the default training did not see
 
     p = sub.add_parser("rules", help="list or change the hard rules (block lists, amount ceilings)")
     rules = p.add_subparsers(dest="action", required=True)

@@ -10,13 +10,16 @@ cards detected on earlier days left out; averaged over the days).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from core.features import FEATURE_NAMES, LOOKBACK_DAYS
+from models.calibration import brier
 
 DAY_MS = 86_400_000
 
@@ -51,7 +54,7 @@ def split(history: pd.DataFrame, protocol: Protocol = Protocol()) -> tuple[np.nd
         # Labels of the day before this test day's gap began are known by now.
         known |= set(cards[(day == protocol.train_days + i - 1) & fraud])
         today = day == first_test_day + i
-        test |= today & ~np.isin(cards, list(known))
+        test |= today & ~pd.Series(cards).isin(known).to_numpy()
     return train, test
 
 
@@ -94,23 +97,47 @@ def protocol_rows(history: pd.DataFrame, protocol: Protocol = Protocol(), lookba
     return history[(ts >= start) & (ts < end)].reset_index(drop=True)
 
 
-def evaluate_seed(seed: int, params, protocol: Protocol = Protocol(),
-                  features: tuple[str, ...] = FEATURE_NAMES) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Simulate the default history with `seed`, train on the protocol's train days with `features`,
-    score its test days. Returns (metrics, test labels, test scores)."""
+def seed_history(seed: int, protocol: Protocol = Protocol(), cache: Path | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The protocol's rows of the default simulation with `seed` and their feature matrix (all of
+    FEATURE_NAMES). With `cache`, kept there under a key of the seed, the protocol and the source of
+    the simulator and the features, so a change to either computes them again."""
+    import core.features
+    import models.simulate
     from models.simulate import SimulationConfig, simulate, transaction_records
-    from models.train import fit
     from core.features import feature_matrix
 
+    path = None
+    if cache is not None:
+        sources = b"".join(Path(module.__file__).read_bytes() for module in (models.simulate, core.features))
+        key = hashlib.sha256(repr((seed, protocol)).encode() + sources).hexdigest()[:16]
+        path = Path(cache) / f"seed-{seed}-{key}.pkl"
+        if path.exists():
+            return pd.read_pickle(path)
     history = protocol_rows(simulate(SimulationConfig(seed=seed)), protocol)
     X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.to_pickle((history, X), path)
+    return history, X
+
+
+def evaluate_seed(seed: int, params, protocol: Protocol = Protocol(),
+                  features: tuple[str, ...] = FEATURE_NAMES, cache: Path | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Simulate the default history with `seed`, train on the protocol's train days with `features`
+    as training does (models/train.py: class weight chosen and scores calibrated on the latest part
+    of the training days), score its test days. Returns (metrics, test labels, test scores)."""
+    from models.train import train_model
+
+    history, X = seed_history(seed, protocol, cache)
     X = X[:, [FEATURE_NAMES.index(name) for name in features]]
     train, test = split(history, protocol)
-    booster = fit(X[train], history["is_fraud"].to_numpy()[train], params, features)
-    scores = booster.inplace_predict(X[test])
+    labels = history["is_fraud"].to_numpy()
+    trained = train_model(X[train], labels[train], history["timestamp"].to_numpy()[train], params, features)
+    scores = trained.scores(X[test])
     metrics = evaluation_metrics(history, test, scores, protocol)
-    metrics["n_train"] = int(train.sum())
-    return metrics, history["is_fraud"].to_numpy()[test], scores
+    metrics.update(n_train=int(train.sum()), scale_pos_weight=trained.scale_pos_weight,
+                   calibration=trained.calibration.kind, brier_score=brier(scores, labels[test]))
+    return metrics, labels[test], scores
 
 
 @dataclass(frozen=True)

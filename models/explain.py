@@ -2,7 +2,8 @@
 from the feature values it scored, and the same as a waterfall plot.
 
 The contributions and the base value add up to the model's margin, so the logistic of their sum is
-the score: a check the answer carries (`score_from_contributions`).
+the score (after the isotonic map, for a version calibrated that way; a Platt calibration is already
+in the contributions): a check the answer carries (`score_from_contributions`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def explanation(model: LoadedModel, features: dict[str, float]) -> dict:
     margin = base + float(np.sum(contributions[:-1], dtype=np.float64))
     return {"model_name": model.name, "model_version": model.version, "method": "TreeSHAP (exact)",
             "base_value": base, "contributions": per_feature,
-            "score_from_contributions": 1.0 / (1.0 + math.exp(-margin))}
+            "calibration": model.calibration.kind,
+            "score_from_contributions": model.calibration.from_margin(margin)}
 
 
 def waterfall_png(explained: dict, title: str, top: int = 12) -> bytes:

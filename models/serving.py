@@ -18,6 +18,7 @@ import numpy as np
 import xgboost as xgb
 
 from core.features import FEATURE_NAMES, attribute_matrix, attributes_of
+from models.calibration import IDENTITY, Calibration
 from models.trees import CompiledTrees
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class LoadedModel:
     source: str  # "registry" or "cache"
     run_id: str = ""
     compiled: CompiledTrees | None = field(default=None, compare=False)
+    calibration: Calibration = field(default=IDENTITY, compare=False)  # stored with the version
 
     def __post_init__(self):
         # Read once: the booster's own accessors cross into C and build the strings every time.
@@ -72,13 +74,18 @@ class LoadedModel:
         return np.hstack([rows, attribute_matrix(transactions, self.attributes)])
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """Fraud probabilities for a batch."""
+        """Fraud probabilities for a batch (calibrated, as the version was trained)."""
+        return self.calibration.probabilities(self._raw_scores(features))
+
+    def _raw_scores(self, features: np.ndarray) -> np.ndarray:
         if self._compiled_for(features):
             return self.compiled.scores(features)
         return self.booster.inplace_predict(features, validate_features=False).astype(np.float64)
 
     def explain(self, features: np.ndarray, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Fraud probabilities and per-feature log-odds contributions (last column: bias) of a batch.
+        """Fraud probabilities and per-feature log-odds contributions (last column: bias) of a batch,
+        the contributions in calibrated log-odds where the calibration keeps them additive
+        (models/calibration.py).
 
         The default attribution is XGBoost's approximate (Saabas) one, which follows each row's path
         through the trees: small batches get both from one walk of the compiled trees
@@ -86,7 +93,8 @@ class LoadedModel:
         Exact TreeSHAP (`exact`) always comes from XGBoost and costs far more per row.
         """
         if not exact and self._compiled_for(features):
-            return self.compiled.explain(features)
+            raw, contributions = self.compiled.explain(features)
+            return self.calibration.probabilities(raw), self.calibration.contributions(contributions)
         return self.scores(features), self.contributions(features, exact)
 
     def _compiled_for(self, features: np.ndarray) -> bool:
@@ -94,10 +102,11 @@ class LoadedModel:
         return trees is not None and len(features) * trees.n_trees * max(1, trees.depth) <= COMPILED_MAX_STEPS
 
     def contributions(self, features: np.ndarray, exact: bool = False) -> np.ndarray:
-        """Per-feature log-odds contributions from XGBoost (last column: bias)."""
+        """Per-feature log-odds contributions from XGBoost (last column: bias), calibrated as in `explain`."""
         # One thread: building a DMatrix with all of them costs milliseconds for a single row here.
         matrix = xgb.DMatrix(features, feature_names=list(self.feature_names), nthread=1)
-        return self.booster.predict(matrix, pred_contribs=True, approx_contribs=not exact)
+        return self.calibration.contributions(
+            self.booster.predict(matrix, pred_contribs=True, approx_contribs=not exact))
 
 
 class ModelHandle:
@@ -201,7 +210,8 @@ class ModelSource:
                 shutil.rmtree(target, ignore_errors=True)
                 Path(local).rename(target)  # the model's own folder, wherever it sits in staging
                 shutil.rmtree(staging, ignore_errors=True)
-            model = LoadedModel(self._read_booster(target), self.name, version, "registry", run_id)
+            booster, calibration = self._read(target)
+            model = LoadedModel(booster, self.name, version, "registry", run_id, calibration=calibration)
             if remember:
                 (self.cache_dir / self.name / "current.json").write_text(
                     json.dumps({"version": version, "run_id": run_id}))
@@ -216,8 +226,8 @@ class ModelSource:
         if not pointer.exists():
             raise ModelUnavailable(f"no cached model for {self.name} in {self.cache_dir}")
         meta = json.loads(pointer.read_text())
-        booster = self._read_booster(self.cache_dir / self.name / meta["version"])
-        return LoadedModel(booster, self.name, meta["version"], "cache", meta.get("run_id", ""))
+        booster, calibration = self._read(self.cache_dir / self.name / meta["version"])
+        return LoadedModel(booster, self.name, meta["version"], "cache", meta.get("run_id", ""), calibration=calibration)
 
     def load_at_start(self) -> LoadedModel:
         """The alias's version from the registry; the cached one when the registry cannot be reached."""
@@ -233,7 +243,8 @@ class ModelSource:
                     f"{self.name}@{self.alias}: registry failed ({exc}); cache failed ({cache_exc})"
                 ) from cache_exc
 
-    def _read_booster(self, model_dir: Path) -> xgb.Booster:
+    def _read(self, model_dir: Path) -> tuple[xgb.Booster, Calibration]:
+        """The version's booster and the calibration stored with it (none for a version without one)."""
         import yaml
 
         spec = yaml.safe_load((model_dir / "MLmodel").read_text())
@@ -244,7 +255,11 @@ class ModelSource:
             attributes_of(booster.feature_names or ())
         except ValueError as exc:
             raise ModelUnavailable(f"model in {model_dir} cannot be served by this scorer: {exc}") from exc
-        return booster
+        try:
+            calibration = Calibration.from_dict((spec.get("metadata") or {}).get("calibration"))
+        except (ValueError, TypeError) as exc:
+            raise ModelUnavailable(f"model in {model_dir} has a calibration this scorer cannot read: {exc}") from exc
+        return booster, calibration
 
 
 class ModelFollower:
@@ -286,7 +301,7 @@ class ModelFollower:
             if current is not None and current.version == version:
                 if current.source == "cache":  # the registry is back: say so in health
                     self.champion.swap(LoadedModel(current.booster, current.name, version, "registry", run_id,
-                                                   current.compiled))
+                                                   current.compiled, current.calibration))
                 return
             self._install(self.source.load_version(version, run_id))
         except Exception as exc:  # noqa: BLE001 - MLflow down or refusing: keep serving what is loaded

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -18,7 +18,10 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from models.calibration import IDENTITY, Calibration, brier, reliability_plot
+from models.calibration import choose as choose_calibration
 from models.params import TrainParams
+from models.thresholds import for_alerts_per_day
 from models.simulate import transaction_records
 from core.features import FEATURE_NAMES, feature_matrix, model_feature_names
 
@@ -45,10 +48,10 @@ class TrainingError(Exception):
     """Training could not run on the data given."""
 
 
-def split_by_time(history: pd.DataFrame, test_fraction: float) -> np.ndarray:
-    """Boolean mask of the held-out rows: the latest `test_fraction` of the history's time span."""
-    ts = history["timestamp"].to_numpy()
-    cut = ts.min() + (ts.max() - ts.min()) * (1 - test_fraction)
+def split_by_time(timestamps: np.ndarray, fraction: float) -> np.ndarray:
+    """Boolean mask of the latest `fraction` of the time span of `timestamps`."""
+    ts = np.asarray(timestamps)
+    cut = ts.min() + (ts.max() - ts.min()) * (1 - fraction)
     return ts > cut
 
 
@@ -65,6 +68,7 @@ def metrics_of(y: np.ndarray, scores: np.ndarray) -> dict:
 
 def fit(X: np.ndarray, y: np.ndarray, params: TrainParams,
         feature_names: tuple[str, ...] = FEATURE_NAMES) -> xgb.Booster:
+    """One booster on all the rows given (a `scale_pos_weight` of None counts as 1)."""
     train = xgb.DMatrix(X, label=y, feature_names=list(feature_names))
     booster = xgb.train(
         {
@@ -76,11 +80,61 @@ def fit(X: np.ndarray, y: np.ndarray, params: TrainParams,
             "base_score": params.base_score,
             "nthread": params.nthread,
             "seed": params.seed,
+            "scale_pos_weight": 1.0 if params.scale_pos_weight is None else params.scale_pos_weight,
         },
         train,
         num_boost_round=params.n_estimators,
     )
     return booster
+
+
+@dataclass(frozen=True)
+class Trained:
+    booster: xgb.Booster
+    calibration: Calibration
+    scale_pos_weight: float
+    validation: dict  # what the choices were made on: AP per class weight, Brier per calibration
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of fraud."""
+        return self.calibration.probabilities(self.booster.inplace_predict(X))
+
+
+def class_weights(labels: np.ndarray) -> list[float]:
+    """The candidates: no weighting, the square root of the legit-to-fraud ratio, and the ratio."""
+    ratio = (len(labels) - labels.sum()) / max(1, labels.sum())
+    return sorted({1.0, round(float(np.sqrt(ratio)), 2), round(float(ratio), 2)})
+
+
+def train_model(X: np.ndarray, y: np.ndarray, timestamps: np.ndarray, params: TrainParams,
+                feature_names: tuple[str, ...] = FEATURE_NAMES) -> Trained:
+    """The model for serving, from the training rows only (the held-out rows never reach here).
+
+    The latest `params.validation_fraction` of the rows' time span is a validation slice: boosters fit
+    on the rows before it, one per candidate class weight (or only `params.scale_pos_weight` when
+    set), are compared there by average precision; the scores of the best are what the calibration is
+    fitted to (models/calibration.py). The booster served is then fit on all the rows with that
+    weight."""
+    y = np.asarray(y).astype(np.int32)
+    validation = split_by_time(timestamps, params.validation_fraction)
+    if y[~validation].sum() == 0 or y[validation].sum() == 0:
+        log.warning("too few frauds to set a validation slice apart: no class weighting, no calibration")
+        weight = 1.0 if params.scale_pos_weight is None else params.scale_pos_weight
+        return Trained(fit(X, y, replace(params, scale_pos_weight=weight), feature_names), IDENTITY, weight, {})
+    candidates = class_weights(y[~validation]) if params.scale_pos_weight is None else [params.scale_pos_weight]
+    raw, ap = {}, {}
+    for weight in candidates:
+        booster = fit(X[~validation], y[~validation], replace(params, scale_pos_weight=weight), feature_names)
+        raw[weight] = booster.inplace_predict(X[validation])
+        ap[weight] = float(average_precision_score(y[validation], raw[weight]))
+    weight = max(candidates, key=lambda w: (ap[w], -w))  # a tie goes to the lighter weight
+    calibration, brier_cv = choose_calibration(raw[weight], y[validation])
+    booster = fit(X, y, replace(params, scale_pos_weight=weight), feature_names)
+    return Trained(booster, calibration, weight, {
+        "validation_rows": int(validation.sum()),
+        "average_precision_by_class_weight": ap,
+        "brier_by_calibration": brier_cv,
+    })
 
 
 def train_and_register(
@@ -150,17 +204,23 @@ def register_model(
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     y = np.asarray(labels).astype(np.int32)
-    held_out = split_by_time(pd.DataFrame({"timestamp": timestamps}), params.test_fraction)
+    held_out = split_by_time(timestamps, params.test_fraction)
     if y[~held_out].sum() == 0:
         raise TrainingError("training part of the history has no fraud")
     if y[held_out].sum() == 0:
         raise TrainingError("held-out part of the history has no fraud: nothing to judge the model by")
 
     progress(0.35, "training XGBoost")
-    booster = fit(X[~held_out], y[~held_out], params, feature_names)
-    scores = booster.inplace_predict(X[held_out])
+    trained = train_model(X[~held_out], y[~held_out], np.asarray(timestamps)[~held_out], params, feature_names)
+    booster = trained.booster
+    raw = booster.inplace_predict(X[held_out])
+    scores = trained.calibration.probabilities(raw)
     metrics = metrics_of(y[held_out], scores)
-    metrics["n_train"] = int((~held_out).sum())
+    metrics.update(n_train=int((~held_out).sum()), scale_pos_weight=trained.scale_pos_weight,
+                   brier_score=brier(scores, y[held_out]), brier_score_uncalibrated=brier(raw, y[held_out]))
+    budget = for_alerts_per_day(scores, np.asarray(timestamps)[held_out], params.alerts_per_day, y[held_out])
+    metrics.update(review_threshold=budget.threshold, review_alerts_per_day=budget.expected_alerts_per_day,
+                   review_precision=budget.precision, review_recall=budget.recall)
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     champion_before, champion_metrics = _champion_on(client, model_name, alias, X[held_out], y[held_out],
@@ -169,16 +229,25 @@ def register_model(
     progress(0.6, "logging to MLflow")
     mlflow.set_experiment(experiment)
     with mlflow.start_run(tags=tags or {}) as run:
-        mlflow.log_params({**asdict(params), "features": ",".join(feature_names)})
+        mlflow.log_params({**asdict(params), "features": ",".join(feature_names),
+                           "chosen_scale_pos_weight": trained.scale_pos_weight,
+                           "calibration": trained.calibration.kind})
         mlflow.log_metrics(metrics)
+        for weight, ap in trained.validation.get("average_precision_by_class_weight", {}).items():
+            mlflow.log_metric(f"validation_average_precision_weight_{weight:g}", ap)
+        for kind, value in trained.validation.get("brier_by_calibration", {}).items():
+            mlflow.log_metric(f"validation_brier_cv_{kind}", value)
         mlflow.log_figure(quality_plots(y[held_out], scores), "held_out_quality.png")
+        mlflow.log_figure(reliability_plot(raw, scores, y[held_out], trained.calibration), "calibration_curve.png")
+        mlflow.log_dict(trained.calibration.to_dict(), "calibration.json")
         if champion_metrics:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
             mlflow.set_tag(CHAMPION_VERSION_TAG, champion_before)
         example = pd.DataFrame(X[held_out][:5], columns=list(feature_names))
         info = mlflow.xgboost.log_model(
-            booster, name="model", signature=infer_signature(example, scores[:5]),
+            booster, name="model", signature=infer_signature(example, raw[:5]),
             input_example=example, model_format="ubj", registered_model_name=model_name,
+            metadata={"calibration": trained.calibration.to_dict()},
         )
         version = str(info.registered_model_version)
 
@@ -241,15 +310,19 @@ def _champion_on(client, name: str, alias: str, X: np.ndarray, y: np.ndarray, fe
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None, None
         raise  # MLflow unreachable or failing: never promote blind
+    from mlflow.models import Model
+
+    uri = client.get_model_version_download_uri(name, mv.version)
     with tempfile.TemporaryDirectory() as tmp:
-        booster = mlflow.xgboost.load_model(client.get_model_version_download_uri(name, mv.version), dst_path=tmp)
+        booster = mlflow.xgboost.load_model(uri, dst_path=tmp)
+    calibration = Calibration.from_dict((Model.load(uri).metadata or {}).get("calibration"))
     wanted = tuple(booster.feature_names or ())
     if not set(wanted) <= set(feature_names):
         log.warning("champion v%s reads features these data lack (%s); any new model replaces it",
                     mv.version, sorted(set(wanted) - set(feature_names)))
         return str(mv.version), {"average_precision": -1.0}
     columns = [feature_names.index(n) for n in wanted]
-    return str(mv.version), metrics_of(y, booster.inplace_predict(X[:, columns]))
+    return str(mv.version), metrics_of(y, calibration.probabilities(booster.inplace_predict(X[:, columns])))
 
 
 def attribute_keys(history: pd.DataFrame) -> tuple[str, ...]:

@@ -4,7 +4,9 @@ topic, experiments and their runs, registering a run's model through the champio
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -138,3 +140,40 @@ def test_mlflow_down_is_a_503_that_names_no_address(services, tmp_path, monkeypa
     assert [status for status, _ in results] == [503, 503, 503], results
     for _, body in results:
         assert "127.0.0.1" not in body["error"]["message"] and ":1" not in body["error"]["message"]
+
+
+def test_a_registered_version_carries_the_calibration_its_run_chose_and_is_served_with_it(services, tmp_path,
+                                                                                          small_history):
+    from models.calibration import Calibration
+    from models.serving import ModelSource
+
+    settings = unique_settings(tmp_path)
+    version = train_version(settings, small_history, n_estimators=20)
+    client = MlflowClient(settings.mlflow_uri)
+    run = client.get_run(client.get_model_version(settings.model_name, version).run_id)
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"calibration_curve.png", "calibration.json", "held_out_quality.png"} <= logged
+    kind = run.data.params["calibration"]
+    assert kind in ("none", "platt", "isotonic")
+    weights = [k for k in run.data.metrics if k.startswith("validation_average_precision_weight_")]
+    assert len(weights) == 3 and float(run.data.params["chosen_scale_pos_weight"]) == run.data.metrics["scale_pos_weight"]
+    assert {"validation_brier_cv_none", "validation_brier_cv_platt", "validation_brier_cv_isotonic"} <= set(run.data.metrics)
+    assert run.data.metrics["validation_brier_cv_" + kind] == min(
+        run.data.metrics[f"validation_brier_cv_{k}"] for k in ("none", "platt", "isotonic"))
+    assert 0 < run.data.metrics["brier_score"] < 0.25
+
+    # A version trained with a heavy class weight needs its calibration: served scores are its map
+    # of the booster's raw scores, not the raw scores.
+    weighted = train_version(settings, small_history, promote=False, n_estimators=20, scale_pos_weight=30.0)
+    weighted_run = client.get_model_version(settings.model_name, weighted).run_id
+    stored = Calibration.from_dict(json.loads(Path(client.download_artifacts(
+        weighted_run, "calibration.json", str(tmp_path))).read_text()))
+    assert stored.kind in ("platt", "isotonic")
+    model = ModelSource(settings.mlflow_uri, settings.model_name, "champion", tmp_path / "cache").load_version(weighted)
+    assert model.calibration == stored
+    rows = np.random.default_rng(0).normal(0, 1, (50, len(model.feature_names))).astype(np.float32)
+    raw = model.booster.inplace_predict(rows)
+    assert np.allclose(model.scores(rows), stored.probabilities(raw), atol=1e-5)
+    assert not np.allclose(model.scores(rows), raw, atol=1e-3)
+    weighted_metrics = client.get_run(weighted_run).data.metrics
+    assert weighted_metrics["brier_score"] < weighted_metrics["brier_score_uncalibrated"]

@@ -1,11 +1,13 @@
-"""What training makes of the history it is given, before any model is fitted."""
+"""What training makes of the history it is given, and the choices it makes on a validation slice."""
 
 import logging
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from models.train import with_entity_ids
+from models.params import TrainParams
+from models.train import class_weights, split_by_time, train_model, with_entity_ids
 
 T0 = 1_522_540_800_000
 
@@ -49,3 +51,44 @@ def test_a_csv_without_entity_ids_loads_and_featurises(tmp_path, caplog):
     X = feature_matrix(transaction_records(frame), frame["is_fraud"].to_numpy())
     assert X[:, FEATURE_NAMES.index("customer_nb_tx_1d")].tolist() == [1.0, 2.0, 3.0]  # one card
     assert len(caplog.records) == 2
+
+
+def _rare_fraud(n=6000, seed=0):
+    """Two informative features and a 2 % fraud rate over 60 days of timestamps."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.02).astype(int)
+    X = np.column_stack([rng.normal(y * 1.5, 1.0), rng.normal(y * 0.8, 1.0), rng.normal(0, 1, n)])
+    timestamps = np.sort(rng.integers(0, 60 * 86_400_000, n))
+    return X, y, timestamps
+
+
+def test_the_class_weight_candidates_run_from_none_to_the_legit_to_fraud_ratio():
+    assert class_weights(np.array([1] * 10 + [0] * 990)) == [1.0, 9.95, 99.0]
+
+
+def test_training_picks_the_class_weight_with_the_best_validation_precision_and_calibrates_there():
+    X, y, timestamps = _rare_fraud()
+    trained = train_model(X, y, timestamps, TrainParams(n_estimators=20), ("a", "b", "c"))
+    by_weight = trained.validation["average_precision_by_class_weight"]
+    assert sorted(by_weight) == class_weights(y[~split_by_time(timestamps, 0.25)])
+    assert by_weight[trained.scale_pos_weight] == max(by_weight.values())
+    assert trained.validation["validation_rows"] == int(split_by_time(timestamps, 0.25).sum())
+    assert trained.calibration.kind in ("platt", "isotonic")
+    assert set(trained.validation["brier_by_calibration"]) == {"none", "platt", "isotonic"}
+    scores = trained.scores(X)
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_a_fixed_class_weight_is_the_only_candidate():
+    X, y, timestamps = _rare_fraud(seed=1)
+    trained = train_model(X, y, timestamps, TrainParams(n_estimators=10, scale_pos_weight=7.0), ("a", "b", "c"))
+    assert trained.scale_pos_weight == 7.0 and list(trained.validation["average_precision_by_class_weight"]) == [7.0]
+
+
+def test_calibrated_scores_average_out_near_the_fraud_rate_where_weighted_raw_scores_do_not():
+    X, y, timestamps = _rare_fraud(n=20_000, seed=2)
+    trained = train_model(X, y, timestamps, TrainParams(n_estimators=20, scale_pos_weight=49.0), ("a", "b", "c"))
+    X_new, y_new, _ = _rare_fraud(n=20_000, seed=3)
+    raw = trained.booster.inplace_predict(X_new)
+    assert raw.mean() > 5 * y_new.mean()  # a weight of 49 inflates the raw score on purpose
+    assert abs(trained.scores(X_new).mean() - y_new.mean()) < 0.3 * y_new.mean()
