@@ -68,6 +68,13 @@ class Metrics:
                                        "Average precision over the quality window", ["model"], registry=r)
         self.model_swaps = Counter("fraud_model_swaps", "Live model replacements", registry=r)
         self.training_jobs = Counter("fraud_training_jobs", "Training jobs started", registry=r)
+        self.drift_psi = Gauge("fraud_drift_psi", "Population stability index of a model input (or the score) "
+                               "over the drift window, against the model version's training reference",
+                               ["input"], registry=r)
+        self.drift_missing = Gauge("fraud_drift_missing_share", "Share of the drift window's transactions "
+                                   "missing a model input", ["input"], registry=r)
+        self.drift_transactions = Gauge("fraud_drift_window_transactions",
+                                        "Transactions in the drift window", registry=r)
 
     def record_quality(self, model: str, summary: dict) -> None:
         """Export an OnlineQuality summary; figures with nothing to count are left out."""
@@ -77,6 +84,14 @@ class Metrics:
             for name, gauge in (("precision", self.precision), ("recall", self.recall)):
                 if summary[threshold][name] is not None:
                     gauge.labels(model, threshold).set(summary[threshold][name])
+
+    def record_drift(self, report: dict) -> None:
+        """Export a drift report (core/drift.py); a figure with nothing to count is left out."""
+        self.drift_transactions.set(report["transactions"])
+        for name, figures in report["inputs"].items():
+            if figures["psi"] == figures["psi"]:  # not nan
+                self.drift_psi.labels(name).set(figures["psi"])
+                self.drift_missing.labels(name).set(figures["missing_share"])
 
     def summary(self) -> dict:
         """The counters as plain JSON numbers, for /metrics."""

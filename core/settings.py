@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     feedback_horizon_days: float = 30.0  # verdicts kept for the feedback join; later labels count as late
     feedback_match_wait_seconds: float = 2.0  # how long a label waits for its verdict before the DLQ
     quality_window: int = 10_000  # matched labels behind the online precision, recall and AP
+    drift_window_seconds: float = Field(default=900.0, gt=0, le=86_400)  # the live inputs compared with training's
     exact_reasons: bool = False  # exact TreeSHAP for reasons instead of the per-path approximation
 
     api_host: str = "127.0.0.1"

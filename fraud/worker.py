@@ -24,6 +24,7 @@ from faust.app.base import BootStrategy
 from mode import Service
 
 from core.decision import Thresholds
+from core.drift import DriftWatch
 from core.features import CardState, TerminalCounts
 from core.metrics import Metrics
 from core.settings import Settings
@@ -90,6 +91,7 @@ class Scorer:
             quality=lambda: {model: q.summary() for model, q in s.quality.items()},
             waiting_for=lambda: s.status.waiting_for,
             score=self.what_if,
+            drift=lambda: s.worker.steps[s.settings.transactions_topic].drift.latest,
         )
 
     def what_if(self, txn: dict):
@@ -144,7 +146,8 @@ def build(settings: Settings) -> Scorer:
                     metrics=metrics, prepare=prepare, status=status)
     scoring = ScoringStep(settings.transactions_topic, cards, terminals.terminals, codec, models, challenger,
                           rules, thresholds, metrics, topics, settings.partitions, settings.worker_id,
-                          settings.exact_reasons, retry_later=worker.retry_later)
+                          settings.exact_reasons, retry_later=worker.retry_later,
+                          drift=DriftWatch(settings.drift_window_seconds))
     feedback = FeedbackStep(settings.feedback_topic, settings.verdicts_topic, codec, quality, metrics, topics,
                             settings.partitions, settings.feedback_horizon_days,
                             settings.feedback_match_wait_seconds, worker.start_offset_at,

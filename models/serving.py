@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
+from core.drift import Reference
 from core.features import FEATURE_NAMES, attribute_matrix, attributes_of
 from models.calibration import IDENTITY, Calibration
 from models.trees import CompiledTrees
@@ -42,6 +43,7 @@ class LoadedModel:
     run_id: str = ""
     compiled: CompiledTrees | None = field(default=None, compare=False)
     calibration: Calibration = field(default=IDENTITY, compare=False)  # stored with the version
+    reference: Reference | None = field(default=None, compare=False)  # its training inputs, for drift
 
     def __post_init__(self):
         # Read once: the booster's own accessors cross into C and build the strings every time.
@@ -210,8 +212,9 @@ class ModelSource:
                 shutil.rmtree(target, ignore_errors=True)
                 Path(local).rename(target)  # the model's own folder, wherever it sits in staging
                 shutil.rmtree(staging, ignore_errors=True)
-            booster, calibration = self._read(target)
-            model = LoadedModel(booster, self.name, version, "registry", run_id, calibration=calibration)
+            booster, calibration, reference = self._read(target)
+            model = LoadedModel(booster, self.name, version, "registry", run_id, calibration=calibration,
+                                reference=reference)
             if remember:
                 (self.cache_dir / self.name / "current.json").write_text(
                     json.dumps({"version": version, "run_id": run_id}))
@@ -226,8 +229,9 @@ class ModelSource:
         if not pointer.exists():
             raise ModelUnavailable(f"no cached model for {self.name} in {self.cache_dir}")
         meta = json.loads(pointer.read_text())
-        booster, calibration = self._read(self.cache_dir / self.name / meta["version"])
-        return LoadedModel(booster, self.name, meta["version"], "cache", meta.get("run_id", ""), calibration=calibration)
+        booster, calibration, reference = self._read(self.cache_dir / self.name / meta["version"])
+        return LoadedModel(booster, self.name, meta["version"], "cache", meta.get("run_id", ""),
+                           calibration=calibration, reference=reference)
 
     def load_at_start(self) -> LoadedModel:
         """The alias's version from the registry; the cached one when the registry cannot be reached."""
@@ -243,8 +247,9 @@ class ModelSource:
                     f"{self.name}@{self.alias}: registry failed ({exc}); cache failed ({cache_exc})"
                 ) from cache_exc
 
-    def _read(self, model_dir: Path) -> tuple[xgb.Booster, Calibration]:
-        """The version's booster and the calibration stored with it (none for a version without one)."""
+    def _read(self, model_dir: Path) -> tuple[xgb.Booster, Calibration, Reference | None]:
+        """The version's booster, and the calibration and drift reference stored with it (none for a
+        version without them)."""
         import yaml
 
         spec = yaml.safe_load((model_dir / "MLmodel").read_text())
@@ -255,11 +260,18 @@ class ModelSource:
             attributes_of(booster.feature_names or ())
         except ValueError as exc:
             raise ModelUnavailable(f"model in {model_dir} cannot be served by this scorer: {exc}") from exc
+        metadata = spec.get("metadata") or {}
         try:
-            calibration = Calibration.from_dict((spec.get("metadata") or {}).get("calibration"))
+            calibration = Calibration.from_dict(metadata.get("calibration"))
         except (ValueError, TypeError) as exc:
             raise ModelUnavailable(f"model in {model_dir} has a calibration this scorer cannot read: {exc}") from exc
-        return booster, calibration
+        reference = None
+        if metadata.get("drift_reference"):
+            try:
+                reference = Reference.from_dict(metadata["drift_reference"])
+            except (ValueError, TypeError, KeyError) as exc:  # scoring goes on; drift is not watched
+                log.warning("model in %s: drift reference unreadable (%s); drift not watched", model_dir, exc)
+        return booster, calibration, reference
 
 
 class ModelFollower:
@@ -301,7 +313,7 @@ class ModelFollower:
             if current is not None and current.version == version:
                 if current.source == "cache":  # the registry is back: say so in health
                     self.champion.swap(LoadedModel(current.booster, current.name, version, "registry", run_id,
-                                                   current.compiled, current.calibration))
+                                                   current.compiled, current.calibration, current.reference))
                 return
             self._install(self.source.load_version(version, run_id))
         except Exception as exc:  # noqa: BLE001 - MLflow down or refusing: keep serving what is loaded

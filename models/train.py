@@ -18,6 +18,7 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from core.drift import reference_of
 from models.calibration import IDENTITY, Calibration, brier, reliability_plot
 from models.calibration import choose as choose_calibration
 from models.params import TrainParams
@@ -240,6 +241,8 @@ def register_model(
         mlflow.log_figure(quality_plots(y[held_out], scores), "held_out_quality.png")
         mlflow.log_figure(reliability_plot(raw, scores, y[held_out], trained.calibration), "calibration_curve.png")
         mlflow.log_dict(trained.calibration.to_dict(), "calibration.json")
+        reference = reference_of(X, trained.scores(X), feature_names)
+        mlflow.log_dict(reference.to_dict(), "drift_reference.json")
         if champion_metrics:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
             mlflow.set_tag(CHAMPION_VERSION_TAG, champion_before)
@@ -247,7 +250,7 @@ def register_model(
         info = mlflow.xgboost.log_model(
             booster, name="model", signature=infer_signature(example, raw[:5]),
             input_example=example, model_format="ubj", registered_model_name=model_name,
-            metadata={"calibration": trained.calibration.to_dict()},
+            metadata={"calibration": trained.calibration.to_dict(), "drift_reference": reference.to_dict()},
         )
         version = str(info.registered_model_version)
 

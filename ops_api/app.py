@@ -64,6 +64,7 @@ class StreamView:
     quality: Callable[[], dict]  # online quality per model, from matured labels
     score: Callable[[dict], Any] = lambda txn: None  # a what-if verdict (a concurrent Future), or None: card not held
     waiting_for: Callable[[], str] = lambda: ""  # a dependency the worker cannot reach yet, and why
+    drift: Callable[[], dict | None] = lambda: None  # the latest drift report (core/drift.py), None before one
 
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -479,6 +480,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("POST", "/api/v1/fraud/feedback", fraud.feedback, ANALYSE),
         ("GET", "/api/v1/fraud/metrics", fraud.quality, READ),
         ("GET", "/api/v1/fraud/status", fraud.status, READ),
+        ("GET", "/api/v1/fraud/drift", fraud.drift, READ),
         ("GET", "/openapi.json", openapi.openapi_json, READ),
         ("GET", "/docs", openapi.docs, READ),
     ]

@@ -28,6 +28,7 @@ from schemas.codec import AvroCodec, CodecError, RegistryUnavailable, SchemaRegi
 log = logging.getLogger(__name__)
 DELIVERY_TIMEOUT = 10.0  # seconds a record may take to reach the broker before the request fails
 EPOCH_MS_MAX = 253_402_300_799_999  # 9999-12-31
+DRIFT_ALERT_PSI = 0.2  # the documented alert: above this for 15 minutes
 
 
 class DeliveryFailed(Exception):
@@ -161,6 +162,26 @@ async def status(request: web.Request) -> web.Response:
         "stream": {"assigned_partitions": stream.assigned(), "consumer_lag": {str(p): n for p, n in lag.items()},
                    "total_lag": sum(lag.values()), "caught_up": stream.caught_up()},
     })
+
+
+async def drift(request: web.Request) -> web.Response:
+    """GET /api/v1/fraud/drift: per model input and for the score, the population stability index of
+    what this worker scored over its drift window against the training reference of the version
+    served, and the share missing (null where nothing was counted)."""
+    stream = request.app[STREAM]
+    if stream is None:
+        return error(404, "drift is watched in the workers: ask a worker's API")
+    report = stream.drift()
+    if report is None:
+        model = stream.model()
+        why = ("no model loaded yet" if model is None else
+               f"model v{model.version} has no drift reference stored with it" if model.reference is None else
+               "nothing scored yet")
+        return error(503, f"no drift report: {why}")
+    nan_free = {name: {k: (None if v != v else v) for k, v in figures.items()}
+                for name, figures in report["inputs"].items()}
+    s: Settings = request.app[SETTINGS]
+    return web.json_response({**report, "inputs": nan_free, "model_name": s.model_name, "alert_psi": DRIFT_ALERT_PSI})
 
 
 def _version(model, alias: str) -> dict | None:

@@ -25,6 +25,7 @@ from typing import Mapping, MutableMapping, Sequence
 import numpy as np
 
 from core.decision import Thresholds, decide, top_reasons
+from core.drift import DriftWatch
 from core.features import (CUSTOMER_FEATURE_NAMES, HISTORY_MS, N_FEATURES, CardState, TerminalCounts,
                            invalid_transaction_reason)
 from core.metrics import Metrics
@@ -119,7 +120,7 @@ class ScoringStep:
     def __init__(self, topic: str, cards: Store, terminals: Mapping[str, TerminalCounts],
                  codecs: Mapping[str, AvroCodec], models: ModelHandle, challenger: ModelHandle, rules,
                  thresholds: Thresholds, metrics: Metrics, topics: Mapping[str, str], partitions: int,
-                 worker_id: str, exact_reasons: bool = False, retry_later=None):
+                 worker_id: str, exact_reasons: bool = False, retry_later=None, drift: DriftWatch | None = None):
         self.topic = topic
         self.cards = cards
         self.terminals = terminals
@@ -134,6 +135,7 @@ class ScoringStep:
         self.worker = worker_id.encode()
         self.exact_reasons = exact_reasons
         self.retry_later = retry_later  # (topic, partition, offset) -> None: read again from there later
+        self.drift = drift or DriftWatch()
         self.latest: dict[int, int] = {}  # partition -> latest event time scored
         self.writers: dict[tuple, object] = {}
         self.swept_at = time.monotonic()
@@ -152,8 +154,12 @@ class ScoringStep:
         self.latest.pop(partition, None)
 
     def tick(self, checkpoint: Checkpoint) -> None:
-        """About once an hour, forget the cards with no transaction in the 30 days before their
-        partition's latest one: no window reads them any more (deleted from the changelog too)."""
+        """Each second, the drift of the inputs scored (core/drift.py) to the metrics. About once an
+        hour, forget the cards with no transaction in the 30 days before their partition's latest one:
+        no window reads them any more (deleted from the changelog too)."""
+        report = self.drift.report(time.time())
+        if report is not None:
+            self.metrics.record_drift(report)
         if time.monotonic() - self.swept_at < SWEEP_SECONDS:
             return
         self.swept_at = time.monotonic()
@@ -213,6 +219,8 @@ class ScoringStep:
                                     self.thresholds, now_ms, self.exact_reasons)
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(transactions))
+            self.drift.add(model.version, model.reference, model.matrix(rows, transactions),
+                           np.fromiter((v["score"] for v in verdicts), np.float64, len(verdicts)))
             self._publish(model, accepted, transactions, verdicts, checkpoint, now_ms)
         for partition, offset in done.items():
             checkpoint.processed(self.topic, partition, offset)

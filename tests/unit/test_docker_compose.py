@@ -496,7 +496,7 @@ def test_grafana_dashboard_shows_the_scorer_key_signals():
     queried = {name for _, expr in dashboard_exprs() for name in promql_metric_names(expr)}
     required = {"fraud_transactions_scored_total", "fraud_decisions_total", "fraud_dead_letters_total",
                 "fraud_end_to_end_latency_ms_bucket", "fraud_batch_scoring_seconds_bucket",
-                "fraud_consumer_lag", "fraud_model_version"}
+                "fraud_consumer_lag", "fraud_model_version", "fraud_drift_psi"}
     assert required <= queried, f"missing panels for {sorted(required - queried)}"
     exprs = [expr for _, expr in dashboard_exprs()]
     for pattern in (r"^histogram_quantile\(0\.50?\s*,[^,]*\bfraud_end_to_end_latency_ms_bucket\b",
@@ -504,6 +504,18 @@ def test_grafana_dashboard_shows_the_scorer_key_signals():
                     r"^histogram_quantile\(0\.99\s*,[^,]*\bfraud_batch_scoring_seconds_bucket\b",
                     r"\bby \(decision\).*\bfraud_decisions_total\b"):
         assert any(re.search(pattern, expr) for expr in exprs), f"no query matches {pattern}"
+
+
+def test_prometheus_loads_the_drift_alert_psi_above_0_2_for_15_minutes_on_exported_metrics(services):
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    [rule_file] = config["rule_files"]
+    source = host_path(services["prometheus"], rule_file)
+    assert source and source.is_file(), f"{rule_file} is not mounted into the prometheus service"
+    rules = [rule for group in yaml.safe_load(source.read_text())["groups"] for rule in group["rules"]]
+    [drift] = [rule for rule in rules if rule["alert"] == "FraudInputDrift"]
+    assert drift["for"] == "15m"
+    assert re.search(r"\bfraud_drift_psi\)\s*>\s*0\.2\b", drift["expr"]), drift["expr"]
+    assert promql_metric_names(drift["expr"]) <= exported_metric_names()
 
 
 def test_grafana_provisioning_finds_the_dashboard_and_the_prometheus_datasource(services):
