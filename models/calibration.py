@@ -8,8 +8,10 @@ the raw score's own Brier score there is lower still:
 - platt: p = sigmoid(a * margin + b), the margin being the model's log-odds. It is linear in log-odds,
   so a verdict's contributions stay additive: each is multiplied by `a`, and the bias becomes
   a * bias + b;
-- isotonic: a non-decreasing map of the raw probability, linear between its fitted points.
-  Contributions then explain the raw log-odds, and the score is the map of their logistic.
+- isotonic: a non-decreasing map of the raw probability, linear between its fitted points, plus
+  1e-9 times the raw probability so that it keeps the raw ranking (a flat step of the map would
+  otherwise tie scores the model tells apart, and cost average precision). Contributions then
+  explain the raw log-odds, and the score is the map of their logistic.
 
 Applying a map is numpy only (the worker does it per batch); fitting uses scikit-learn.
 """
@@ -24,6 +26,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 EPS = 1e-7
+TIE_BREAK = 1e-9
 MIN_POSITIVES = 10  # fewer frauds in the validation slice than this: the raw score is kept
 
 
@@ -49,7 +52,8 @@ class Calibration:
         if self.kind == "platt":
             return _sigmoid(self.a * _logit(raw) + self.b)
         if self.kind == "isotonic":
-            return np.interp(np.asarray(raw, dtype=np.float64), self.x, self.y)
+            raw = np.asarray(raw, dtype=np.float64)
+            return np.minimum(1.0, np.interp(raw, self.x, self.y) + TIE_BREAK * raw)
         return np.asarray(raw, dtype=np.float64)
 
     def contributions(self, contributions: np.ndarray) -> np.ndarray:
@@ -64,7 +68,7 @@ class Calibration:
     def from_margin(self, margin: float) -> float:
         """The score of a row whose (calibrated, for platt) contributions add up to `margin`."""
         p = float(_sigmoid(margin))
-        return float(np.interp(p, self.x, self.y)) if self.kind == "isotonic" else p
+        return float(self.probabilities(np.array([p]))[0]) if self.kind == "isotonic" else p
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "a": self.a, "b": self.b, "x": list(self.x), "y": list(self.y)}

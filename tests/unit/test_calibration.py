@@ -47,7 +47,20 @@ def test_platt_is_chosen_when_the_truth_is_linear_in_log_odds_and_isotonic_when_
 def test_isotonic_is_non_decreasing_and_clipped_outside_what_it_saw():
     calibration = fit_isotonic(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 1, 0, 1]))
     out = calibration.probabilities(np.array([0.0, 0.1, 0.25, 0.4, 1.0]))
-    assert np.all(np.diff(out) >= 0) and out[0] == out[1] and out[-1] == out[-2] == 1.0
+    assert np.all(np.diff(out[:4]) > 0), "below 1 the raw ranking is kept"
+    assert out[0] == pytest.approx(out[1], abs=1e-8) and out[-1] == out[-2] == 1.0
+
+
+def test_isotonic_keeps_the_raw_ranking_so_average_precision_does_not_move():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(6)
+    raw = rng.random(5000)
+    labels = (rng.random(5000) < raw ** 3).astype(int)
+    calibration = fit_isotonic(raw, labels)
+    assert len(set(calibration.y)) < len(calibration.y) or len(calibration.y) < 5000  # it has flat steps
+    assert average_precision_score(labels, calibration.probabilities(raw)) == pytest.approx(
+        average_precision_score(labels, raw), abs=1e-12)
 
 
 def test_platt_contributions_still_add_up_to_the_calibrated_score():
