@@ -22,6 +22,7 @@ from core.features import FEATURE_NAMES, LOOKBACK_DAYS
 from models.calibration import brier
 
 DAY_MS = 86_400_000
+CACHE_FORMAT = 2  # what a cached seed holds: the protocol's columns and the feature matrix
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,8 @@ def protocol_rows(history: pd.DataFrame, protocol: Protocol = Protocol(), lookba
 
 
 def seed_history(seed: int, protocol: Protocol = Protocol(), cache: Path | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """The protocol's rows of the default simulation with `seed` and their feature matrix (all of
-    FEATURE_NAMES). With `cache`, kept there under a key of the seed, the protocol and the source of
+    """The protocol's rows of the default simulation with `seed` (the columns it reads: timestamp,
+    customer_id, is_fraud) and their feature matrix (all of FEATURE_NAMES). With `cache`, kept there under a key of the seed, the protocol and the source of
     the simulator and the features, so a change to either computes them again."""
     import core.features
     import models.simulate
@@ -109,12 +110,13 @@ def seed_history(seed: int, protocol: Protocol = Protocol(), cache: Path | None 
     path = None
     if cache is not None:
         sources = b"".join(Path(module.__file__).read_bytes() for module in (models.simulate, core.features))
-        key = hashlib.sha256(repr((seed, protocol)).encode() + sources).hexdigest()[:16]
+        key = hashlib.sha256(repr((seed, protocol, CACHE_FORMAT)).encode() + sources).hexdigest()[:16]
         path = Path(cache) / f"seed-{seed}-{key}.pkl"
         if path.exists():
             return pd.read_pickle(path)
     history = protocol_rows(simulate(SimulationConfig(seed=seed)), protocol)
     X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
+    history = history[["timestamp", "customer_id", "is_fraud"]]  # what the protocol reads
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         pd.to_pickle((history, X), path)
