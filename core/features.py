@@ -544,15 +544,20 @@ def model_feature_names(attributes: Sequence[str] = ()) -> tuple[str, ...]:
     return FEATURE_NAMES + tuple(ATTRIBUTE_PREFIX + key for key in attributes)
 
 
-def attributes_of(feature_names: Sequence[str]) -> tuple[str, ...]:
-    """The attribute keys a model with these feature names reads; ValueError when the names are not
-    ours followed by attributes."""
+def model_inputs(feature_names: Sequence[str]) -> tuple[tuple[int, ...] | None, tuple[str, ...]]:
+    """What a model with these feature names reads: the columns of FEATURE_NAMES it takes, in its
+    order (None when it takes them all, as they are), then the upstream attribute keys. A version
+    trained before a feature was added reads fewer of ours and is still served. ValueError for a name
+    that is neither ours nor an attribute, a name twice, or one of ours after an attribute."""
     names = tuple(feature_names)
-    extra = names[len(FEATURE_NAMES):]
-    if names[:len(FEATURE_NAMES)] != FEATURE_NAMES or not all(n.startswith(ATTRIBUTE_PREFIX) for n in extra):
-        raise ValueError(f"features {list(names)} are not {list(FEATURE_NAMES)} followed by "
-                         f"{ATTRIBUTE_PREFIX}* attributes")
-    return tuple(n[len(ATTRIBUTE_PREFIX):] for n in extra)
+    ours = tuple(n for n in names if not n.startswith(ATTRIBUTE_PREFIX))
+    attributes = names[len(ours):]
+    unknown = [n for n in ours if n not in FEATURE_NAMES]
+    if unknown or len(set(ours)) != len(ours) or not all(n.startswith(ATTRIBUTE_PREFIX) for n in attributes):
+        raise ValueError(f"features {list(names)} are not some of {list(FEATURE_NAMES)} followed by "
+                         f"{ATTRIBUTE_PREFIX}* attributes" + (f" (unknown: {unknown})" if unknown else ""))
+    columns = None if ours == FEATURE_NAMES else tuple(FEATURE_NAMES.index(n) for n in ours)
+    return columns, tuple(n[len(ATTRIBUTE_PREFIX):] for n in attributes)
 
 
 def attribute_matrix(transactions: Sequence[Mapping], keys: Sequence[str]) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import xgboost as xgb
 
 from core.drift import Reference
-from core.features import FEATURE_NAMES, attribute_matrix, attributes_of
+from core.features import FEATURE_NAMES, attribute_matrix, model_inputs
 from models.calibration import IDENTITY, Calibration
 from models.trees import CompiledTrees
 
@@ -50,9 +50,10 @@ class LoadedModel:
         names = tuple(self.booster.feature_names or FEATURE_NAMES)
         object.__setattr__(self, "_feature_names", names)
         try:
-            attributes = attributes_of(names)
+            columns, attributes = model_inputs(names)
         except ValueError:  # not one of ours (refused when loaded from the registry)
-            attributes = ()
+            columns, attributes = None, ()
+        object.__setattr__(self, "_columns", None if columns is None else np.array(columns))
         object.__setattr__(self, "_attributes", attributes)
         if self.compiled is None:
             try:
@@ -70,10 +71,12 @@ class LoadedModel:
         return self._attributes
 
     def matrix(self, rows: np.ndarray, transactions) -> np.ndarray:
-        """This model's input: our feature rows, then the attributes it reads from the transactions."""
+        """This model's input: the columns of our feature rows it reads, then the attributes it reads
+        from the transactions."""
+        ours = rows if self._columns is None else rows[:, self._columns]
         if not self.attributes:
-            return rows
-        return np.hstack([rows, attribute_matrix(transactions, self.attributes)])
+            return ours
+        return np.hstack([ours, attribute_matrix(transactions, self.attributes)])
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         """Fraud probabilities for a batch (calibrated, as the version was trained)."""
@@ -257,7 +260,7 @@ class ModelSource:
         booster = xgb.Booster(model_file=str(model_dir / data))
         booster.set_param({"nthread": self.nthread})
         try:
-            attributes_of(booster.feature_names or ())
+            model_inputs(booster.feature_names or ())
         except ValueError as exc:
             raise ModelUnavailable(f"model in {model_dir} cannot be served by this scorer: {exc}") from exc
         metadata = spec.get("metadata") or {}

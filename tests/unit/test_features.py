@@ -10,8 +10,8 @@ import pytest
 
 from core.features import (CARD_STATE_MAX_BYTES, CUSTOMER_FEATURE_NAMES, DAY_MS, FEATURE_NAMES, HOUR_MS,
                            NO_PREVIOUS_SECONDS, TERMINAL_BUCKET_MS, TERMINAL_COUNTS_BYTES, TERMINAL_FEATURE_NAMES,
-                           TERMINAL_RING_BUCKETS, CardState, TerminalCounts, attributes_of, calendar_features,
-                           feature_matrix, invalid_transaction_reason, model_feature_names, terminal_matrix)
+                           TERMINAL_RING_BUCKETS, CardState, TerminalCounts, calendar_features, feature_matrix,
+                           invalid_transaction_reason, model_feature_names, model_inputs, terminal_matrix)
 
 T0 = 1_522_540_800_000  # 2018-04-01 00:00 UTC, a Sunday
 MINUTE_MS = 60_000
@@ -534,16 +534,18 @@ def test_upstream_attributes_follow_our_features_and_are_missing_where_absent():
     assert model_feature_names(["device_risk"])[-1] == "attribute_device_risk"
 
 
-@pytest.mark.parametrize("names, attributes", [
-    (FEATURE_NAMES, ()),
-    (FEATURE_NAMES + ("attribute_a", "attribute_b"), ("a", "b")),
-    (FEATURE_NAMES[:-1], None),
-    (FEATURE_NAMES + ("device_risk",), None),
-    (("amount",) + FEATURE_NAMES, None),
+@pytest.mark.parametrize("names, columns, attributes", [
+    (FEATURE_NAMES, None, ()),
+    (FEATURE_NAMES + ("attribute_a", "attribute_b"), None, ("a", "b")),
+    (FEATURE_NAMES[:-1], tuple(range(len(FEATURE_NAMES) - 1)), ()),  # a version trained before a feature was added
+    (("amount", "terminal_risk_7d", "attribute_a"), (0, FEATURE_NAMES.index("terminal_risk_7d")), ("a",)),
+    (FEATURE_NAMES + ("device_risk",), "refused", None),
+    (("amount",) + FEATURE_NAMES, "refused", None),
+    (("attribute_a", "amount"), "refused", None),
 ])
-def test_a_model_s_feature_names_must_be_ours_then_attributes(names, attributes):
-    if attributes is None:
+def test_a_model_reads_some_of_our_features_then_attributes(names, columns, attributes):
+    if columns == "refused":
         with pytest.raises(ValueError):
-            attributes_of(names)
+            model_inputs(names)
     else:
-        assert attributes_of(names) == attributes
+        assert model_inputs(names) == (columns, attributes)

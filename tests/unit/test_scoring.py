@@ -81,3 +81,18 @@ def test_a_challenger_scores_in_shadow_and_decides_nothing(model):
     assert verdict["challenger_model_version"] == "3"
     assert verdict["challenger_score"] == pytest.approx(verdict["score"])
     assert verdict["decision"] == "APPROVE"
+
+
+def test_a_version_trained_on_fewer_of_our_features_is_served_the_columns_it_reads():
+    names = ("terminal_nb_tx_7d", "amount")  # a subset, in its own order
+    rng = np.random.default_rng(1)
+    X = rng.random((400, 2)) * 100
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1},
+                        xgb.DMatrix(X, label=(X[:, 1] > 70).astype(int), feature_names=list(names)), num_boost_round=5)
+    older = LoadedModel(booster, "m", "1", "registry")
+    rows = rng.random((6, len(FEATURE_NAMES))) * 100
+    matrix = older.matrix(rows, [{}] * 6)
+    np.testing.assert_array_equal(matrix, rows[:, [FEATURE_NAMES.index(n) for n in names]])
+    scored = score_batch([txn(0, amount=95.0), txn(1, amount=5.0)], {}, {}, older, None, Rules(), Thresholds(), now_ms=T0)
+    assert set(scored.verdicts[0]["features"]) == set(names)
+    assert scored.verdicts[0]["score"] > scored.verdicts[1]["score"]
