@@ -51,6 +51,7 @@ CUSTOMER_FEATURE_NAMES: tuple[str, ...] = (
     "seconds_since_previous",
     "amount_zscore_30d",
     "distinct_terminals_1d",
+    "amount_to_avg_30d",
 )
 N_CUSTOMER_FEATURES = len(CUSTOMER_FEATURE_NAMES)
 TERMINAL_DELAY_DAYS = 7  # a fraud label is known this long after its transaction
@@ -75,7 +76,7 @@ ATTRIBUTE_PREFIX = "attribute_"
 HANDBOOK_FEATURE_NAMES: tuple[str, ...] = tuple(
     name for name in FEATURE_NAMES
     if name not in ("card_present", "channel_ecom", "seconds_since_previous", "amount_zscore_30d",
-                    "distinct_terminals_1d"))
+                    "distinct_terminals_1d", "amount_to_avg_30d"))
 
 HOURS_PER_DAY = 24
 if array("I").itemsize != 4 or array("q").itemsize != 8:
@@ -245,12 +246,14 @@ class CardState:
         n_1d += 1.0
         n_7d += 1.0
         n_30d = n_before + 1.0
+        avg_30d = (sum_before + amount) / n_30d
         weekend = 1.0 if (day + 3) % 7 >= 5 else 0.0  # as calendar_features
         night = 1.0 if hour % HOURS_PER_DAY <= 6 else 0.0
         return [amount, weekend, night,
                 1.0 if txn.get("card_present", True) else 0.0, 1.0 if txn.get("channel") == "ECOM" else 0.0,
                 n_1d, (sum_1d + amount) / n_1d, n_7d, (sum_7d + amount) / n_7d,
-                n_30d, (sum_before + amount) / n_30d, seconds, zscore, distinct + 0.0]
+                n_30d, avg_30d, seconds, zscore, distinct + 0.0,
+                amount / avg_30d if avg_30d > 0.0 else 1.0]
 
     def _move_to(self, hour: int, head_hour: int) -> None:
         """Move the head from `head_hour` on to the later `hour`: take what leaves each window out of
