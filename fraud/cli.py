@@ -221,6 +221,10 @@ def cmd_evaluate(args, settings: Settings) -> int:
                          learning_rate=args.learning_rate, tree_method=args.tree_method,
                          scale_pos_weight=args.scale_pos_weight)
     features = HANDBOOK_FEATURE_NAMES if args.features == "handbook" else FEATURE_NAMES
+    unknown = set(args.drop) - set(features)
+    if unknown:
+        raise SystemExit(f"--drop: {', '.join(sorted(unknown))} not among the features ({', '.join(features)})")
+    features = tuple(name for name in features if name not in args.drop)
     protocol = Protocol()
     rows, labels, scores = [], [], []
     for seed in args.seeds:
@@ -237,7 +241,8 @@ def cmd_evaluate(args, settings: Settings) -> int:
     summary = over_seeds(rows, ("auc_roc", "average_precision", "card_precision_at_100", "brier_score"))
     print(f"over {len(rows)} seeds: mean, sample sd, 95 % interval of the mean")
     for k, s in summary.items():
-        print(f"  {k:22} {s.mean:.3f}  sd {s.sd:.3f}  [{s.low:.3f}, {s.high:.3f}]")
+        digits = 5 if k == "brier_score" else 3
+        print(f"  {k:22} {s.mean:.{digits}f}  sd {s.sd:.{digits}f}  [{s.low:.{digits}f}, {s.high:.{digits}f}]")
     if args.no_mlflow:
         return 0
     import mlflow
@@ -465,6 +470,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tree-method", default=TrainParams.tree_method, choices=["exact", "hist", "approx"])
     p.add_argument("--features", default="all", choices=["all", "handbook"],
                    help="all: ours; handbook: the published baseline's 15")
+    p.add_argument("--drop", nargs="+", default=[], metavar="FEATURE", help="leave these features out")
     p.add_argument("--scale-pos-weight", type=float, default=None,
                    help="a fixed class weight (default: chosen on the last part of the training days)")
     p.add_argument("--no-mlflow", action="store_true", help="print only; log no run")

@@ -10,6 +10,7 @@ cards detected on earlier days left out; averaged over the days).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from core.features import FEATURE_NAMES, LOOKBACK_DAYS
 from models.calibration import brier
 
 DAY_MS = 86_400_000
-CACHE_FORMAT = 2  # what a cached seed holds: the protocol's columns and the feature matrix
+CACHE_FORMAT = 3  # what a cached seed holds: the protocol's columns, the feature matrix, its feature names
 
 
 @dataclass(frozen=True)
@@ -102,25 +103,34 @@ def seed_history(seed: int, protocol: Protocol = Protocol(), cache: Path | None 
     """The protocol's rows of the default simulation with `seed` (the columns it reads: timestamp,
     customer_id, is_fraud) and their feature matrix (all of FEATURE_NAMES). With `cache`, kept there under a key of the seed, the protocol and the source of
     the simulator and the features, so a change to either computes them again."""
-    import core.features
-    import models.simulate
     from models.simulate import SimulationConfig, simulate, transaction_records
     from core.features import feature_matrix
 
     path = None
     if cache is not None:
-        sources = b"".join(Path(module.__file__).read_bytes() for module in (models.simulate, core.features))
-        key = hashlib.sha256(repr((seed, protocol, CACHE_FORMAT)).encode() + sources).hexdigest()[:16]
+        key = hashlib.sha256(repr((seed, protocol, CACHE_FORMAT)).encode() + _sources()).hexdigest()[:16]
         path = Path(cache) / f"seed-{seed}-{key}.pkl"
         if path.exists():
-            return pd.read_pickle(path)
+            history, X, names = pd.read_pickle(path)
+            if names == FEATURE_NAMES:
+                return history, X
     history = protocol_rows(simulate(SimulationConfig(seed=seed)), protocol)
     X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
     history = history[["timestamp", "customer_id", "is_fraud"]]  # what the protocol reads
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        pd.to_pickle((history, X), path)
+        pd.to_pickle((history, X, FEATURE_NAMES), path)
     return history, X
+
+
+@functools.cache
+def _sources() -> bytes:
+    """The simulator's and the features' source as this process first read it (a file changed since
+    does not make this process's results pass for the new code's)."""
+    import core.features
+    import models.simulate
+
+    return b"".join(Path(module.__file__).read_bytes() for module in (models.simulate, core.features))
 
 
 def evaluate_seed(seed: int, params, protocol: Protocol = Protocol(),
