@@ -238,11 +238,12 @@ def cmd_evaluate(args, settings: Settings) -> int:
               f"{metrics['n_test']} test, {metrics['n_test_frauds']} test frauds; class weight "
               f"{metrics['scale_pos_weight']:g}, calibration {metrics['calibration']}, "
               f"Brier {metrics['brier_score']:.5f})", flush=True)
-    summary = over_seeds(rows, ("auc_roc", "average_precision", "card_precision_at_100", "brier_score"))
+    summary = over_seeds(rows, ("auc_roc", "average_precision", "card_precision_at_100", "brier_score",
+                                "brier_score_uncalibrated"))
     print(f"over {len(rows)} seeds: mean, sample sd, 95 % interval of the mean")
     for k, s in summary.items():
-        digits = 5 if k == "brier_score" else 3
-        print(f"  {k:22} {s.mean:.{digits}f}  sd {s.sd:.{digits}f}  [{s.low:.{digits}f}, {s.high:.{digits}f}]")
+        digits = 5 if k.startswith("brier") else 3
+        print(f"  {k:24} {s.mean:.{digits}f}  sd {s.sd:.{digits}f}  [{s.low:.{digits}f}, {s.high:.{digits}f}]")
     if args.no_mlflow:
         return 0
     import mlflow

@@ -145,10 +145,12 @@ def evaluate_seed(seed: int, params, protocol: Protocol = Protocol(),
     train, test = split(history, protocol)
     labels = history["is_fraud"].to_numpy()
     trained = train_model(X[train], labels[train], history["timestamp"].to_numpy()[train], params, features)
-    scores = trained.scores(X[test])
+    raw = trained.booster.inplace_predict(X[test])
+    scores = trained.calibration.probabilities(raw)
     metrics = evaluation_metrics(history, test, scores, protocol)
     metrics.update(n_train=int(train.sum()), scale_pos_weight=trained.scale_pos_weight,
-                   calibration=trained.calibration.kind, brier_score=brier(scores, labels[test]))
+                   calibration=trained.calibration.kind, brier_score=brier(scores, labels[test]),
+                   brier_score_uncalibrated=brier(raw, labels[test]))
     return metrics, labels[test], scores
 
 
