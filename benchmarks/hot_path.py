@@ -82,9 +82,6 @@ class Message:
     def key(self):
         return None
 
-    def headers(self):
-        return None
-
     def timestamp(self):
         return 1, int(time.time() * 1000)
 

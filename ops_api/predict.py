@@ -42,7 +42,6 @@ from ops_api.fraud import Deliveries, DeliveryFailed
 from ops_api.auth import LIMITED
 from ops_api.web import LIMITS, REDIS, SETTINGS, STREAM, json_object
 from schemas.codec import AvroCodec, RegistryUnavailable, SchemaRegistry, load_schema
-from streams.checkpoint import AWAITED
 from streams.topics import partition_of
 
 log = logging.getLogger(__name__)
@@ -369,8 +368,7 @@ async def decide(app: web.Application, txn: Transaction) -> Answer:
                         earlier = None
             if earlier is None:
                 value = predictor.transactions.encode(record)
-                await predictor.deliveries.send(s.transactions_topic, txn.customer_id.encode(), value,
-                                                headers=[(AWAITED, b"1")])
+                await predictor.deliveries.send(s.transactions_topic, txn.customer_id.encode(), value)
                 timing.mark("send")
                 await _mark_sent(redis, key, claim)
             raw = await asyncio.wait_for(asyncio.shield(expected), s.predict_timeout_seconds)

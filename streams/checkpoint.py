@@ -5,9 +5,7 @@ transactional producers that take turns (`Checkpoint`). Everything the worker wr
 letters, terminal events, labelled examples, terminal snapshots and its stores' changelog records —
 goes into the open transaction, and so do the offsets of the records whose processing wrote it. The
 transaction commits every `interval` seconds (FRAUD_COMMIT_INTERVAL_SECONDS), between two batches, in
-these steps, the last two in a thread while the next batches go into the other producer's transaction
-(sooner when a record of it carries the `fraud.awaited` header: a synchronous decision waits for it,
-and the transaction commits as soon as the commit before it has ended):
+these steps, the last two in a thread while the next batches go into the other producer's transaction:
 
   1. each store writes one changelog record per key changed since the last commit;
   2. the offsets processed (last offset + 1 per partition) join the transaction, with the consumer's
@@ -55,8 +53,6 @@ log = logging.getLogger(__name__)
 RETRIES = 5  # attempts of a transactional call that fails with a retriable error
 OP_TIMEOUT = 30.0  # seconds for one transactional call
 RETRY_DELAY = 0.1  # seconds before a partition set back by `retry_later` is read again
-HURRIED_POLL_SECONDS = 0.002  # how long the loop waits for records while a hurried commit waits its turn
-AWAITED = "fraud.awaited"  # a record header: someone waits for this record's outputs (Checkpoint.hurry)
 
 
 class Rewind(Exception):
@@ -152,7 +148,6 @@ class Checkpoint:
         # or a producer left with a failed commit (or a failed begin) would refuse every later begin.
         self.unfinished: set[int] = set()
         self.commits = 0
-        self.hurried = False  # a caller waits for a record of the open transaction: commit it at once
         self._committing: threading.Thread | None = None
         self._failure: Rewind | None = None
 
@@ -190,25 +185,11 @@ class Checkpoint:
         if offset > self.offsets.get(key, -1):
             self.offsets[key] = offset
 
-    def hurry(self) -> None:
-        """Someone waits for what the open transaction holds (a synchronous decision): commit it as
-        soon as the commit before it has ended, not when the interval is up."""
-        self.hurried = True
-
     def due(self, now: float) -> bool:
-        if self.begun_at is None:
-            return False
-        return now - self.begun_at >= self.interval or (self.hurried and not self._commit_running())
+        return self.begun_at is not None and now - self.begun_at >= self.interval
 
     def seconds_left(self, now: float) -> float:
-        if self.begun_at is None:
-            return self.interval
-        if self.hurried:
-            return HURRIED_POLL_SECONDS
-        return max(0.0, self.begun_at + self.interval - now)
-
-    def _commit_running(self) -> bool:
-        return self._committing is not None and self._committing.is_alive()
+        return self.interval if self.begun_at is None else max(0.0, self.begun_at + self.interval - now)
 
     def commit(self, wait: bool = False) -> None:
         """Steps 1-3 above: the changelog records and the offsets join the open transaction here,
@@ -229,7 +210,7 @@ class Checkpoint:
             raise failure_of(exc, "commit") from exc
         self._committing = threading.Thread(target=self._commit, args=(self.current, changelogs, positions,
                                                                        metadata), name="commit", daemon=True)
-        self.offsets, self.begun_at, self.hurried = {}, None, False
+        self.offsets, self.begun_at = {}, None
         self.current = 1 - self.current
         self._committing.start()
         if wait:
@@ -281,7 +262,7 @@ class Checkpoint:
         self.offsets.clear()
         for store in self.stores:
             store.forget_pending()
-        self.begun_at, self.hurried = None, False
+        self.begun_at = None
         for index in sorted(self.unfinished):  # the open one, and one whose commit or begin failed
             self.unfinished.discard(index)
             try:

@@ -32,7 +32,7 @@ from core.metrics import Metrics
 from models.serving import LoadedModel, ModelHandle
 from schemas.codec import AvroCodec
 from schemas.verdict_writer import VerdictWriter
-from streams.checkpoint import AWAITED, Checkpoint
+from streams.checkpoint import Checkpoint
 from streams.records import dead_letter, decoded
 from streams.rules import Rules, apply_rules
 from streams.state import Store
@@ -195,8 +195,6 @@ class ScoringStep:
         accepted, transactions, row_blocks, done = [], [], [], {}
         for partition, records in batches.items():
             self.metrics.consumed.inc(len(records))
-            if any(name == AWAITED for msg in records for name, _ in msg.headers() or ()):
-                checkpoint.hurry()  # a synchronous decision waits for one of these verdicts
             valid_records, valid = [], []
             for msg, txn in decoded(records, codec, checkpoint, self.topics["dlq"], self.metrics, self.retry_later):
                 reason = invalid_transaction_reason(txn, now_ms=now_ms)

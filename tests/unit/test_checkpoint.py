@@ -149,28 +149,3 @@ def test_an_offset_processed_before_a_lower_one_in_the_same_transaction_is_the_o
     checkpoint.processed("transactions", 0, 7)
     checkpoint.commit(wait=True)
     assert ("a", "offsets", [("transactions", 0, 10)]) in calls
-
-
-def test_an_awaited_transaction_is_due_at_once_but_only_after_the_commit_before_it_has_ended():
-    import threading
-    import time
-
-    checkpoint, _, calls = _checkpoint()
-    gate = threading.Event()
-    slow = checkpoint.producers[0].commit_transaction
-    checkpoint.producers[0].commit_transaction = lambda timeout: (gate.wait(5), slow(timeout))
-    checkpoint.processed("transactions", 0, 1)
-    now = time.monotonic()
-    assert not checkpoint.due(now) and checkpoint.seconds_left(now) > 0.05
-    checkpoint.hurry()
-    assert checkpoint.due(now) and checkpoint.seconds_left(now) < 0.01
-    checkpoint.commit()  # on producer a, held at its commit
-    checkpoint.processed("transactions", 0, 2)
-    checkpoint.hurry()
-    assert not checkpoint.due(time.monotonic()), "the commit before it has not ended"
-    gate.set()
-    checkpoint._committing.join(5)
-    assert checkpoint.due(time.monotonic())
-    checkpoint.commit(wait=True)
-    assert calls[-1] == ("b", "commit") and checkpoint.commits == 2
-    assert not checkpoint.hurried and not checkpoint.due(time.monotonic())
