@@ -144,12 +144,15 @@ class DriftWatch:
 
     def report(self, now: float) -> dict | None:
         pending, self.pending = self.pending, []
-        for version, reference, X, scores in pending:
+        while pending:  # the batches of one version at a time, counted in one pass
+            version, reference = pending[0][0], pending[0][1]
+            run = next((i for i, p in enumerate(pending) if p[0] != version), len(pending))
+            same, pending = pending[:run], pending[run:]
             if reference is None:
                 self.window = None
                 continue
             if self.window is None or self.window.version != version:
                 self.window = DriftWindow(reference, version, self.window_seconds)
-            self.window.observe(X, scores, now)
+            self.window.observe(np.vstack([p[2] for p in same]), np.concatenate([p[3] for p in same]), now)
         self.latest = self.window.report(now) if self.window is not None else None
         return self.latest

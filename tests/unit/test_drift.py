@@ -64,6 +64,9 @@ def test_a_new_version_starts_a_new_window_and_a_version_without_reference_has_n
     assert watch.latest["transactions"] == 4
     watch.add("3", None, rng.normal(size=(4, 1)), rng.random(4))
     assert watch.report(102.0) is None
+    for version, rows in (("4", 10), ("4", 5), ("5", 3), ("5", 2)):  # batches of a second, counted at once
+        watch.add(version, ref, rng.normal(size=(rows, 1)), rng.random(rows))
+    assert (watch.report(103.0)["model_version"], watch.latest["transactions"]) == ("5", 5)
 
 
 def _features(seed: int, amount_factor: float = 1.0) -> np.ndarray:
