@@ -3,9 +3,9 @@ model input and of the score, and each input's share of missing values.
 
 Training stores a `Reference` with the model version: per input, fixed bins (edges at the deciles of
 the training rows' values, so a value below all of them has a bin of its own) and the share of rows
-in each, plus the share missing. The
-worker counts each batch's inputs and scores into the same bins (`DriftWindow`), over a sliding
-window of FRAUD_DRIFT_WINDOW_SECONDS in slices of a minute, and compares:
+in each, plus the share missing. The worker counts the inputs and scores of what it scored into the
+same bins (`DriftWatch`, `DriftWindow`), over a sliding window of FRAUD_DRIFT_WINDOW_SECONDS in
+slices of a minute, and compares:
 
     PSI = sum over bins of (live share - reference share) * ln(live share / reference share)
 

@@ -279,9 +279,11 @@ def cmd_thresholds(args, settings: Settings) -> int:
     history = _load_history(args.data, args.label_column) if args.data else _simulation(args)
     history = with_entity_ids(history).sort_values("timestamp", kind="stable").reset_index(drop=True)
     labels = history["is_fraud"].to_numpy()
-    X = feature_matrix(transaction_records(history), labels, model.attributes)
+    records = transaction_records(history)
+    rows = feature_matrix(records, labels)
     recent = history["timestamp"].to_numpy() > history["timestamp"].max() - args.recent_days * DAY_MS
-    budget = for_alerts_per_day(model.scores(X[recent]), history["timestamp"].to_numpy()[recent],
+    inputs = model.matrix(rows[recent], [r for r, keep in zip(records, recent) if keep])
+    budget = for_alerts_per_day(model.scores(inputs), history["timestamp"].to_numpy()[recent],
                                 args.alerts_per_day, labels[recent])
     print(json.dumps({"model_name": model.name, "model_version": model.version,
                       "calibration": model.calibration.kind, **budget.as_dict(),

@@ -101,8 +101,9 @@ def protocol_rows(history: pd.DataFrame, protocol: Protocol = Protocol(), lookba
 
 def seed_history(seed: int, protocol: Protocol = Protocol(), cache: Path | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """The protocol's rows of the default simulation with `seed` (the columns it reads: timestamp,
-    customer_id, is_fraud) and their feature matrix (all of FEATURE_NAMES). With `cache`, kept there under a key of the seed, the protocol and the source of
-    the simulator and the features, so a change to either computes them again."""
+    customer_id, is_fraud) and their feature matrix (all of FEATURE_NAMES). With `cache`, kept there
+    under a key of the seed, the protocol and the source of the simulator and the features, so a
+    change to either computes them again."""
     from models.simulate import SimulationConfig, simulate, transaction_records
     from core.features import feature_matrix
 
