@@ -267,24 +267,14 @@ def cmd_evaluate(args, settings: Settings) -> int:
 
 def cmd_thresholds(args, settings: Settings) -> int:
     """The review threshold for an alert budget, from the serving model's scores of recent traffic."""
-    from core.features import DAY_MS, feature_matrix
     from models.serving import ModelSource, quiet_mlflow_client_env
-    from models.simulate import transaction_records
-    from models.thresholds import for_alerts_per_day
-    from models.train import with_entity_ids
+    from models.thresholds import on_recent_traffic
 
     quiet_mlflow_client_env(settings.mlflow_uri, timeout_seconds=30)
     model = ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias,
                         settings.model_cache_dir).load_alias()
     history = _load_history(args.data, args.label_column) if args.data else _simulation(args)
-    history = with_entity_ids(history).sort_values("timestamp", kind="stable").reset_index(drop=True)
-    labels = history["is_fraud"].to_numpy()
-    records = transaction_records(history)
-    rows = feature_matrix(records, labels)
-    recent = history["timestamp"].to_numpy() > history["timestamp"].max() - args.recent_days * DAY_MS
-    inputs = model.matrix(rows[recent], [r for r, keep in zip(records, recent) if keep])
-    budget = for_alerts_per_day(model.scores(inputs), history["timestamp"].to_numpy()[recent],
-                                args.alerts_per_day, labels[recent])
+    budget = on_recent_traffic(model, history, args.alerts_per_day, args.recent_days)
     print(json.dumps({"model_name": model.name, "model_version": model.version,
                       "calibration": model.calibration.kind, **budget.as_dict(),
                       "setting": f"FRAUD_REVIEW_THRESHOLD={budget.threshold:.6g}"}, indent=2))

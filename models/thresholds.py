@@ -52,3 +52,21 @@ def for_alerts_per_day(scores: np.ndarray, timestamps_ms: np.ndarray, alerts_per
         recall = float(alerted[labels].mean()) if labels.any() else 0.0
     return AlertBudget(alerts_per_day, threshold, float(alerted.sum() / days), precision, recall,
                        days, int(len(scores)))
+
+
+def on_recent_traffic(model, history, alerts_per_day: float, recent_days: float = 7.0) -> AlertBudget:
+    """The alert budget's threshold for `model` (a models.serving.LoadedModel) on the last
+    `recent_days` days of a labelled history (Transaction fields and is_fraud): every transaction is
+    featurised in time order, as the stream would have, and the recent ones scored."""
+    from core.features import feature_matrix
+    from models.simulate import transaction_records
+    from models.train import with_entity_ids
+
+    history = with_entity_ids(history).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    labels = history["is_fraud"].to_numpy()
+    timestamps = history["timestamp"].to_numpy()
+    records = transaction_records(history)
+    rows = feature_matrix(records, labels)
+    recent = timestamps > timestamps.max() - recent_days * DAY_MS
+    inputs = model.matrix(rows[recent], [r for r, keep in zip(records, recent) if keep])
+    return for_alerts_per_day(model.scores(inputs), timestamps[recent], alerts_per_day, labels[recent])

@@ -45,3 +45,27 @@ def test_ties_at_the_boundary_are_left_out_and_a_budget_over_the_traffic_alerts_
 def test_no_traffic_or_no_budget_is_refused(scores, per_day):
     with pytest.raises(ValueError):
         for_alerts_per_day(scores, np.zeros(len(scores)), per_day)
+
+
+def test_on_recent_traffic_scores_the_last_days_with_the_columns_the_model_reads():
+    import xgboost as xgb
+
+    from core.features import FEATURE_NAMES, feature_matrix
+    from models.serving import LoadedModel
+    from models.simulate import SimulationConfig, simulate, transaction_records
+    from models.thresholds import on_recent_traffic
+
+    history = simulate(SimulationConfig(customers=100, terminals=200, days=20, seed=3))
+    names = ("amount", "terminal_risk_7d")  # a version reading two of our features
+    X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
+    columns = [FEATURE_NAMES.index(n) for n in names]
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1},
+                        xgb.DMatrix(X[:, columns], label=history["is_fraud"].to_numpy(), feature_names=list(names)),
+                        num_boost_round=10)
+    budget = on_recent_traffic(LoadedModel(booster, "m", "1", "registry"), history, alerts_per_day=20, recent_days=5)
+    recent = history["timestamp"].to_numpy() > history["timestamp"].max() - 5 * DAY_MS
+    expected = for_alerts_per_day(booster.inplace_predict(X[recent][:, columns]), history["timestamp"].to_numpy()[recent],
+                                  20, history["is_fraud"].to_numpy()[recent])
+    assert budget.transactions == int(recent.sum()) and budget.expected_alerts_per_day <= 20
+    assert budget.threshold == pytest.approx(expected.threshold, abs=1e-6)
+    assert budget.precision == pytest.approx(expected.precision) and budget.recall == pytest.approx(expected.recall)
