@@ -406,30 +406,9 @@ def _add_simulation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def parser() -> argparse.ArgumentParser:
+def _add_model_commands(sub) -> None:
+    """train, tune, evaluate and thresholds: the model's lifecycle."""
     from models.params import TrainParams
-
-    root = argparse.ArgumentParser(prog="fraud", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = root.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("services", help="start/stop the local Kafka, registry, Redis and MLflow")
-    p.add_argument("action", nargs="+", help="up | down | status | logs | reset")
-    p.set_defaults(func=cmd_services)
-
-    sub.add_parser("topics", help="create topics and register schemas").set_defaults(func=cmd_topics)
-
-    p = sub.add_parser("simulate", help="labelled synthetic transactions to a file and/or Kafka")
-    _add_simulation_args(p)
-    p.add_argument("--count", type=int, default=0, help="only the first N transactions")
-    p.add_argument("--out", help="write the history here (.parquet or .csv)")
-    p.add_argument("--kafka", action="store_true", help="produce to the transactions topic")
-    p.add_argument("--rate", type=float, default=0.0, help="transactions per second (0: as fast as possible)")
-    p.add_argument("--feedback", action="store_true", help="also produce each label to the feedback topic")
-    p.add_argument("--feedback-delay-days", type=float, default=7.0,
-                   help="event time between a transaction and its label (default 7 days)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("train", help="train on a history, register in MLflow, promote when better")
     _add_simulation_args(p)
@@ -478,6 +457,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="Parquet or CSV of labelled traffic, as for train (default: simulate)")
     p.add_argument("--label-column", default="is_fraud")
     p.set_defaults(func=cmd_thresholds, seed=1)  # simulated: a history the default training did not see
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="fraud", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("services", help="start/stop the local Kafka, registry, Redis and MLflow")
+    p.add_argument("action", nargs="+", help="up | down | status | logs | reset")
+    p.set_defaults(func=cmd_services)
+
+    sub.add_parser("topics", help="create topics and register schemas").set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("simulate", help="labelled synthetic transactions to a file and/or Kafka")
+    _add_simulation_args(p)
+    p.add_argument("--count", type=int, default=0, help="only the first N transactions")
+    p.add_argument("--out", help="write the history here (.parquet or .csv)")
+    p.add_argument("--kafka", action="store_true", help="produce to the transactions topic")
+    p.add_argument("--rate", type=float, default=0.0, help="transactions per second (0: as fast as possible)")
+    p.add_argument("--feedback", action="store_true", help="also produce each label to the feedback topic")
+    p.add_argument("--feedback-delay-days", type=float, default=7.0,
+                   help="event time between a transaction and its label (default 7 days)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_simulate)
+
+    _add_model_commands(sub)
 
     p = sub.add_parser("rules", help="list or change the hard rules (block lists, amount ceilings)")
     rules = p.add_subparsers(dest="action", required=True)
