@@ -52,6 +52,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 5000
+    # How an API replica without a stream (`fraud api`) reaches this worker's API, to forward what-if
+    # scores for the cards it holds; empty: http://<api_host, or the host name when that is 0.0.0.0>:<api_port>.
+    api_advertised_url: str = ""
     # Who may call the API (ops_api/auth.py): JWT bearer tokens signed with `jwt_secret` (HS256) or
     # verified with `jwt_public_key` (RS256: the PEM, or a path to it). With neither, the API refuses
     # to start unless `auth` is "disabled".

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,12 +37,11 @@ from ops_api.auth import ANALYSE, READ, TRAIN, auth_from, authorize
 from ops_api import explain, fraud, openapi, predict, registry
 from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from ops_api.limits import RateLimits
-from ops_api.web import (VERSION, ADMIN, AUTH, DEPENDENCIES, HTTP, JOBS, LIMITS, METRICS, MODEL_SOURCE, REDIS, SETTINGS,
-                         STARTED_AT, STREAM, error, json_object)
+from ops_api.web import (VERSION, ADMIN, AUTH, DEPENDENCIES, HEARTBEAT_KEY, HTTP, JOBS, LIMITS, METRICS, MODEL_SOURCE,
+                         REDIS, SETTINGS, STARTED_AT, STREAM, error, json_object, workers as known_workers)
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("fraud.api.access")
-HEARTBEAT_KEY = "fraud:workers:{}"
 HEARTBEAT_SECONDS = 5.0
 CHECK_TIMEOUT = 3.0
 DEPENDENCY_CHECK_SECONDS = 5.0
@@ -169,12 +169,6 @@ def _model_status(stream: StreamView | None) -> dict:
     return status
 
 
-async def _workers(app: web.Application) -> list[dict]:
-    keys = [k async for k in app[REDIS].scan_iter(match=HEARTBEAT_KEY.format("*"), count=100)]
-    raws = await app[REDIS].mget(keys) if keys else []
-    return [json.loads(r) for r in raws if r]
-
-
 async def health(request: web.Request) -> web.Response:
     """Each dependency, the model, the rules, the stream: ok, degraded or down (503 when no model)."""
     app = request.app
@@ -204,7 +198,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def _worker_summary(app: web.Application) -> dict:
-    workers = await _workers(app)
+    workers = await known_workers(app)
     return {"status": "ok" if workers else "no live workers", "workers": workers}
 
 
@@ -497,12 +491,20 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
     return app
 
 
+def advertised_url(settings: Settings) -> str:
+    """Where other API replicas reach this one."""
+    if settings.api_advertised_url:
+        return settings.api_advertised_url.rstrip("/")
+    host = settings.api_host if settings.api_host not in ("0.0.0.0", "::", "") else socket.gethostname()
+    return f"http://{host}:{settings.api_port}"
+
+
 async def _heartbeat(app: web.Application) -> None:
     """The worker's status in Redis, for API replicas that run without a stream."""
     settings, stream = app[SETTINGS], app[STREAM]
     while True:
         model = stream.model()
-        beat = {"worker_id": settings.worker_id, "pid": os.getpid(), "at": time.time(),
+        beat = {"worker_id": settings.worker_id, "pid": os.getpid(), "at": time.time(), "api_url": advertised_url(settings),
                 "assigned_partitions": stream.assigned(), "total_lag": sum(stream.lag().values()),
                 "model_version": model.version if model else None}
         try:

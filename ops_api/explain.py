@@ -48,7 +48,7 @@ async def explain(request: web.Request) -> web.Response:
     body = ExplainRequest.model_validate(await json_object(request))
     s: Settings = request.app[SETTINGS]
     if body.transaction is not None:
-        answer = await what_if(request.app, body.transaction)
+        answer = await what_if(request.app, body.transaction, request.headers)
         if answer.status != 200:
             return answer.response()
         verdict = answer.body

@@ -28,8 +28,9 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Mapping
 
+import aiohttp
 from aiohttp import web
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,7 +41,7 @@ from core.redact import without_addresses
 from core.settings import Settings
 from ops_api.fraud import Deliveries, DeliveryFailed
 from ops_api.auth import LIMITED
-from ops_api.web import LIMITS, REDIS, SETTINGS, STREAM, json_object
+from ops_api.web import HTTP, LIMITS, REDIS, SETTINGS, STREAM, json_object, workers
 from schemas.codec import AvroCodec, RegistryUnavailable, SchemaRegistry, load_schema
 from streams.topics import partition_of
 
@@ -50,6 +51,7 @@ CLAIM_STALE_MS = 30_000  # a claim never marked sent this old has lost its claim
 IDLE_PARTITION_SECONDS = 60.0  # a verdict partition nobody waits on this long is let go
 BATCH_MAX = 1000  # transactions in one POST /api/v1/fraud/predict/batch
 EPOCH_MS_MAX = 253_402_300_799_999
+FORWARDED = "X-Fraud-Forwarded"  # a what-if sent on by an API replica to the worker holding the card
 
 
 class Transaction(BaseModel):
@@ -251,7 +253,7 @@ async def score(request: web.Request) -> web.Response:
     """What-if: the verdict a transaction would get now, from its card's and terminal's current state.
     Nothing changes and nothing is written; served by the worker holding the card's partition."""
     txn = Transaction.model_validate(await json_object(request))
-    return (await what_if(request.app, txn)).response()
+    return (await what_if(request.app, txn, request.headers)).response()
 
 
 def _checked(txn: Transaction, now_ms: int) -> tuple[dict, Answer | None]:
@@ -266,8 +268,11 @@ def _checked(txn: Transaction, now_ms: int) -> tuple[dict, Answer | None]:
     return record, Answer.failed(422, reason, fields=[{"field": field_name, "message": reason}])
 
 
-async def what_if(app: web.Application, txn: Transaction) -> Answer:
-    """The what-if verdict of a validated transaction (with its features), or why there is none."""
+async def what_if(app: web.Application, txn: Transaction, headers: Mapping[str, str]) -> Answer:
+    """The what-if verdict of a validated transaction (with its features), or why there is none. An
+    API that runs no worker, or whose worker does not hold the card, asks the worker that does (from
+    the workers' heartbeats in Redis) with the caller's own token; a forwarded request is not
+    forwarded again."""
     s: Settings = app[SETTINGS]
     now_ms = int(time.time() * 1000)
     record, refused = _checked(txn, now_ms)
@@ -277,9 +282,13 @@ async def what_if(app: web.Application, txn: Transaction) -> Answer:
     asked = stream.score(record) if stream is not None else None
     partition = partition_of(txn.customer_id, s.partitions)
     if asked is None:
+        if FORWARDED not in headers:
+            forwarded = await _forwarded(app, txn, partition, headers)
+            if forwarded is not None:
+                return forwarded
         where = "this API runs no worker" if stream is None else "this worker does not hold it (or is still reading it)"
-        return Answer.failed(421, f"card {txn.customer_id} is on {s.transactions_topic} partition {partition} and "
-                                  f"{where}: ask the worker that holds it (its /status lists them)",
+        return Answer.failed(421, f"card {txn.customer_id} is on {s.transactions_topic} partition {partition}, "
+                                  f"{where} and no live worker announces it: retry once the group has settled",
                              partition=partition)
     try:
         verdict = await asyncio.wait_for(asyncio.wrap_future(asked), s.predict_timeout_seconds)
@@ -288,6 +297,30 @@ async def what_if(app: web.Application, txn: Transaction) -> Answer:
     if verdict is None:
         return Answer.failed(503, "no model loaded yet, or the card's partition left this worker: retry")
     return Answer(200, {**verdict, "what_if": True})
+
+
+async def _forwarded(app: web.Application, txn: Transaction, partition: int, headers: Mapping[str, str]) -> Answer | None:
+    """The answer of the worker whose heartbeat lists the card's partition; None when none does (or
+    Redis is away)."""
+    s: Settings = app[SETTINGS]
+    held = f"{s.transactions_topic}[{partition}]"
+    try:
+        urls = [w["api_url"] for w in await workers(app) if held in w.get("assigned_partitions", []) and w.get("api_url")]
+    except Exception as exc:  # noqa: BLE001 - Redis away: nobody to ask
+        log.warning("workers' heartbeats unreadable: %s", exc)
+        return None
+    if not urls:
+        return None
+    forward = {FORWARDED: "1", **({"Authorization": headers["Authorization"]} if "Authorization" in headers else {})}
+    try:
+        async with app[HTTP].post(f"{urls[0]}/api/v1/fraud/score", json=txn.model_dump(exclude_none=True), headers=forward,
+                                  timeout=aiohttp.ClientTimeout(total=s.predict_timeout_seconds + 1)) as response:
+            body = await response.json()
+            return Answer(response.status, body, {"Retry-After": response.headers["Retry-After"]}
+                          if "Retry-After" in response.headers else {})
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        return Answer.failed(503, f"the worker holding partition {partition} did not answer: {type(exc).__name__}",
+                             partition=partition)
 
 
 class Batch(BaseModel):

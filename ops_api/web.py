@@ -28,6 +28,14 @@ DEPENDENCIES = web.AppKey("dependencies", object)
 STARTED_AT = web.AppKey("started_at", float)
 AUTH = web.AppKey("auth", Auth)
 LIMITS = web.AppKey("limits", RateLimits)
+HEARTBEAT_KEY = "fraud:workers:{}"  # a worker's status in Redis (ops_api/app.py `_heartbeat`), by worker id
+
+
+async def workers(app: web.Application) -> list[dict]:
+    """Every worker's last heartbeat (assigned partitions, API address, lag, model version)."""
+    keys = [k async for k in app[REDIS].scan_iter(match=HEARTBEAT_KEY.format("*"), count=100)]
+    raws = await app[REDIS].mget(keys) if keys else []
+    return [json.loads(r) for r in raws if r]
 
 
 def error(status: int, message: str, **extra) -> web.Response:

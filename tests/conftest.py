@@ -77,17 +77,18 @@ def bearer(settings: Settings, role: str = "admin") -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A real `fraud worker` process with its own log file."""
+    """A real `fraud worker` process (or, with `command="api"`, a `fraud api`) with its own log file."""
 
-    def __init__(self, settings: Settings, log_path: Path):
+    def __init__(self, settings: Settings, log_path: Path, command: str = "worker"):
         self.settings = settings
         self.log_path = log_path
+        self.command = command
         self.proc: subprocess.Popen | None = None
         self.base = f"http://127.0.0.1:{settings.api_port}"
 
     def start(self) -> "WorkerProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "fraud", "worker"], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "fraud", self.command], cwd=ROOT,
                                      env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT)
         return self
 

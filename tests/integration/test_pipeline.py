@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from schemas.codec import load_schema
-from tests.conftest import WorkerProcess, unique_settings
+from tests.conftest import WorkerProcess, free_port, unique_settings
 from tests.integration.conftest import (produce_raw, produce_transactions, read_committed,
                                         simulated_transactions, train_version, verdicts_by_id)
 
@@ -455,6 +455,39 @@ def test_a_what_if_score_reads_the_card_s_state_without_changing_it_or_writing_a
     assert decided["score"] == after["score"] and decided["features"] == after["features"]
     assert [v["transaction_id"] for v in _wait_for_verdicts(settings, "whatif-", 2)] == ["whatif-0", "whatif-probe"]
     assert worker.post("/api/v1/fraud/score", {**probe, "amount": -1})[0] == 422
+
+
+def test_an_api_without_a_stream_forwards_what_if_scores_to_the_worker_holding_the_card(stack, tmp_path):
+    settings, worker, version = stack
+    api = WorkerProcess(settings.model_copy(update={"api_port": free_port(), "worker_id": f"{settings.worker_id}-api"}),
+                        tmp_path / "api.log", command="api").start()
+    nobody = WorkerProcess(settings.model_copy(update={"api_port": free_port(), "worker_id": f"{settings.worker_id}-api2",
+                                                      "transactions_topic": f"{settings.transactions_topic}-unheld"}),
+                           tmp_path / "api2.log", command="api").start()
+    try:
+        api.wait_ready()
+        nobody.wait_ready()
+        at = int(time.time() * 1000)
+        probe = {"transaction_id": "fwd-probe", "customer_id": "FWD-CARD", "terminal_id": "T-F", "merchant_id": "M1",
+                 "amount": 640.0, "timestamp": at}
+        deadline = time.monotonic() + 30
+        while (answer := api.post("/api/v1/fraud/score", probe))[0] == 421:  # until the worker's heartbeat is in
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.5)
+        status, forwarded = answer
+        assert status == 200 and forwarded["what_if"], forwarded
+        direct = worker.post("/api/v1/fraud/score", probe)[1]
+        same = ("score", "decision", "reasons", "features", "model_version")
+        assert {k: forwarded[k] for k in same} == {k: direct[k] for k in same}, "the worker's own answer"
+        status, why = api.post("/api/v1/fraud/explain", {"transaction": probe})
+        assert status == 200 and why["what_if"], why
+        assert why["score_from_contributions"] == pytest.approx(forwarded["score"], abs=1e-4)
+        assert api.post("/api/v1/fraud/score", {**probe, "amount": -1})[0] == 422
+        status, refused = nobody.post("/api/v1/fraud/score", probe)
+        assert status == 421 and "no live worker announces it" in refused["error"]["message"], refused
+    finally:
+        api.stop()
+        nobody.stop()
 
 
 def test_the_worker_s_log_holds_no_secret_and_no_token(stack):
