@@ -4,8 +4,10 @@ A worker has one consumer in the group (read_committed, offsets never auto-commi
 transactional producers that take turns (`Checkpoint`). Everything the worker writes — verdicts, dead
 letters, terminal events, labelled examples, terminal snapshots and its stores' changelog records —
 goes into the open transaction, and so do the offsets of the records whose processing wrote it. The
-transaction commits every `interval` seconds (FRAUD_COMMIT_INTERVAL_SECONDS), between two batches, in
-these steps, the last two in a thread while the next batches go into the other producer's transaction:
+transaction commits after a batch once the last commit began `interval` seconds ago or more
+(FRAUD_COMMIT_INTERVAL_SECONDS): a busy stream commits once an interval, a light one's batch in the
+pass that processed it. A commit goes in these steps, the last two in a thread while the next
+batches go into the other producer's transaction:
 
   1. each store writes one changelog record per key changed since the last commit;
   2. the offsets processed (last offset + 1 per partition) join the transaction, with the consumer's
@@ -144,6 +146,7 @@ class Checkpoint:
         self.current = 0  # the producer the open transaction is on
         self.offsets: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
         self.begun_at: float | None = None  # when the open transaction began (monotonic); None: none open
+        self.committed_at = float("-inf")  # when the last commit was handed to its thread (monotonic)
         # Producers whose last transaction was begun and not committed: `abort` aborts each of them,
         # or a producer left with a failed commit (or a failed begin) would refuse every later begin.
         self.unfinished: set[int] = set()
@@ -186,10 +189,13 @@ class Checkpoint:
             self.offsets[key] = offset
 
     def due(self, now: float) -> bool:
-        return self.begun_at is not None and now - self.begun_at >= self.interval
+        """Something is open and the last commit began at least an interval ago. A light stream's
+        batch, arriving after a pause, is then committed in the same pass that processed it (one
+        wake-up, and its verdicts visible at once); a busy stream commits once an interval."""
+        return self.begun_at is not None and now - self.committed_at >= self.interval
 
     def seconds_left(self, now: float) -> float:
-        return self.interval if self.begun_at is None else max(0.0, self.begun_at + self.interval - now)
+        return self.interval if self.begun_at is None else max(0.0, self.committed_at + self.interval - now)
 
     def commit(self, wait: bool = False) -> None:
         """Steps 1-3 above: the changelog records and the offsets join the open transaction here,
@@ -211,6 +217,7 @@ class Checkpoint:
         self._committing = threading.Thread(target=self._commit, args=(self.current, changelogs, positions,
                                                                        metadata), name="commit", daemon=True)
         self.offsets, self.begun_at = {}, None
+        self.committed_at = time.monotonic()
         self.current = 1 - self.current
         self._committing.start()
         if wait:

@@ -149,3 +149,15 @@ def test_an_offset_processed_before_a_lower_one_in_the_same_transaction_is_the_o
     checkpoint.processed("transactions", 0, 7)
     checkpoint.commit(wait=True)
     assert ("a", "offsets", [("transactions", 0, 10)]) in calls
+
+
+def test_a_batch_after_a_pause_is_due_at_once_and_a_busy_stream_commits_once_an_interval():
+    checkpoint, _, _ = _checkpoint()  # interval 0.1 s
+    assert not checkpoint.due(0.0), "nothing open"
+    checkpoint.processed("transactions", 0, 1)
+    assert checkpoint.due(0.0), "no commit began within the interval: the batch just processed commits now"
+    checkpoint.commit(wait=True)
+    began = checkpoint.committed_at
+    checkpoint.processed("transactions", 0, 2)
+    assert not checkpoint.due(began + 0.05) and checkpoint.seconds_left(began + 0.05) == pytest.approx(0.05)
+    assert checkpoint.due(began + 0.101)
