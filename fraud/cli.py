@@ -117,7 +117,7 @@ def cmd_train(args, settings: Settings) -> int:
     progress, jobs = _job_progress(args, settings)
     try:
         params = TrainParams(n_estimators=args.n_estimators, max_depth=args.max_depth,
-                             learning_rate=args.learning_rate, seed=args.seed)
+                             learning_rate=args.learning_rate, seed=args.seed, alerts_per_day=args.alerts_per_day)
         where = dict(tracking_uri=settings.mlflow_uri, model_name=settings.model_name,
                      experiment=settings.experiment, params=params, alias=settings.model_alias,
                      promote=not args.no_promote, progress=progress,
@@ -406,6 +406,13 @@ def _add_simulation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def _add_model_commands(sub) -> None:
     """train, tune, evaluate and thresholds: the model's lifecycle."""
     from models.params import TrainParams
@@ -420,6 +427,9 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--n-estimators", type=int, default=TrainParams.n_estimators)
     p.add_argument("--max-depth", type=int, default=TrainParams.max_depth)
     p.add_argument("--learning-rate", type=float, default=TrainParams.learning_rate)
+    p.add_argument("--alerts-per-day", type=_positive, default=TrainParams.alerts_per_day,
+                   help="the run reports the review threshold raising about this many alerts a day on its "
+                        "held-out days, with its precision and recall")
     p.add_argument("--no-promote", action="store_true", help="register only; leave the champion alias")
     p.add_argument("--job-id", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
@@ -452,7 +462,7 @@ def _add_model_commands(sub) -> None:
 
     p = sub.add_parser("thresholds", help="the review threshold raising about N alerts a day on recent traffic")
     _add_simulation_args(p)
-    p.add_argument("--alerts-per-day", type=float, required=True)
+    p.add_argument("--alerts-per-day", type=_positive, required=True)
     p.add_argument("--recent-days", type=float, default=7.0, help="how much of the history's end is read")
     p.add_argument("--data", help="Parquet or CSV of labelled traffic, as for train (default: simulate)")
     p.add_argument("--label-column", default="is_fraud")

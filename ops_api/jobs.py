@@ -47,6 +47,8 @@ class TrainRequest(BaseModel):
     n_estimators: int = Field(TrainParams.n_estimators, ge=1, le=5_000)
     max_depth: int = Field(TrainParams.max_depth, ge=1, le=16)
     learning_rate: float = Field(TrainParams.learning_rate, gt=0, le=1)
+    alerts_per_day: float = Field(TrainParams.alerts_per_day, gt=0, le=1e9,
+                                  description="the review threshold the run reports raises about this many alerts a day")
     promote: bool = True
 
     @model_validator(mode="after")
@@ -82,7 +84,7 @@ def train_command(request: TrainRequest) -> list[str]:
     args = ["train", "--customers", str(request.customers), "--terminals", str(request.terminals),
             "--days", str(request.days), "--seed", str(request.seed),
             "--n-estimators", str(request.n_estimators), "--max-depth", str(request.max_depth),
-            "--learning-rate", str(request.learning_rate)]
+            "--learning-rate", str(request.learning_rate), "--alerts-per-day", str(request.alerts_per_day)]
     if request.source == "file":
         args += ["--data", request.data_path, "--label-column", request.label_column]
     elif request.source == "examples":

@@ -12,6 +12,7 @@ from ops_api.jobs import TrainRequest, train_command
     ({"data_path": "/d/h.csv", "label_column": "chargeback"}, ["--label-column", "chargeback"], []),
     ({"source": "examples"}, ["--examples"], ["--data"]),
     ({"promote": False}, ["--no-promote"], []),
+    ({"alerts_per_day": 40}, ["--alerts-per-day", "40.0"], []),
 ])
 def test_a_train_request_names_its_data_in_the_job_command(body, expected, absent):
     args = train_command(TrainRequest(**body))
@@ -26,6 +27,7 @@ def test_a_train_request_names_its_data_in_the_job_command(body, expected, absen
     {"source": "examples", "data_path": "/d/h.csv"},
     {"label_column": ""},
     {"max_depth": 0},
+    {"alerts_per_day": 0},
     {"sorce": "examples"},
 ])
 def test_an_inconsistent_train_request_is_refused(body):
