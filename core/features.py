@@ -52,6 +52,7 @@ CUSTOMER_FEATURE_NAMES: tuple[str, ...] = (
     "amount_zscore_30d",
     "distinct_terminals_1d",
     "amount_to_avg_30d",
+    "max_amount_to_avg_14d",
 )
 N_CUSTOMER_FEATURES = len(CUSTOMER_FEATURE_NAMES)
 TERMINAL_DELAY_DAYS = 7  # a fraud label is known this long after its transaction
@@ -76,7 +77,7 @@ ATTRIBUTE_PREFIX = "attribute_"
 HANDBOOK_FEATURE_NAMES: tuple[str, ...] = tuple(
     name for name in FEATURE_NAMES
     if name not in ("card_present", "channel_ecom", "seconds_since_previous", "amount_zscore_30d",
-                    "distinct_terminals_1d", "amount_to_avg_30d"))
+                    "distinct_terminals_1d", "amount_to_avg_30d", "max_amount_to_avg_14d"))
 
 HOURS_PER_DAY = 24
 if array("I").itemsize != 4 or array("q").itemsize != 8:
@@ -135,13 +136,15 @@ def _from_little_endian(typecode: str, data: bytes) -> array:
 
 
 _NEVER_MS = -HISTORY_MS  # "last event" of a card with none: every real event is 30+ days after it
-_CARD_VERSION = 2
+_CARD_VERSION = 3  # 3 added the days' highest amount-to-average ratios; a version 2 state reads as none
+MAX_RATIO_DAYS = 14  # max_amount_to_avg_14d reads the days d-13..d
 # version, last event (epoch ms), reference amount, hours held, terminals held, then the window totals:
 # counts over 1, 7 and 30 days, sums of amounts over 1, 7 and 30 days, sum of squares over 30 days.
 _CARD_HEADER = struct.Struct("<BqdBBIIIdddd")
 _CARD_TOTALS = ("_n_1d", "_n_7d", "_n_30d", "_sum_1d", "_sum_7d", "_sum_30d", "_sq_30d")
 _CARD_DAYS_BYTES = HISTORY_DAYS * (4 + 8 + 8)
-CARD_STATE_MAX_BYTES = (_CARD_HEADER.size + HOURS_PER_DAY * 3 * 8 + _CARD_DAYS_BYTES
+_CARD_MAX_RATIO_BYTES = HISTORY_DAYS * 8
+CARD_STATE_MAX_BYTES = (_CARD_HEADER.size + HOURS_PER_DAY * 3 * 8 + _CARD_DAYS_BYTES + _CARD_MAX_RATIO_BYTES
                         + DISTINCT_TERMINALS_CAP * (4 + 8))
 _SQUARES = HISTORY_DAYS  # where a day's sum of squares sits in `_day_sums`, after its sum
 _HASH = struct.Struct("<I")
@@ -153,9 +156,10 @@ class CardState:
     Hourly buckets (UTC hour t // 1 h) cover the 24 hours up to the latest event seen, and daily buckets
     (t // 1 day, a ring indexed modulo 30) its 30 days. Per hour: count and sum of amounts, kept only
     for the hours that have some, since most cards pay a few times a day. Per day: count, sum of
-    amounts, and sum of squared differences from a reference amount (the card's first amount since its
+    amounts, sum of squared differences from a reference amount (the card's first amount since its
     days were last empty: a card that always pays the same amount then has a variance of exactly zero,
-    and the squares stay small). Running totals of the 1-, 7- and 30-day windows make an event in order
+    and the squares stay small), and the highest amount-to-30-day-average ratio of its events (a card
+    paying far above its habits a few days ago is likely compromised today). Running totals of the 1-, 7- and 30-day windows make an event in order
     cost the same whatever the card's volume: what enters a window is added, what leaves it subtracted,
     and an emptied window restarts from exactly zero. The 16 terminals used most recently are kept by a
     32-bit hash of their id, most recent first, with their last-seen times; one last seen two days
@@ -165,7 +169,7 @@ class CardState:
     up to its own hour or day; an event older than the buckets held counts nowhere.
     """
 
-    __slots__ = ("_last", "_reference", "_hours", "_day_n", "_day_sums", "_terminals",
+    __slots__ = ("_last", "_reference", "_hours", "_day_n", "_day_sums", "_day_max", "_terminals",
                  "_terminal_seen") + _CARD_TOTALS
 
     def __init__(self) -> None:
@@ -174,6 +178,7 @@ class CardState:
         self._hours = array("d")  # (hour, count, sum) of each hour held with transactions, ascending
         self._day_n = array("I", bytes(4 * HISTORY_DAYS))
         self._day_sums = array("d", bytes(8 * 2 * HISTORY_DAYS))  # sums, then sums of squares
+        self._day_max = array("d", bytes(8 * HISTORY_DAYS))  # each day's highest amount_to_avg_30d
         self._terminals = bytearray()     # crc32 of each terminal id (4 bytes), most recently seen first
         self._terminal_seen = array("q")  # minus its last-seen time: ascending, so bisect finds a cutoff
         self._n_1d = self._n_7d = self._n_30d = 0
@@ -219,7 +224,15 @@ class CardState:
         distinct = self._distinct_terminals_then_add(
             crc32(terminal.encode() if terminal.__class__ is str else str(terminal).encode()), t)
 
+        avg_30d = (sum_before + amount) / (n_before + 1.0)
+        ratio = amount / avg_30d if avg_30d > 0.0 else 1.0
+        day_max = self._day_max
+        first_day = max(day - (MAX_RATIO_DAYS - 1), head_hour // HOURS_PER_DAY - (HISTORY_DAYS - 1))
+        max_ratio = max(ratio, max(_buckets(day_max, first_day, day))) if first_day <= day else ratio
+
         if in_order:
+            if ratio > day_max[day % HISTORY_DAYS]:
+                day_max[day % HISTORY_DAYS] = ratio
             hours = self._hours
             if hours and hours[-3] == hour:
                 hours[-2] += 1.0
@@ -241,19 +254,17 @@ class CardState:
             if t > last:
                 self._last = t
         else:
-            self._add_late(hour, amount, head_hour)
+            self._add_late(hour, amount, ratio, head_hour)
 
         n_1d += 1.0
         n_7d += 1.0
         n_30d = n_before + 1.0
-        avg_30d = (sum_before + amount) / n_30d
         weekend = 1.0 if (day + 3) % 7 >= 5 else 0.0  # as calendar_features
         night = 1.0 if hour % HOURS_PER_DAY <= 6 else 0.0
         return [amount, weekend, night,
                 1.0 if txn.get("card_present", True) else 0.0, 1.0 if txn.get("channel") == "ECOM" else 0.0,
                 n_1d, (sum_1d + amount) / n_1d, n_7d, (sum_7d + amount) / n_7d,
-                n_30d, avg_30d, seconds, zscore, distinct + 0.0,
-                amount / avg_30d if avg_30d > 0.0 else 1.0]
+                n_30d, avg_30d, seconds, zscore, distinct + 0.0, ratio, max_ratio]
 
     def _move_to(self, hour: int, head_hour: int) -> None:
         """Move the head from `head_hour` on to the later `hour`: take what leaves each window out of
@@ -282,6 +293,7 @@ class CardState:
             if self._n_30d:
                 _clear(day_n, 0, HISTORY_DAYS - 1)
                 _clear(sums, 0, 2 * HISTORY_DAYS - 1)
+                _clear(self._day_max, 0, HISTORY_DAYS - 1)
             self._n_7d = self._n_30d = 0
             self._sum_7d = self._sum_30d = self._sq_30d = 0.0
             return
@@ -302,10 +314,10 @@ class CardState:
                 else:
                     sum_30d = sq_30d = 0.0
                 day_n[at] = 0
-                sums[at] = sums[at + _SQUARES] = 0.0
+                sums[at] = sums[at + _SQUARES] = self._day_max[at] = 0.0
         self._n_7d, self._sum_7d, self._n_30d, self._sum_30d, self._sq_30d = n_7d, sum_7d, n_30d, sum_30d, sq_30d
 
-    def _add_late(self, hour: int, amount: float, head_hour: int) -> None:
+    def _add_late(self, hour: int, amount: float, ratio: float, head_hour: int) -> None:
         """Fold in an event earlier than the latest hour: into its hour and day while they are held, and
         into the totals of the windows of the latest event that cover them."""
         if hour > head_hour - HOURS_PER_DAY:
@@ -326,6 +338,8 @@ class CardState:
             self._day_n[at] += 1
             self._day_sums[at] += amount
             self._day_sums[at + _SQUARES] += deviation * deviation
+            if ratio > self._day_max[at]:
+                self._day_max[at] = ratio
             self._n_30d += 1
             self._sum_30d += amount
             self._sq_30d += deviation * deviation
@@ -383,22 +397,23 @@ class CardState:
     def to_bytes(self) -> bytes:
         """The state in at most CARD_STATE_MAX_BYTES bytes, little-endian: a version byte and the
         header, then the arrays as they are held: the hours held (hour, count, sum), the days' counts,
-        sums and sums of squares, the terminals held and when each was last seen."""
+        sums and sums of squares, the days' highest ratios, the terminals held and when each was last seen."""
         return b"".join([
             _CARD_HEADER.pack(_CARD_VERSION, self._last, self._reference, len(self._hours) // 3,
                               len(self._terminal_seen), *(getattr(self, name) for name in _CARD_TOTALS)),
             _little_endian(self._hours), _little_endian(self._day_n), _little_endian(self._day_sums),
-            bytes(self._terminals), _little_endian(self._terminal_seen),
+            _little_endian(self._day_max), bytes(self._terminals), _little_endian(self._terminal_seen),
         ])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "CardState":
         """The state `to_bytes` wrote; ValueError when `data` is not one."""
-        if len(data) < _CARD_HEADER.size or data[0] != _CARD_VERSION:
-            raise ValueError(f"not a card state (version {_CARD_VERSION}): {len(data)} bytes starting "
+        if len(data) < _CARD_HEADER.size or data[0] not in (2, _CARD_VERSION):
+            raise ValueError(f"not a card state (version 2 or {_CARD_VERSION}): {len(data)} bytes starting "
                              f"{bytes(data[:4])!r}")
-        _, last, reference, held_hours, held_terminals, *totals = _CARD_HEADER.unpack_from(data)
-        expected = _CARD_HEADER.size + held_hours * 24 + _CARD_DAYS_BYTES + held_terminals * 12
+        version, last, reference, held_hours, held_terminals, *totals = _CARD_HEADER.unpack_from(data)
+        max_bytes = _CARD_MAX_RATIO_BYTES if version == _CARD_VERSION else 0
+        expected = _CARD_HEADER.size + held_hours * 24 + _CARD_DAYS_BYTES + max_bytes + held_terminals * 12
         if held_hours > HOURS_PER_DAY or held_terminals > DISTINCT_TERMINALS_CAP or len(data) != expected:
             raise ValueError(f"not a card state: {held_hours} hours, {held_terminals} terminals held in "
                              f"{len(data)} bytes")
@@ -413,6 +428,9 @@ class CardState:
         at += 4 * HISTORY_DAYS
         state._day_sums = _from_little_endian("d", data[at: at + 8 * 2 * HISTORY_DAYS])
         at += 8 * 2 * HISTORY_DAYS
+        state._day_max = (_from_little_endian("d", data[at: at + max_bytes]) if max_bytes
+                          else array("d", bytes(8 * HISTORY_DAYS)))
+        at += max_bytes
         state._terminals = bytearray(data[at: at + 4 * held_terminals])
         at += 4 * held_terminals
         state._terminal_seen = _from_little_endian("q", data[at: at + 8 * held_terminals])

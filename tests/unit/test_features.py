@@ -113,6 +113,45 @@ def test_amount_zscore_forgets_days_that_left_the_30_day_window():
     assert f["amount_zscore_30d"] == pytest.approx((40.0 - 20.0) / statistics.stdev([10.0, 30.0]))
 
 
+@pytest.mark.parametrize("history, current, expected", [
+    ([], (at(3), 40.0), 1.0),                                          # alone: its own average
+    ([(at(1), 10.0)], (at(3), 40.0), 40.0 / 25.0),                     # this one's ratio is the highest
+    ([(at(1), 10.0), (at(2), 90.0)], (at(3), 20.0), 90.0 / 50.0),      # day 2's: 90 against (10 + 90) / 2
+    ([(at(0), 10.0), (at(1), 90.0)], (at(14, 23), 20.0), 90.0 / 50.0),  # day d - 13 still counts
+    ([(at(0), 10.0), (at(1), 90.0)], (at(15), 20.0), 20.0 / 40.0),     # day d - 14 no longer: only its own
+])
+def test_max_amount_to_avg_is_the_card_s_highest_amount_to_average_of_the_last_14_days(history, current, expected):
+    f = features_after([txn(t, amount=a) for t, a in history], txn(current[0], amount=current[1]))
+    assert f["max_amount_to_avg_14d"] == pytest.approx(expected)
+
+
+def test_a_late_event_s_ratio_counts_for_its_own_day_and_reads_the_days_before_it():
+    state = CardState()
+    for t, a in ((at(1), 10.0), (at(9), 10.0)):
+        state.features_then_add(txn(t, amount=a))
+    late = dict(zip(CUSTOMER_FEATURE_NAMES, state.features_then_add(txn(at(5), amount=70.0))))
+    assert late["max_amount_to_avg_14d"] == pytest.approx(70.0 / 40.0)  # 70 against (10 + 70) / 2
+    after = dict(zip(CUSTOMER_FEATURE_NAMES, state.features_then_add(txn(at(10), amount=30.0))))
+    assert after["max_amount_to_avg_14d"] == pytest.approx(70.0 / 40.0)
+    assert after["amount_to_avg_30d"] == pytest.approx(30.0 / 30.0)
+
+
+def test_a_card_state_of_the_previous_version_is_read_with_no_ratios_and_goes_on():
+    state = CardState()
+    for i in range(5):
+        state.features_then_add(txn(at(i), amount=10.0 * (i + 1)))
+    v3 = state.to_bytes()
+    days_end = len(v3) - 12 * 1 - 8 * 30  # one terminal held; the ratios sit before it
+    v2 = b"\x02" + v3[1:days_end] + v3[days_end + 8 * 30:]
+    old = CardState.from_bytes(v2)
+    assert old.to_bytes()[0] == 3 and len(old.to_bytes()) == len(v3)
+    f = dict(zip(CUSTOMER_FEATURE_NAMES, old.features_then_add(txn(at(6), amount=15.0))))
+    g = dict(zip(CUSTOMER_FEATURE_NAMES, state.features_then_add(txn(at(6), amount=15.0))))
+    assert f["max_amount_to_avg_14d"] == pytest.approx(15.0 / 27.5) and g["max_amount_to_avg_14d"] > 1
+    assert {k: v for k, v in f.items() if k != "max_amount_to_avg_14d"} == \
+        {k: v for k, v in g.items() if k != "max_amount_to_avg_14d"}
+
+
 @pytest.mark.parametrize("history, now, expected", [
     ([], at(5), NO_PREVIOUS_SECONDS),
     ([at(5)], at(5, 0, 1), 60.0),
@@ -205,7 +244,7 @@ def test_a_card_state_read_back_from_its_bytes_goes_on_exactly_as_the_original(s
         state.features_then_add(event)
     data = state.to_bytes()
     copy = CardState.from_bytes(data)
-    assert copy.to_bytes() == data and len(data) <= CARD_STATE_MAX_BYTES and data[0] == 2
+    assert copy.to_bytes() == data and len(data) <= CARD_STATE_MAX_BYTES and data[0] == 3
     assert copy.last_event_ms == state.last_event_ms
     for event in events[200:]:
         assert copy.features_then_add(event) == state.features_then_add(event)
@@ -227,7 +266,7 @@ def test_a_card_s_state_stays_within_its_bound_after_100_000_events():
         busy.features_then_add(txn(t, amount=float(i % 97), terminal=f"T{i % 500}"))
     for i in range(10):
         quiet.features_then_add(txn(at(0, i), amount=5.0, terminal=f"T{i}"))
-    assert len(quiet.to_bytes()) < len(busy.to_bytes()) <= CARD_STATE_MAX_BYTES <= 1500
+    assert len(quiet.to_bytes()) < len(busy.to_bytes()) <= CARD_STATE_MAX_BYTES <= 1700
     last = dict(zip(CUSTOMER_FEATURE_NAMES, busy.features_then_add(txn(at(28, 23, 59), amount=1.0))))
     assert last["customer_nb_tx_30d"] == 100_001
     assert last["distinct_terminals_1d"] == 16
