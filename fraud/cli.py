@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 from core import logs
@@ -238,8 +239,11 @@ def cmd_evaluate(args, settings: Settings) -> int:
               f"{metrics['n_test']} test, {metrics['n_test_frauds']} test frauds; class weight "
               f"{metrics['scale_pos_weight']:g}, calibration {metrics['calibration']}, "
               f"Brier {metrics['brier_score']:.5f})", flush=True)
+        print(f"  fraud cards outside the daily top 100: {_missed(metrics['missed_cards'])}", flush=True)
     summary = over_seeds(rows, ("auc_roc", "average_precision", "card_precision_at_100", "brier_score",
                                 "brier_score_uncalibrated"))
+    total: Counter = sum((Counter(row["missed_cards"]) for row in rows), Counter())
+    print(f"fraud cards outside the daily top 100 over the seeds: {_missed(total)}")
     print(f"over {len(rows)} seeds: mean, sample sd, 95 % interval of the mean")
     for k, s in summary.items():
         digits = 5 if k.startswith("brier") else 3
@@ -263,6 +267,14 @@ def cmd_evaluate(args, settings: Settings) -> int:
         mlflow.log_figure(quality_plots(np.concatenate(labels), np.concatenate(scores)), "test_quality_all_seeds.png")
     print(f"logged to MLflow run {run.info.run_id} in experiment {settings.experiment}")
     return 0
+
+
+def _missed(counts: dict) -> str:
+    """"N of M (kind: n, ...)": what the top 100 cards a day left out, and why those cards were frauds."""
+    caught = counts.get("caught", 0)
+    missed = {kind: n for kind, n in counts.items() if kind != "caught"}
+    kinds = "; ".join(f"{kind}: {n}" for kind, n in sorted(missed.items(), key=lambda kv: -kv[1]))
+    return f"{sum(missed.values())} of {sum(missed.values()) + caught}" + (f" ({kinds})" if kinds else "")
 
 
 def cmd_thresholds(args, settings: Settings) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +20,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from core.features import FEATURE_NAMES, LOOKBACK_DAYS
+from core.features import FEATURE_NAMES, LOOKBACK_DAYS, TERMINAL_DELAY_DAYS
 from models.calibration import brier
 
 DAY_MS = 86_400_000
-CACHE_FORMAT = 3  # what a cached seed holds: the protocol's columns, the feature matrix, its feature names
+CACHE_FORMAT = 4  # what a cached seed holds: the protocol's columns, the feature matrix, its feature names
+# Why a fraud happened (the simulator's scenario), as `fraud_kinds` names it.
+FRESH_TERMINAL = "terminal compromised <= 7 days before (no label known yet)"
+FRAUD_KINDS = {1: "amount over 220", 2: "terminal compromised earlier", 3: "card compromised"}
 
 
 @dataclass(frozen=True)
@@ -60,28 +64,70 @@ def split(history: pd.DataFrame, protocol: Protocol = Protocol()) -> tuple[np.nd
     return train, test
 
 
-def card_precision_at_k(days: np.ndarray, cards: np.ndarray, labels: np.ndarray, scores: np.ndarray,
-                        k: int = 100) -> float:
-    """Mean over days of the fraud share among the k cards ranked highest by their best score that
-    day; cards caught on an earlier day are left out of later days."""
-    frame = pd.DataFrame({"day": days, "card": cards, "label": labels, "score": scores})
+def _daily_tops(days: np.ndarray, cards: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int,
+                kinds: np.ndarray | None = None):
+    """Per day: that day's rows, its cards (best score, any fraud) less those caught on earlier days,
+    and the k of them ranked highest."""
+    frame = pd.DataFrame({"day": days, "card": cards, "label": labels, "score": scores,
+                          "kind": kinds if kinds is not None else ""})
     detected: set = set()
-    precisions = []
     for _, today in frame.groupby("day", sort=True):
         per_card = today.groupby("card").agg(score=("score", "max"), label=("label", "max"))
         per_card = per_card[~per_card.index.isin(detected)]
         top = per_card.sort_values("score", ascending=False, kind="stable").head(k)
-        precisions.append(top["label"].sum() / k)
+        yield today, per_card, top
         detected |= set(top.index[top["label"] == 1])
+
+
+def card_precision_at_k(days: np.ndarray, cards: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                        k: int = 100) -> float:
+    """Mean over days of the fraud share among the k cards ranked highest by their best score that
+    day; cards caught on an earlier day are left out of later days."""
+    precisions = [top["label"].sum() / k for _, _, top in _daily_tops(days, cards, labels, scores, k)]
     return float(np.mean(precisions)) if precisions else 0.0
 
 
-def evaluation_metrics(history: pd.DataFrame, test: np.ndarray, scores: np.ndarray, protocol: Protocol = Protocol()) -> dict:
-    """AUC ROC, average precision and card precision@k of `scores` (one per test row)."""
+def fraud_kinds(history: pd.DataFrame, protocol: "Protocol") -> np.ndarray:
+    """Per row of a simulated history: "" for a legitimate one, else why it is a fraud (FRAUD_KINDS),
+    a compromised terminal's fraud counting as FRESH_TERMINAL while its first fraud is at most
+    TERMINAL_DELAY_DAYS old: no label of that terminal is known yet, and nothing else tells it apart."""
+    scenario = history["fraud_scenario"].to_numpy()
+    day = day_index(history["timestamp"].to_numpy(), protocol.start_ms())
+    at_terminal = pd.Series(day).where(scenario == 2)
+    first = at_terminal.groupby(history["terminal_id"].to_numpy()).transform("min").to_numpy()
+    kinds = np.array([FRAUD_KINDS.get(int(s), "") for s in scenario], dtype=object)
+    kinds[(scenario == 2) & (day - first <= TERMINAL_DELAY_DAYS)] = FRESH_TERMINAL
+    return kinds
+
+
+def missed_fraud_cards(days: np.ndarray, cards: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                       kinds: np.ndarray, k: int = 100) -> Counter:
+    """The fraud cards left out of a day's top k, summed over the days, by the kind of their frauds
+    that day (FRESH_TERMINAL only when all of them are; else the first other kind in FRAUD_KINDS
+    order); "caught" counts those in it."""
+    missed: Counter = Counter()
+    for today, per_card, top in _daily_tops(days, cards, labels, scores, k, kinds):
+        frauds = today[(today["label"] == 1) & today["card"].isin(per_card.index)]
+        missed["caught"] += int(top["label"].sum())
+        for _, card_kinds in frauds[~frauds["card"].isin(top.index)].groupby("card")["kind"]:
+            other = [kind for kind in FRAUD_KINDS.values() if kind in set(card_kinds)]
+            missed[other[0] if other else FRESH_TERMINAL] += 1
+    return missed
+
+
+def evaluation_metrics(history: pd.DataFrame, test: np.ndarray, scores: np.ndarray, protocol: Protocol = Protocol(),
+                       misses: bool = False) -> dict:
+    """AUC ROC, average precision and card precision@k of `scores` (one per test row); with `misses`
+    (and the simulator's `fraud_scenario` and `terminal_id`), the fraud cards the daily top k missed, by kind."""
     rows = history[test]
     labels = rows["is_fraud"].to_numpy()
     days = day_index(rows["timestamp"].to_numpy(), protocol.start_ms())
-    return {
+    extra = {}
+    if misses:
+        kinds = fraud_kinds(history, protocol)[test]
+        extra["missed_cards"] = dict(missed_fraud_cards(days, rows["customer_id"].to_numpy(), labels, scores,
+                                                        kinds, protocol.top_k))
+    return {**extra,
         "auc_roc": float(roc_auc_score(labels, scores)),
         "average_precision": float(average_precision_score(labels, scores)),
         f"card_precision_at_{protocol.top_k}": card_precision_at_k(
@@ -101,7 +147,7 @@ def protocol_rows(history: pd.DataFrame, protocol: Protocol = Protocol(), lookba
 
 def seed_history(seed: int, protocol: Protocol = Protocol(), cache: Path | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """The protocol's rows of the default simulation with `seed` (the columns it reads: timestamp,
-    customer_id, is_fraud) and their feature matrix (all of FEATURE_NAMES). With `cache`, kept there
+    customer_id, terminal_id, is_fraud, fraud_scenario) and their feature matrix (all of FEATURE_NAMES). With `cache`, kept there
     under a key of the seed, the protocol and the source of the simulator and the features, so a
     change to either computes them again."""
     from models.simulate import SimulationConfig, simulate, transaction_records
@@ -117,7 +163,7 @@ def seed_history(seed: int, protocol: Protocol = Protocol(), cache: Path | None 
                 return history, X
     history = protocol_rows(simulate(SimulationConfig(seed=seed)), protocol)
     X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
-    history = history[["timestamp", "customer_id", "is_fraud"]]  # what the protocol reads
+    history = history[["timestamp", "customer_id", "terminal_id", "is_fraud", "fraud_scenario"]]  # what the protocol reads
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         pd.to_pickle((history, X, FEATURE_NAMES), path)
@@ -148,7 +194,7 @@ def evaluate_seed(seed: int, params, protocol: Protocol = Protocol(),
     trained = train_model(X[train], labels[train], history["timestamp"].to_numpy()[train], params, features)
     raw = trained.booster.inplace_predict(X[test])
     scores = trained.calibration.probabilities(raw)
-    metrics = evaluation_metrics(history, test, scores, protocol)
+    metrics = evaluation_metrics(history, test, scores, protocol, misses=True)
     metrics.update(n_train=int(train.sum()), scale_pos_weight=trained.scale_pos_weight,
                    calibration=trained.calibration.kind, brier_score=brier(scores, labels[test]),
                    brier_score_uncalibrated=brier(raw, labels[test]))

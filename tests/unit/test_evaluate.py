@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from models.evaluate import DAY_MS, Protocol, card_precision_at_k, evaluation_metrics, over_seeds, split, spread
+from models.evaluate import (DAY_MS, FRAUD_KINDS, FRESH_TERMINAL, Protocol, card_precision_at_k, evaluation_metrics,
+                             fraud_kinds, missed_fraud_cards, over_seeds, split, spread)
 
 P = Protocol(train_start="2018-07-25", train_days=2, delay_days=1, test_days=2, top_k=2)
 D0 = P.start_ms()
@@ -82,3 +83,23 @@ def test_over_seeds_spreads_each_metric():
     # two values 0.1 apart: sd = 0.1 / sqrt(2); t(0.975, 1) = 12.7062; half = t * sd / sqrt(2) = 0.635310
     assert abs(summary["average_precision"].sd - 0.0707107) < 1e-6
     assert abs(summary["average_precision"].high - (0.65 + 0.6353102)) < 1e-6
+
+
+def test_a_terminal_s_frauds_count_as_fresh_until_its_first_fraud_is_more_than_7_days_old():
+    history = pd.DataFrame({"timestamp": [D0 + d * DAY_MS for d in (0, 3, 7, 8, 8, 8)],
+                            "terminal_id": ["T", "T", "T", "T", "U", "V"],
+                            "fraud_scenario": [2, 2, 2, 2, 0, 3]})
+    assert fraud_kinds(history, P).tolist() == [FRESH_TERMINAL] * 3 + [FRAUD_KINDS[2], "", FRAUD_KINDS[3]]
+
+
+def test_the_fraud_cards_a_day_s_top_k_leaves_out_are_counted_by_why_they_are_frauds():
+    days = np.array([0, 0, 0, 0, 0, 1, 1, 1])
+    cards = np.array(["a", "b", "c", "d", "d", "a", "e", "f"])
+    labels = np.array([1, 0, 1, 1, 1, 1, 1, 0])
+    scores = np.array([0.9, 0.8, 0.1, 0.2, 0.3, 0.9, 0.1, 0.5])
+    kinds = np.array([FRAUD_KINDS[3], "", FRESH_TERMINAL, FRESH_TERMINAL, FRAUD_KINDS[1], FRAUD_KINDS[3],
+                      FRESH_TERMINAL, ""], dtype=object)
+    # day 0: top 2 = a (fraud), b; c (fresh terminal) and d (fresh terminal and amount) left out.
+    # day 1: a caught before; top 2 = f, e (fraud): nothing left out.
+    assert missed_fraud_cards(days, cards, labels, scores, kinds, k=2) == {
+        "caught": 2, FRESH_TERMINAL: 1, FRAUD_KINDS[1]: 1}
