@@ -159,11 +159,12 @@ class CardState:
     amounts, sum of squared differences from a reference amount (the card's first amount since its
     days were last empty: a card that always pays the same amount then has a variance of exactly zero,
     and the squares stay small), and the highest amount-to-30-day-average ratio of its events (a card
-    paying far above its habits a few days ago is likely compromised today). Running totals of the 1-, 7- and 30-day windows make an event in order
-    cost the same whatever the card's volume: what enters a window is added, what leaves it subtracted,
-    and an emptied window restarts from exactly zero. The 16 terminals used most recently are kept by a
-    32-bit hash of their id, most recent first, with their last-seen times; one last seen two days
-    before the latest event is dropped, as no event up to a day late can count it.
+    paying far above its habits a few days ago is likely compromised today). Running totals of the 1-,
+    7- and 30-day windows make an event in order cost the same whatever the card's volume: what enters
+    a window is added, what leaves it subtracted, and an emptied window restarts from exactly zero.
+    The 16 terminals used most recently are kept by a 32-bit hash of their id, most recent first, with
+    their last-seen times; one last seen two days before the latest event is dropped, as no event up to
+    a day late can count it.
 
     A late event is folded into its buckets while they are still held, and its windows read the buckets
     up to its own hour or day; an event older than the buckets held counts nowhere.

@@ -26,7 +26,7 @@ from models.calibration import brier
 DAY_MS = 86_400_000
 CACHE_FORMAT = 4  # what a cached seed holds: the protocol's columns, the feature matrix, its feature names
 # Why a fraud happened (the simulator's scenario), as `fraud_kinds` names it.
-FRESH_TERMINAL = "terminal compromised <= 7 days before (no label known yet)"
+FRESH_TERMINAL = f"terminal compromised <= {TERMINAL_DELAY_DAYS} days before (no label known yet)"
 FRAUD_KINDS = {1: "amount over 220", 2: "terminal compromised earlier", 3: "card compromised"}
 
 
@@ -118,7 +118,8 @@ def missed_fraud_cards(days: np.ndarray, cards: np.ndarray, labels: np.ndarray, 
 def evaluation_metrics(history: pd.DataFrame, test: np.ndarray, scores: np.ndarray, protocol: Protocol = Protocol(),
                        misses: bool = False) -> dict:
     """AUC ROC, average precision and card precision@k of `scores` (one per test row); with `misses`
-    (and the simulator's `fraud_scenario` and `terminal_id`), the fraud cards the daily top k missed, by kind."""
+    (and the simulator's `fraud_scenario` and `terminal_id`), the fraud cards the daily top k missed,
+    by kind."""
     rows = history[test]
     labels = rows["is_fraud"].to_numpy()
     days = day_index(rows["timestamp"].to_numpy(), protocol.start_ms())
@@ -147,9 +148,9 @@ def protocol_rows(history: pd.DataFrame, protocol: Protocol = Protocol(), lookba
 
 def seed_history(seed: int, protocol: Protocol = Protocol(), cache: Path | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """The protocol's rows of the default simulation with `seed` (the columns it reads: timestamp,
-    customer_id, terminal_id, is_fraud, fraud_scenario) and their feature matrix (all of FEATURE_NAMES). With `cache`, kept there
-    under a key of the seed, the protocol and the source of the simulator and the features, so a
-    change to either computes them again."""
+    customer_id, terminal_id, is_fraud, fraud_scenario) and their feature matrix (all of FEATURE_NAMES).
+    With `cache`, kept there under a key of the seed, the protocol and the source of the simulator and
+    the features, so a change to either computes them again."""
     from models.simulate import SimulationConfig, simulate, transaction_records
     from core.features import feature_matrix
 
@@ -163,7 +164,7 @@ def seed_history(seed: int, protocol: Protocol = Protocol(), cache: Path | None 
                 return history, X
     history = protocol_rows(simulate(SimulationConfig(seed=seed)), protocol)
     X = feature_matrix(transaction_records(history), history["is_fraud"].to_numpy())
-    history = history[["timestamp", "customer_id", "terminal_id", "is_fraud", "fraud_scenario"]]  # what the protocol reads
+    history = history[["timestamp", "customer_id", "terminal_id", "is_fraud", "fraud_scenario"]]  # evaluation's
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         pd.to_pickle((history, X, FEATURE_NAMES), path)

@@ -504,8 +504,9 @@ async def _heartbeat(app: web.Application) -> None:
     settings, stream = app[SETTINGS], app[STREAM]
     while True:
         model = stream.model()
-        beat = {"worker_id": settings.worker_id, "pid": os.getpid(), "at": time.time(), "api_url": advertised_url(settings),
-                "assigned_partitions": stream.assigned(), "total_lag": sum(stream.lag().values()),
+        beat = {"worker_id": settings.worker_id, "pid": os.getpid(), "at": time.time(),
+                "api_url": advertised_url(settings), "assigned_partitions": stream.assigned(),
+                "total_lag": sum(stream.lag().values()),
                 "model_version": model.version if model else None}
         try:
             await app[REDIS].set(HEARTBEAT_KEY.format(settings.worker_id), json.dumps(beat),

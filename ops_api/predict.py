@@ -299,13 +299,15 @@ async def what_if(app: web.Application, txn: Transaction, headers: Mapping[str, 
     return Answer(200, {**verdict, "what_if": True})
 
 
-async def _forwarded(app: web.Application, txn: Transaction, partition: int, headers: Mapping[str, str]) -> Answer | None:
+async def _forwarded(app: web.Application, txn: Transaction, partition: int,
+                     headers: Mapping[str, str]) -> Answer | None:
     """The answer of the worker whose heartbeat lists the card's partition; None when none does (or
     Redis is away)."""
     s: Settings = app[SETTINGS]
     held = f"{s.transactions_topic}[{partition}]"
     try:
-        urls = [w["api_url"] for w in await workers(app) if held in w.get("assigned_partitions", []) and w.get("api_url")]
+        urls = [w["api_url"] for w in await workers(app)
+                if held in w.get("assigned_partitions", []) and w.get("api_url")]
     except Exception as exc:  # noqa: BLE001 - Redis away: nobody to ask
         log.warning("workers' heartbeats unreadable: %s", exc)
         return None
@@ -313,7 +315,8 @@ async def _forwarded(app: web.Application, txn: Transaction, partition: int, hea
         return None
     forward = {FORWARDED: "1", **({"Authorization": headers["Authorization"]} if "Authorization" in headers else {})}
     try:
-        async with app[HTTP].post(f"{urls[0]}/api/v1/fraud/score", json=txn.model_dump(exclude_none=True), headers=forward,
+        async with app[HTTP].post(f"{urls[0]}/api/v1/fraud/score", json=txn.model_dump(exclude_none=True),
+                                  headers=forward,
                                   timeout=aiohttp.ClientTimeout(total=s.predict_timeout_seconds + 1)) as response:
             body = await response.json()
             return Answer(response.status, body, {"Retry-After": response.headers["Retry-After"]}
