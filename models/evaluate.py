@@ -95,7 +95,7 @@ def fraud_kinds(history: pd.DataFrame, protocol: "Protocol") -> np.ndarray:
     day = day_index(history["timestamp"].to_numpy(), protocol.start_ms())
     at_terminal = pd.Series(day).where(scenario == 2)
     first = at_terminal.groupby(history["terminal_id"].to_numpy()).transform("min").to_numpy()
-    kinds = np.array([FRAUD_KINDS.get(int(s), "") for s in scenario], dtype=object)
+    kinds = pd.Series(scenario).map(FRAUD_KINDS).fillna("").to_numpy(dtype=object)
     kinds[(scenario == 2) & (day - first <= TERMINAL_DELAY_DAYS)] = FRESH_TERMINAL
     return kinds
 
