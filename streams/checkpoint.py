@@ -40,8 +40,8 @@ transaction) are simply stepped over: the committed offset is the last processed
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
@@ -129,9 +129,10 @@ def producer_config(bootstrap: str, transactional_id: str, transaction_timeout_m
 class Checkpoint:
     """The open Kafka transaction: outputs, offsets processed, and the stores whose changes it takes.
 
-    Two transactional producers take turns. A commit hands the open transaction to a thread of its
-    own and the batches after it go to the other producer, so the loop does not stop for the broker's
-    round trips. Commits still happen one after the other, in order: a commit begins only once the one
+    Two transactional producers take turns. A commit hands the open transaction to the commit thread
+    (one, kept for the worker's life: starting a thread per commit would stop the loop each time until
+    the new thread ran) and the batches after it go to the other producer, so the loop does not stop
+    for the broker's round trips. Commits still happen one after the other, in order: a commit begins only once the one
     before it has ended, and one that failed is raised to the loop (`settle`), which rewinds, aborting
     the transaction opened after it too.
     """
@@ -151,8 +152,8 @@ class Checkpoint:
         # or a producer left with a failed commit (or a failed begin) would refuse every later begin.
         self.unfinished: set[int] = set()
         self.commits = 0
-        self._committing: threading.Thread | None = None
-        self._failure: Rewind | None = None
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._committing: Future | None = None  # the commit under way: its failure, or None
 
     @property
     def producer(self) -> Producer:
@@ -214,16 +215,15 @@ class Checkpoint:
             metadata = self.consumer.consumer_group_metadata() if positions else None
         except KafkaException as exc:
             raise failure_of(exc, "commit") from exc
-        self._committing = threading.Thread(target=self._commit, args=(self.current, changelogs, positions,
-                                                                       metadata), name="commit", daemon=True)
+        self._committing = self._committer.submit(self._commit, self.current, changelogs, positions, metadata)
         self.offsets, self.begun_at = {}, None
         self.committed_at = time.monotonic()
         self.current = 1 - self.current
-        self._committing.start()
         if wait:
             self.settle()
 
-    def _commit(self, index: int, changelogs: dict, positions: list[TopicPartition], metadata) -> None:
+    def _commit(self, index: int, changelogs: dict, positions: list[TopicPartition], metadata) -> Rewind | None:
+        """In the commit thread: steps 1-3 on producer `index`; the failure, or None once committed."""
         producer = self.producers[index]
         started = time.perf_counter()
         try:
@@ -231,31 +231,35 @@ class Checkpoint:
             # partition given to it (a record's own "partition" is not used).
             for (topic, partition), messages in changelogs.items():
                 if producer.produce_batch(topic, messages, partition=partition) != len(messages):
-                    self._failure = Rewind(f"{topic}: changelog records not queued")
-                    return
+                    return Rewind(f"{topic}: changelog records not queued")
             if positions:  # step 2
                 call_transactional(producer.send_offsets_to_transaction, positions, metadata, OP_TIMEOUT)
             call_transactional(producer.commit_transaction, OP_TIMEOUT)  # step 3
         except BufferError as exc:
-            self._failure = Rewind(f"changelog records not queued: {exc}")
-            return
+            return Rewind(f"changelog records not queued: {exc}")
         except KafkaException as exc:
-            self._failure = failure_of(exc, "commit")
-            return
+            return failure_of(exc, "commit")
+        except Exception as exc:  # noqa: BLE001 - not committed, whatever the reason: the loop rewinds
+            log.exception("commit failed")
+            return Rewind(f"commit: {type(exc).__name__}: {exc}")
         self.unfinished.discard(index)
         self.commits += 1
         self.on_commit(time.perf_counter() - started)
+        return None
 
     def settle(self, block: bool = True) -> None:
         """Wait for the commit under way (without `block`: only if it has ended); raise its failure."""
-        thread = self._committing
-        if thread is None or (not block and thread.is_alive()):
+        committing = self._committing
+        if committing is None or (not block and not committing.done()):
             return
-        thread.join()
         self._committing = None
-        failure, self._failure = self._failure, None
+        failure = committing.result()
         if failure is not None:
             raise failure
+
+    def close(self) -> None:
+        """Stop the commit thread (after `commit(wait=True)`: nothing is under way)."""
+        self._committer.shutdown(wait=True)
 
     def abort(self) -> None:
         """Drop the open transaction (outputs and offsets), once the commit under way has ended."""

@@ -301,6 +301,7 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - stopping: the next owner redoes what is uncommitted
                 log.warning("stopping: %s", exc)
         if self.checkpoint is not None:
+            self.checkpoint.close()
             for producer in self.checkpoint.producers:
                 producer.flush(10)
         self.tables.close()

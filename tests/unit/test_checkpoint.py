@@ -3,6 +3,8 @@ real broker is exercised by tests/integration and tests/resilience)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
@@ -128,6 +130,28 @@ def test_a_rewind_aborts_the_failed_commit_too_so_that_producer_can_begin_again(
         checkpoint.settle()
     checkpoint.abort()
     assert ("a", "abort") in calls
+
+
+def test_an_unexpected_error_in_the_commit_thread_asks_for_a_rewind_rather_than_passing_for_committed():
+    checkpoint, _, calls = _checkpoint()
+    checkpoint.producers[0].commit_transaction = lambda timeout: 1 / 0
+    checkpoint.processed("transactions", 0, 5)
+    checkpoint.commit()
+    with pytest.raises(Rewind, match="ZeroDivisionError"):
+        checkpoint.settle()
+    assert checkpoint.commits == 0 and checkpoint.unfinished == {0}
+
+
+def test_every_commit_runs_on_the_same_commit_thread():
+    checkpoint, _, calls = _checkpoint()
+    threads = []
+    for producer in checkpoint.producers:
+        producer.commit_transaction = lambda timeout: threads.append(threading.get_ident())
+    for offset in range(4):
+        checkpoint.processed("transactions", 0, offset)
+        checkpoint.commit(wait=True)
+    checkpoint.close()
+    assert len(threads) == 4 and len(set(threads)) == 1 and threads[0] != threading.get_ident()
 
 
 def test_a_begin_that_fails_leaves_its_producer_to_be_aborted():
