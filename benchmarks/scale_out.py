@@ -51,10 +51,10 @@ def paced_run(tmp: Path, model_name: str, n_workers: int, rate: float, seconds: 
         now = int(time.time() * 1000)
         for r in records:
             r["timestamp"] = now
+        messages = list(transaction_messages(settings.transactions_topic, codec, records))  # encoded beforehand
         before = [process_cpu_seconds(w.proc.pid) for w in workers]
         started = time.time()
-        replay(producer_for(settings.kafka_bootstrap), transaction_messages(settings.transactions_topic, codec, records),
-               rate=rate)
+        replay(producer_for(settings.kafka_bootstrap), messages, rate=rate)
         verdicts.wait_for(len(records), timeout=300)
         elapsed = time.time() - started
         cpu = [process_cpu_seconds(w.proc.pid) - b for w, b in zip(workers, before)]

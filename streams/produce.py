@@ -14,6 +14,7 @@ from models.simulate import transaction_records
 from schemas.codec import AvroCodec
 
 FLUSH_EVERY = 10_000
+PACE_SECONDS = 0.001  # a paced replay sends what falls due within this in one go
 DAY_MS = 86_400_000
 
 Message = tuple[str, bytes, bytes, bool]  # topic, key, value, is_transaction
@@ -60,14 +61,15 @@ def history_messages(history: pd.DataFrame, transactions: tuple[str, AvroCodec],
 
 def replay(producer: Producer, messages: Iterable[Message], *, rate: float = 0.0,
            on_sent: Callable[[int], None] = lambda n: None) -> int:
-    """Produce `messages`, pacing transactions at `rate` per second (0: as fast as possible).
-    Returns the number of transactions sent."""
+    """Produce `messages`, pacing transactions at `rate` per second (0: as fast as possible), a
+    millisecond's worth at a time: the producer sleeps at most a thousand times a second, whatever the
+    rate. Returns the number of transactions sent."""
     started = time.monotonic()
     sent = 0
     for topic, key, value, is_transaction in messages:
         if is_transaction and rate > 0:
             ahead = sent / rate - (time.monotonic() - started)
-            if ahead > 0:
+            if ahead > PACE_SECONDS:
                 time.sleep(ahead)
         _produce(producer, topic, key, value)
         if not is_transaction:
