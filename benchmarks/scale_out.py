@@ -9,13 +9,16 @@ them (the range assignor gives each an even share of each topic). The CPU second
 processes (user + system, from /proc) are counted from the first transaction produced until every
 verdict is visible, and reported per transaction and as the ratio of the shared run's sum to the
 single worker's, with each run's latency (produce -> scored, and -> visible to a read_committed
-consumer). FRAUD_BATCH_WITHIN_SECONDS in the environment sets the workers' batch wait: the trade
-between CPU and latency at light load.
+consumer). The CPU seconds are also split by thread: librdkafka's own threads (named rdk:*:
+fetching, producing, the transactional protocol) against the Python threads (the loop, the commit
+thread, the ops API). FRAUD_BATCH_WITHIN_SECONDS in the environment sets the workers' batch wait: the
+trade between CPU and latency at light load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -29,6 +32,20 @@ from benchmarks.end_to_end import (Verdicts, bench_model, live_transactions, pre
                                    process_cpu_seconds)
 from streams.produce import producer_for, replay, transaction_messages  # noqa: E402
 from tests.conftest import WorkerProcess, free_port, unique_settings  # noqa: E402
+
+
+def kafka_client_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process's librdkafka threads (named rdk:...) so far."""
+    total = 0.0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{task}/stat").read()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        if stat[stat.index("(") + 1:].startswith("rdk:"):
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def paced_run(tmp: Path, model_name: str, n_workers: int, rate: float, seconds: float, tag: str) -> dict:
@@ -53,11 +70,13 @@ def paced_run(tmp: Path, model_name: str, n_workers: int, rate: float, seconds: 
             r["timestamp"] = now
         messages = list(transaction_messages(settings.transactions_topic, codec, records))  # encoded beforehand
         before = [process_cpu_seconds(w.proc.pid) for w in workers]
+        kafka_before = [kafka_client_cpu_seconds(w.proc.pid) for w in workers]
         started = time.time()
         replay(producer_for(settings.kafka_bootstrap), messages, rate=rate)
         verdicts.wait_for(len(records), timeout=300)
         elapsed = time.time() - started
         cpu = [process_cpu_seconds(w.proc.pid) - b for w, b in zip(workers, before)]
+        kafka_cpu = [kafka_client_cpu_seconds(w.proc.pid) - b for w, b in zip(workers, kafka_before)]
     finally:
         for worker in workers:
             worker.stop()
@@ -65,7 +84,7 @@ def paced_run(tmp: Path, model_name: str, n_workers: int, rate: float, seconds: 
     scored = np.array([v["latency_ms"] for _, v in verdicts.read])
     visible = np.array([read * 1000 - (v["scored_at"] - v["latency_ms"]) for read, v in verdicts.read])
     return {"workers": n_workers, "transactions": len(records), "seconds": elapsed,
-            "cpu_seconds": sum(cpu), "cpu_seconds_each": cpu,
+            "cpu_seconds": sum(cpu), "cpu_seconds_each": cpu, "kafka_client_cpu_seconds": sum(kafka_cpu),
             "cpu_ms_per_transaction": 1000 * sum(cpu) / len(records),
             "latency_ms": [float(np.percentile(x, q)) for x in (scored, visible) for q in (50, 99)]}
 
@@ -87,6 +106,8 @@ def main() -> None:
         print(f"  {run['workers']} worker(s): {run['cpu_seconds']:.1f} CPU s ({each}), "
               f"{run['cpu_ms_per_transaction']:.3f} CPU ms per transaction; produce -> scored p50 / p99 "
               "{:.0f} / {:.0f} ms, produce -> visible p50 / p99 {:.0f} / {:.0f} ms".format(*run["latency_ms"]))
+        kafka = run["kafka_client_cpu_seconds"]
+        print(f"    by thread: librdkafka {kafka:.1f} CPU s, Python {run['cpu_seconds'] - kafka:.1f} CPU s")
     print(f"  {args.workers} workers / 1 worker: {shared['cpu_seconds'] / one['cpu_seconds']:.2f}x")
 
 
