@@ -28,7 +28,7 @@ from core.decision import Thresholds, decide, top_reasons
 from core.drift import DriftWatch
 from core.features import (CUSTOMER_FEATURE_NAMES, HISTORY_MS, N_FEATURES, CardState, TerminalCounts,
                            invalid_transaction_reason)
-from core.metrics import Metrics
+from core.metrics import Metrics, observe_all
 from models.serving import LoadedModel, ModelHandle
 from schemas.codec import AvroCodec
 from schemas.verdict_writer import VerdictWriter
@@ -231,20 +231,20 @@ class ScoringStep:
         batch's (terminal, time) pairs, one record per terminal partition."""
         write = self._writer(model)
         topic, worker, source_topic = self.topics["verdicts"], self.worker, self.topic.encode()
-        latency = self.metrics.latency
+        latencies = np.empty(len(verdicts))
         by_terminal_partition: dict[int, list] = {}
-        for msg, verdict, txn in zip(records, verdicts, transactions):
-            verdict["latency_ms"] = latency_ms = max(0.0, float(now_ms - msg.timestamp()[1]))
+        for i, (msg, verdict, txn) in enumerate(zip(records, verdicts, transactions)):
+            verdict["latency_ms"] = latencies[i] = max(0.0, float(now_ms - msg.timestamp()[1]))
             checkpoint.produce(topic, write(verdict), verdict["transaction_id"].encode(), headers=[
                 ("source.topic", source_topic), ("source.partition", b"%d" % msg.partition()),
                 ("source.offset", b"%d" % msg.offset()), ("scored.by", worker)])
-            latency.observe(latency_ms)
             by_terminal_partition.setdefault(terminal_partition(txn["terminal_id"], self.n_partitions), []).append(
                 {"terminal_id": txn["terminal_id"], "transaction_timestamp": txn["timestamp"]})
         events = self.codecs["terminal_events"].encode
         for terminal_part, items in by_terminal_partition.items():
             checkpoint.produce(self.topics["terminal_events"], events({"transactions": items, "frauds": []}),
                                partition=terminal_part)
+        observe_all(self.metrics.latency, latencies)
         self._count(model, verdicts)
 
     def _writer(self, model: LoadedModel):
