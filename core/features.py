@@ -399,12 +399,15 @@ class CardState:
         """The state in at most CARD_STATE_MAX_BYTES bytes, little-endian: a version byte and the
         header, then the arrays as they are held: the hours held (hour, count, sum), the days' counts,
         sums and sums of squares, the days' highest ratios, the terminals held and when each was last seen."""
-        return b"".join([
-            _CARD_HEADER.pack(_CARD_VERSION, self._last, self._reference, len(self._hours) // 3,
-                              len(self._terminal_seen), *(getattr(self, name) for name in _CARD_TOTALS)),
-            _little_endian(self._hours), _little_endian(self._day_n), _little_endian(self._day_sums),
-            _little_endian(self._day_max), bytes(self._terminals), _little_endian(self._terminal_seen),
-        ])
+        header = _CARD_HEADER.pack(_CARD_VERSION, self._last, self._reference, len(self._hours) // 3,
+                                   len(self._terminal_seen), self._n_1d, self._n_7d, self._n_30d, self._sum_1d,
+                                   self._sum_7d, self._sum_30d, self._sq_30d)  # _CARD_TOTALS, in order
+        if _BIG_ENDIAN:
+            return b"".join([header, _little_endian(self._hours), _little_endian(self._day_n),
+                             _little_endian(self._day_sums), _little_endian(self._day_max), bytes(self._terminals),
+                             _little_endian(self._terminal_seen)])
+        return b"".join([header, self._hours, self._day_n, self._day_sums, self._day_max, self._terminals,
+                         self._terminal_seen])  # arrays join as their bytes
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "CardState":
