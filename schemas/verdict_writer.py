@@ -49,12 +49,19 @@ class VerdictWriter:
         self.features = struct.Struct("<" + "".join(f"{len(k)}sd" for k in keys))
         self.slots: list = [x for k in keys for x in (k, 0.0)]
         self.map_start = _long(len(keys)) if keys else b""
+        # The fields every verdict of a batch shares (one model, one scoring time), written once.
+        self._model: tuple = (None, None, b"")
+        self._scored_at: tuple = (None, b"")
 
     def write(self, v: Mapping) -> bytes:
         """One verdict's message value: magic byte, schema id, Avro body."""
+        name, version = v["model_name"], v["model_version"]
+        if self._model[0] != name or self._model[1] != version:
+            self._model = (name, version, _string(name) + _string(version))
+        if self._scored_at[0] != v["scored_at"]:
+            self._scored_at = (v["scored_at"], _long(v["scored_at"]))
         parts = [self.header, _string(v["transaction_id"]), _string(v["customer_id"]),
-                 _DOUBLE.pack(v["score"]), _DECISIONS[v["decision"]], _string(v["model_name"]),
-                 _string(v["model_version"])]
+                 _DOUBLE.pack(v["score"]), _DECISIONS[v["decision"]], self._model[2]]
         reasons = v["reasons"]
         if reasons:
             parts.append(_SMALL[len(reasons)] if len(reasons) < 64 else _long(len(reasons)))
@@ -73,7 +80,7 @@ class VerdictWriter:
         shadow = v["challenger_score"]
         parts.append(_NULL if shadow is None else _SECOND_BRANCH + _DOUBLE.pack(shadow))
         parts.append(_long(v["transaction_timestamp"]))
-        parts.append(_long(v["scored_at"]))
+        parts.append(self._scored_at[1])
         parts.append(_DOUBLE.pack(v["latency_ms"]))
         terminal = v["terminal_id"]
         parts.append(_NULL if terminal is None else _SECOND_BRANCH + _string(terminal))

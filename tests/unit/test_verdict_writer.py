@@ -47,6 +47,7 @@ def verdict(rng: random.Random, **changes) -> dict:
     {"transaction_id": "é" * 70, "customer_id": "卡" * 50},  # multi-byte text, lengths past one varint byte
     {"transaction_timestamp": 0, "scored_at": 2**62, "latency_ms": 0.0},
     {"reasons": [{"feature": "not_a_feature_name", "value": 1.0, "contribution": 0.5}] * 70},
+    {"model_version": "3", "scored_at": 1_700_000_000_000},  # a batch's: one model, one scoring time
 ])
 def test_the_writer_writes_what_fastavro_writes(changes):
     rng = random.Random(7)
