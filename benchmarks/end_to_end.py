@@ -2,7 +2,8 @@
 
     scripts/services up
     .venv/bin/python benchmarks/end_to_end.py [--transactions 50000] [--latency-runs 3] [--paced-seconds 20]
-                                              [--latency-rate R] [--skip ...]
+                                              [--latency-rate R] [--warm-up-seconds 600] [--warm-up-rate 2000]
+                                              [--skip ...]
 
 One run measures, on the same broker and the same transactions (simulated cards and terminals, event
 times shifted to now, Avro as a payment system would produce them, 6 partitions):
@@ -24,8 +25,12 @@ worker's measured rate (or `--latency-rate`) for `--paced-seconds`: per verdict,
 (the verdict's own latency_ms) and produce -> visible to a read_committed consumer (which waits for the transaction to
 commit, every FRAUD_COMMIT_INTERVAL_SECONDS). The first two seconds of each run are left out. While
 each run is paced, the share of the machine's cores left idle and the cores used by the worker, the
-broker and this benchmark itself are read from /proc: a tail that grows with the run is a machine
-with no core to spare.
+broker (and, within it, its JVM's JIT compilers and garbage collector) and this benchmark itself are
+read from /proc: a tail that grows with the run is a machine with no core to spare. A broker started
+minutes before is still compiling its hot code, which takes much of a core on this machine for several
+minutes, and makes the first runs after it slower and more variable: so every measured run comes after
+a paced warm-up (`--warm-up-rate`, 2,000/s), not measured, until the broker's compilers use under
+2 % of a core over 10 s (`--warm-up-seconds`, at most 600).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from streams.topics import ensure_topics  # noqa: E402
 from tests.conftest import WorkerProcess, unique_settings  # noqa: E402
 
 WARM_UP_SECONDS = 2.0
+JIT_SETTLED_CORES = 0.02  # the broker's JIT compilers below this share of a core: its code is compiled
 
 
 def live_transactions(count: int, seed: int = 1) -> list[dict]:
@@ -164,19 +170,41 @@ def worker_throughput(name: str, tmp: Path, model_name: str, batch_max: int, rec
 
 
 class MachineLoad:
-    """While a paced run lasts: how idle the machine's cores were, and how much of a core the worker,
-    the broker and this benchmark (its producer and verdict consumer) each used, from /proc."""
+    """While a paced run lasts: how idle the machine's cores were, how much of a core the worker, the
+    broker and this benchmark (its producer and verdict consumer) each used, and how much of the
+    broker's went to its JVM's JIT compilers and garbage collector, from /proc."""
 
     def __init__(self, worker_pid: int):
         self.pids = {"worker": worker_pid, "broker": broker_pid(), "benchmark": os.getpid()}
-        self.started = (time.monotonic(), cpu_idle_and_total(), {k: process_cpu_seconds(p) for k, p in self.pids.items()})
+        self.started = (time.monotonic(), cpu_idle_and_total(),
+                        {k: process_cpu_seconds(p) for k, p in self.pids.items()},
+                        jvm_cpu_seconds(self.pids["broker"]))
 
     def stop(self) -> dict:
-        at, (idle, total), cpu = self.started
+        at, (idle, total), cpu, jvm = self.started
         seconds = time.monotonic() - at
         idle_now, total_now = cpu_idle_and_total()
         load = {f"{k}_cores": (process_cpu_seconds(p) - cpu[k]) / seconds for k, p in self.pids.items()}
-        return {"idle_share": (idle_now - idle) / max(1, total_now - total), **load}
+        jvm_now = jvm_cpu_seconds(self.pids["broker"])
+        return {"idle_share": (idle_now - idle) / max(1, total_now - total), **load,
+                **{f"broker_{k}_cores": (jvm_now[k] - jvm[k]) / seconds for k in jvm}}
+
+
+def jvm_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a JVM's JIT compiler threads (C1, C2) and its garbage collector's threads,
+    by their thread names."""
+    out = {"jit": 0.0, "gc": 0.0}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{task}/stat").read()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1: stat.rindex(")")]
+        kind = "jit" if " CompilerThre" in name else "gc" if name.startswith(("GC Thread", "G1 ")) else None
+        if kind:
+            fields = stat.rsplit(")", 1)[1].split()
+            out[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def cpu_idle_and_total() -> tuple[int, int]:
@@ -187,6 +215,32 @@ def cpu_idle_and_total() -> tuple[int, int]:
 def broker_pid() -> int:
     """The Kafka broker that scripts/services started."""
     return int((Path(__file__).resolve().parent.parent / ".services" / "run" / "kafka.pid").read_text())
+
+
+def warm_up(tmp: Path, model_name: str, records: list[dict], rate: float, max_seconds: float,
+            slice_seconds: float = 10.0) -> dict:
+    """Pace `records` (over and over) through a worker on topics of their own, in slices of
+    `slice_seconds`, until the broker's JIT compilers used under JIT_SETTLED_CORES of a core during the
+    last slice, or `max_seconds` have passed. Nothing is measured but the broker's compilers."""
+    settings, codec = prepared(tmp, model_name, 1000, [])
+    worker = WorkerProcess(settings, tmp / "warm-up.log").start()
+    per_slice = int(rate * slice_seconds)
+    jit: list[float] = []
+    started = time.monotonic()
+    try:
+        worker.wait_ready(timeout=180)
+        producer = producer_for(settings.kafka_bootstrap)
+        pid = broker_pid()
+        while not jit or (jit[-1] >= JIT_SETTLED_CORES and time.monotonic() - started < max_seconds):
+            at = len(jit) * per_slice % len(records)
+            chunk = [dict(r, timestamp=int(time.time() * 1000)) for r in (records * 2)[at: at + per_slice]]
+            before, clock = jvm_cpu_seconds(pid)["jit"], time.monotonic()
+            replay(producer, transaction_messages(settings.transactions_topic, codec, chunk), rate=rate)
+            jit.append((jvm_cpu_seconds(pid)["jit"] - before) / (time.monotonic() - clock))
+    finally:
+        worker.stop()
+    return {"run": "warm-up", "seconds": time.monotonic() - started, "rate": rate,
+            "broker_jit_cores_first": jit[0], "broker_jit_cores_last": jit[-1]}
 
 
 def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float, run: int) -> dict:
@@ -233,6 +287,10 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=20.0)
     parser.add_argument("--latency-rate", type=float,
                         help="pace the latency runs at this rate rather than half the batched worker's")
+    parser.add_argument("--warm-up-seconds", type=float, default=600,
+                        help="before any run, pace transactions (not measured) until the broker's JIT "
+                             "compilers use under 2%% of a core, at most this long (0: no warm-up)")
+    parser.add_argument("--warm-up-rate", type=float, default=2000.0)
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["raw", "faust-iterate", "faust-eos", "per-event", "batched", "mlflow", "latency"])
     parser.add_argument("--json", help="also write the results here")
@@ -246,6 +304,11 @@ def main() -> None:
                                  experiment="fraud-scorer-bench", params=TrainParams())
     stream = live_transactions(args.transactions)
     results: list[dict] = []
+    warmed = None
+    if args.warm_up_seconds > 0:
+        warmed = warm_up(tmp, model_name, live_transactions(int(args.warm_up_rate * 20), seed=3), args.warm_up_rate,
+                         args.warm_up_seconds)
+        print(json.dumps(warmed), flush=True)
 
     def run(key: str, fn, *a, **kw) -> None:
         if key in args.skip:
@@ -281,6 +344,10 @@ def main() -> None:
             latency.append(result)
 
     faust_eos = next((r for r in results if r["name"].startswith("faust agent, one send")), None)
+    if warmed:
+        print(f"\nwarm-up at {warmed['rate']:.0f}/s for {warmed['seconds']:.0f} s: the broker's JIT compilers "
+              f"used {warmed['broker_jit_cores_first']:.2f} of a core in its first 10 s, "
+              f"{warmed['broker_jit_cores_last']:.2f} in its last")
     print(f"\none worker, 6 partitions, {len(stream)} transactions; logs in {tmp}")
     print(f"{'throughput':68} {'records/s':>10} {'vs faust send+table':>20} {'CPU ms/txn':>11}")
     for r in results:
@@ -298,10 +365,12 @@ def main() -> None:
             print(f"  run {r['run']}: {r['score_p50']:.1f} / {r['score_p99']:.1f}   "
                   f"{r['visible_p50']:.1f} / {r['visible_p99']:.1f}   ({r['verdicts']} verdicts)   "
                   f"while paced: cores idle {100 * r['idle_share']:.0f}%, cores used by the worker "
-                  f"{r['worker_cores']:.2f}, the broker {r['broker_cores']:.2f}, "
+                  f"{r['worker_cores']:.2f}, the broker {r['broker_cores']:.2f} (its JIT compilers "
+                  f"{r['broker_jit_cores']:.2f}, GC {r['broker_gc_cores']:.2f}), "
                   f"this benchmark {r['benchmark_cores']:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"throughput": results, "latency": latency}, indent=2))
+        Path(args.json).write_text(json.dumps({"throughput": results, "warm_up": warmed, "latency": latency},
+                                              indent=2))
 
 
 if __name__ == "__main__":
