@@ -132,9 +132,9 @@ class Checkpoint:
     Two transactional producers take turns. A commit hands the open transaction to the commit thread
     (one, kept for the worker's life: starting a thread per commit would stop the loop each time until
     the new thread ran) and the batches after it go to the other producer, so the loop does not stop
-    for the broker's round trips. Commits still happen one after the other, in order: a commit begins only once the one
-    before it has ended, and one that failed is raised to the loop (`settle`), which rewinds, aborting
-    the transaction opened after it too.
+    for the broker's round trips. Commits still happen one after the other, in order: a commit begins
+    only once the one before it has ended, and one that failed is raised to the loop (`settle`), which
+    rewinds, aborting the transaction opened after it too.
     """
 
     def __init__(self, producers: list[Producer], consumer: Consumer, stores: list[Store], interval: float,
