@@ -190,20 +190,28 @@ class MachineLoad:
                 **{f"broker_{k}_cores": (jvm_now[k] - jvm[k]) / seconds for k in jvm}}
 
 
-def jvm_cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds so far of a JVM's JIT compiler threads (C1, C2) and its garbage collector's threads,
-    by their thread names."""
-    out = {"jit": 0.0, "gc": 0.0}
+def thread_cpu_seconds(pid: int) -> list[tuple[str, float]]:
+    """(name, CPU seconds so far) of each thread of a process, from /proc."""
+    threads = []
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = open(f"/proc/{pid}/task/{task}/stat").read()
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        name = stat[stat.index("(") + 1: stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        threads.append((stat[stat.index("(") + 1: stat.rindex(")")],
+                        (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")))
+    return threads
+
+
+def jvm_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a JVM's JIT compiler threads (C1, C2) and its garbage collector's threads,
+    by their thread names."""
+    out = {"jit": 0.0, "gc": 0.0}
+    for name, seconds in thread_cpu_seconds(pid):
         kind = "jit" if " CompilerThre" in name else "gc" if name.startswith(("GC Thread", "G1 ")) else None
         if kind:
-            fields = stat.rsplit(")", 1)[1].split()
-            out[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            out[kind] += seconds
     return out
 
 

@@ -18,7 +18,6 @@ trade between CPU and latency at light load.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -29,23 +28,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.end_to_end import (Verdicts, bench_model, live_transactions, prepared,  # noqa: E402
-                                   process_cpu_seconds)
+                                   process_cpu_seconds, thread_cpu_seconds)
 from streams.produce import producer_for, replay, transaction_messages  # noqa: E402
 from tests.conftest import WorkerProcess, free_port, unique_settings  # noqa: E402
 
 
 def kafka_client_cpu_seconds(pid: int) -> float:
     """CPU seconds of a process's librdkafka threads (named rdk:...) so far."""
-    total = 0.0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            stat = open(f"/proc/{pid}/task/{task}/stat").read()
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-        if stat[stat.index("(") + 1:].startswith("rdk:"):
-            fields = stat.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(seconds for name, seconds in thread_cpu_seconds(pid) if name.startswith("rdk:"))
 
 
 def paced_run(tmp: Path, model_name: str, n_workers: int, rate: float, seconds: float, tag: str) -> dict:

@@ -133,7 +133,7 @@ def test_a_rewind_aborts_the_failed_commit_too_so_that_producer_can_begin_again(
 
 
 def test_an_unexpected_error_in_the_commit_thread_asks_for_a_rewind_rather_than_passing_for_committed():
-    checkpoint, _, calls = _checkpoint()
+    checkpoint, _, _ = _checkpoint()
     checkpoint.producers[0].commit_transaction = lambda timeout: 1 / 0
     checkpoint.processed("transactions", 0, 5)
     checkpoint.commit()
@@ -143,7 +143,7 @@ def test_an_unexpected_error_in_the_commit_thread_asks_for_a_rewind_rather_than_
 
 
 def test_every_commit_runs_on_the_same_commit_thread():
-    checkpoint, _, calls = _checkpoint()
+    checkpoint, _, _ = _checkpoint()
     threads = []
     for producer in checkpoint.producers:
         producer.commit_transaction = lambda timeout: threads.append(threading.get_ident())
