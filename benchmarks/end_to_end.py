@@ -240,8 +240,8 @@ def warm_up(tmp: Path, model_name: str, records: list[dict], rate: float, max_se
         producer = producer_for(settings.kafka_bootstrap)
         pid = broker_pid()
         while not jit or (jit[-1] >= JIT_SETTLED_CORES and time.monotonic() - started < max_seconds):
-            at = len(jit) * per_slice % len(records)
-            chunk = [dict(r, timestamp=int(time.time() * 1000)) for r in (records * 2)[at: at + per_slice]]
+            at, now = len(jit) * per_slice, int(time.time() * 1000)
+            chunk = [dict(records[i % len(records)], timestamp=now) for i in range(at, at + per_slice)]
             before, clock = jvm_cpu_seconds(pid)["jit"], time.monotonic()
             replay(producer, transaction_messages(settings.transactions_topic, codec, chunk), rate=rate)
             jit.append((jvm_cpu_seconds(pid)["jit"] - before) / (time.monotonic() - clock))

@@ -23,6 +23,7 @@ import struct
 import sys
 from array import array
 from bisect import bisect_left
+from operator import attrgetter
 from typing import Callable, Mapping, Sequence
 from zlib import crc32
 
@@ -142,6 +143,7 @@ MAX_RATIO_DAYS = 14  # max_amount_to_avg_14d reads the days d-13..d
 # counts over 1, 7 and 30 days, sums of amounts over 1, 7 and 30 days, sum of squares over 30 days.
 _CARD_HEADER = struct.Struct("<BqdBBIIIdddd")
 _CARD_TOTALS = ("_n_1d", "_n_7d", "_n_30d", "_sum_1d", "_sum_7d", "_sum_30d", "_sq_30d")
+_card_totals = attrgetter(*_CARD_TOTALS)
 _CARD_DAYS_BYTES = HISTORY_DAYS * (4 + 8 + 8)
 _CARD_MAX_RATIO_BYTES = HISTORY_DAYS * 8
 CARD_STATE_MAX_BYTES = (_CARD_HEADER.size + HOURS_PER_DAY * 3 * 8 + _CARD_DAYS_BYTES + _CARD_MAX_RATIO_BYTES
@@ -400,8 +402,7 @@ class CardState:
         header, then the arrays as they are held: the hours held (hour, count, sum), the days' counts,
         sums and sums of squares, the days' highest ratios, the terminals held and when each was last seen."""
         header = _CARD_HEADER.pack(_CARD_VERSION, self._last, self._reference, len(self._hours) // 3,
-                                   len(self._terminal_seen), self._n_1d, self._n_7d, self._n_30d, self._sum_1d,
-                                   self._sum_7d, self._sum_30d, self._sq_30d)  # _CARD_TOTALS, in order
+                                   len(self._terminal_seen), *_card_totals(self))
         if _BIG_ENDIAN:
             return b"".join([header, _little_endian(self._hours), _little_endian(self._day_n),
                              _little_endian(self._day_sums), _little_endian(self._day_max), bytes(self._terminals),

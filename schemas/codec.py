@@ -119,8 +119,8 @@ class AvroCodec:
         self.reader = _parse(schema)
         self.schema_id: int | None = None
         # Per writer schema id: the reader schema to resolve it to, or None when the writer's is the
-        # reader's own (fastavro then reads it as it is). fastavro would compare the two schemas on
-        # every call to find out, a fifth of a decode's cost.
+        # reader's own (fastavro then reads it as it is). Without it fastavro compares the two schemas,
+        # field by field, on every call to find out.
         self._resolve_to: dict[int, dict | None] = {}
 
     def register(self) -> int:
