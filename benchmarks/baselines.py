@@ -29,8 +29,9 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
@@ -64,6 +65,28 @@ def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS, timeo
     except KafkaException as exc:
         if "TOPIC_ALREADY_EXISTS" not in str(exc):
             raise
+
+
+MADE_PREFIXES = ("test-", "baseline-")  # the names of what benchmarks make (tests/conftest.py, unique())
+
+
+@contextmanager
+def topics_dropped_after(bootstrap: str = DEFAULT_BOOTSTRAP) -> Iterator[None]:
+    """Delete, at the end, the topics made meanwhile (names starting with MADE_PREFIXES). A broker
+    that keeps every run's topics ends up holding thousands of partitions, and spends CPU on them that
+    every later run measures (its latency and its broker cores)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    before = set(admin.list_topics(timeout=30).topics)
+    try:
+        yield
+    finally:
+        made = [t for t in admin.list_topics(timeout=30).topics
+                if t not in before and t.startswith(MADE_PREFIXES)]
+        for topic, future in (admin.delete_topics(made) if made else {}).items():
+            try:
+                future.result(30)
+            except KafkaException as exc:
+                print(f"could not delete {topic}: {exc}", file=sys.stderr)
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes, bytes]]) -> int:

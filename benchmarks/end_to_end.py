@@ -382,4 +382,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with baselines.topics_dropped_after():
+        main()

@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.baselines import topics_dropped_after  # noqa: E402
 from benchmarks.end_to_end import (Verdicts, bench_model, live_transactions, prepared,  # noqa: E402
                                    process_cpu_seconds)
 from streams.produce import producer_for, replay, transaction_messages  # noqa: E402
@@ -137,4 +138,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with topics_dropped_after():
+        main()

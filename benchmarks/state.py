@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka import Producer  # noqa: E402
 
+from benchmarks.baselines import topics_dropped_after  # noqa: E402
 from core.features import CardState, TerminalCounts  # noqa: E402
 from models.simulate import SimulationConfig, simulate, transaction_records  # noqa: E402
 from models.train import TrainParams, train_and_register  # noqa: E402
@@ -122,4 +123,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with topics_dropped_after():
+        main()
