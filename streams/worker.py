@@ -86,6 +86,8 @@ class Worker:
         self.partitions: Partitions | None = None
         self._lag_at = 0.0
         self._tick_at = 0.0
+        self._batch_at = float("-inf")  # when the last batch was taken (monotonic)
+        self._batch_gap = 0.0  # seconds between the last two batches, at most a commit interval
         self._asked: list[tuple[Callable, Future]] = []
         self._asked_lock = threading.Lock()
 
@@ -196,8 +198,11 @@ class Worker:
         timeout = 0.005 if restoring else min(self.checkpoint.seconds_left(now), 0.1)
         records = self._take(timeout)
         if records:
+            taken_at = time.monotonic()
+            self._batch_gap = min(taken_at - self._batch_at, self.settings.commit_interval_seconds)
+            self._batch_at = taken_at
             self._process(records)
-        if self.checkpoint.due(time.monotonic()):
+        if self.checkpoint.due(time.monotonic(), next_batch_in=self._batch_gap):
             self._commit()
         else:
             self._settle()
