@@ -5,9 +5,10 @@ transactional producers that take turns (`Checkpoint`). Everything the worker wr
 letters, terminal events, labelled examples, terminal snapshots and its stores' changelog records —
 goes into the open transaction, and so do the offsets of the records whose processing wrote it. The
 transaction commits after a batch once the last commit began `interval` seconds ago or more
-(FRAUD_COMMIT_INTERVAL_SECONDS): a busy stream commits once an interval, a light one's batch in the
-pass that processed it. A commit goes in these steps, the last two in a thread while the next
-batches go into the other producer's transaction:
+(FRAUD_COMMIT_INTERVAL_SECONDS), or will have before the next batch is expected: a busy stream
+commits once an interval, a light one's batch in the pass that processed it. A commit goes in
+these steps, the last two in a thread while the next batches go into the other producer's
+transaction:
 
   1. each store writes one changelog record per key changed since the last commit;
   2. the offsets processed (last offset + 1 per partition) join the transaction, with the consumer's

@@ -9,8 +9,8 @@ runs the timers. One pass of the loop:
   3. give each partition's records, in offset order, to the step of its topic: scoring
      (streams/scoring.py), the feedback join (streams/feedback.py) or the terminal counts
      (streams/terminals.py); each writes its outputs into the open transaction;
-  4. commit the transaction when FRAUD_COMMIT_INTERVAL_SECONDS have passed since it began
-     (streams/checkpoint.py).
+  4. commit the transaction once the last commit began FRAUD_COMMIT_INTERVAL_SECONDS ago, or will
+     have before the next batch is expected (streams/checkpoint.py `due`).
 
 At start it waits for its dependencies (topics and schemas, the model, the transactional producer,
 the followed topics read to their end) and retries while any is unreachable: the API answers
