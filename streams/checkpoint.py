@@ -5,10 +5,9 @@ transactional producers that take turns (`Checkpoint`). Everything the worker wr
 letters, terminal events, labelled examples, terminal snapshots and its stores' changelog records —
 goes into the open transaction, and so do the offsets of the records whose processing wrote it. The
 transaction commits after a batch once the last commit began `interval` seconds ago or more
-(FRAUD_COMMIT_INTERVAL_SECONDS), or will have before the next batch is expected: a busy stream
-commits once an interval, a light one's batch in the pass that processed it. A commit goes in
-these steps, the last two in a thread while the next batches go into the other producer's
-transaction:
+(FRAUD_COMMIT_INTERVAL_SECONDS): a busy stream commits once an interval, a light one's batch in the
+pass that processed it. A commit goes in these steps, the last two in a thread while the next
+batches go into the other producer's transaction:
 
   1. each store writes one changelog record per key changed since the last commit;
   2. the offsets processed (last offset + 1 per partition) join the transaction, with the consumer's
@@ -83,7 +82,7 @@ class Step(Protocol):
 
 
 def consumer_config(bootstrap: str, group_id: str, session_timeout_ms: int = 10_000,
-                    batch_wait_ms: int = 100, batch_bytes: int = 4096) -> dict:
+                    batch_wait_ms: int = 50, batch_bytes: int = 4096) -> dict:
     """The group consumer. A fetch returns once `batch_bytes` have arrived (a few dozen transactions)
     or `batch_wait_ms` has passed: a light stream is then taken a batch at a time rather than a
     record at a time, which costs the worker and the broker a request, and the worker a pass of its
@@ -190,14 +189,11 @@ class Checkpoint:
         if offset > self.offsets.get(key, -1):
             self.offsets[key] = offset
 
-    def due(self, now: float, next_batch_in: float = 0.0) -> bool:
-        """Something is open and the last commit began an interval ago or more, or will have by the
-        time the next batch is expected (`next_batch_in` seconds from `now`). A light stream, taken a
-        fetch at a time, is then committed in the pass that processed each fetch: one wake-up for the
-        batch and its commit, not one for the batch and another at the deadline, and its verdicts
-        visible without waiting for that deadline. A busy stream, whose batches come milliseconds
-        apart, commits once an interval."""
-        return self.begun_at is not None and now + next_batch_in - self.committed_at >= self.interval
+    def due(self, now: float) -> bool:
+        """Something is open and the last commit began at least an interval ago. A light stream's
+        batch, arriving after a pause, is then committed in the same pass that processed it (one
+        wake-up, and its verdicts visible at once); a busy stream commits once an interval."""
+        return self.begun_at is not None and now - self.committed_at >= self.interval
 
     def seconds_left(self, now: float) -> float:
         return self.interval if self.begun_at is None else max(0.0, self.committed_at + self.interval - now)

@@ -9,8 +9,8 @@ runs the timers. One pass of the loop:
   3. give each partition's records, in offset order, to the step of its topic: scoring
      (streams/scoring.py), the feedback join (streams/feedback.py) or the terminal counts
      (streams/terminals.py); each writes its outputs into the open transaction;
-  4. commit the transaction once the last commit began FRAUD_COMMIT_INTERVAL_SECONDS ago, or will
-     have before the next batch is expected (streams/checkpoint.py `due`).
+  4. commit the transaction when FRAUD_COMMIT_INTERVAL_SECONDS have passed since it began
+     (streams/checkpoint.py).
 
 At start it waits for its dependencies (topics and schemas, the model, the transactional producer,
 the followed topics read to their end) and retries while any is unreachable: the API answers
@@ -86,8 +86,6 @@ class Worker:
         self.partitions: Partitions | None = None
         self._lag_at = 0.0
         self._tick_at = 0.0
-        self._batch_at = float("-inf")  # when the last batch was taken (monotonic)
-        self._batch_gap = 0.0  # seconds between the last two batches, at most a commit interval
         self._asked: list[tuple[Callable, Future]] = []
         self._asked_lock = threading.Lock()
 
@@ -198,11 +196,8 @@ class Worker:
         timeout = 0.005 if restoring else min(self.checkpoint.seconds_left(now), 0.1)
         records = self._take(timeout)
         if records:
-            taken_at = time.monotonic()
-            self._batch_gap = min(taken_at - self._batch_at, self.settings.commit_interval_seconds)
-            self._batch_at = taken_at
             self._process(records)
-        if self.checkpoint.due(time.monotonic(), next_batch_in=self._batch_gap):
+        if self.checkpoint.due(time.monotonic()):
             self._commit()
         else:
             self._settle()

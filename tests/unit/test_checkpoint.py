@@ -185,13 +185,3 @@ def test_a_batch_after_a_pause_is_due_at_once_and_a_busy_stream_commits_once_an_
     checkpoint.processed("transactions", 0, 2)
     assert not checkpoint.due(began + 0.05) and checkpoint.seconds_left(began + 0.05) == pytest.approx(0.05)
     assert checkpoint.due(began + 0.101)
-
-
-def test_a_transaction_whose_deadline_falls_before_the_next_expected_batch_commits_in_this_pass():
-    checkpoint, _, _ = _checkpoint()  # interval 0.1 s
-    checkpoint.processed("transactions", 0, 1)
-    checkpoint.commit(wait=True)
-    began = checkpoint.committed_at
-    checkpoint.processed("transactions", 0, 2)
-    assert not checkpoint.due(began + 0.06, next_batch_in=0.03), "the next batch comes before the deadline"
-    assert checkpoint.due(began + 0.06, next_batch_in=0.05), "the deadline passes while waiting for it"
