@@ -74,7 +74,8 @@ MADE_PREFIXES = ("test-", "baseline-")  # the names of what benchmarks make (tes
 def topics_dropped_after(bootstrap: str = DEFAULT_BOOTSTRAP) -> Iterator[None]:
     """Delete, at the end, the topics made meanwhile (names starting with MADE_PREFIXES). A broker
     that keeps every run's topics ends up holding thousands of partitions, and spends CPU on them that
-    every later run measures (its latency and its broker cores)."""
+    every later run measures (its latency and its broker cores). Topics of a test run started on the
+    same broker meanwhile carry the same prefix and would go too: run the two one after the other."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     before = set(admin.list_topics(timeout=30).topics)
     try:
