@@ -5,8 +5,9 @@ transactional producers that take turns (`Checkpoint`). Everything the worker wr
 letters, terminal events, labelled examples, terminal snapshots and its stores' changelog records —
 goes into the open transaction, and so do the offsets of the records whose processing wrote it. The
 transaction commits after a batch once the last commit began `interval` seconds ago or more
-(FRAUD_COMMIT_INTERVAL_SECONDS): a busy stream commits once an interval, a light one's batch in the
-pass that processed it. A commit goes in these steps, the last two in a thread while the next
+(FRAUD_COMMIT_INTERVAL_SECONDS) and has ended: a busy stream commits once an interval, a light one's
+batch in the pass that processed it, and a commit slower than the interval delays the next one
+rather than the scoring. A commit goes in these steps, the last two in a thread while the next
 batches go into the other producer's transaction:
 
   1. each store writes one changelog record per key changed since the last commit;
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 RETRIES = 5  # attempts of a transactional call that fails with a retriable error
 OP_TIMEOUT = 30.0  # seconds for one transactional call
 RETRY_DELAY = 0.1  # seconds before a partition set back by `retry_later` is read again
+OVERDUE_POLL_SECONDS = 0.002  # the loop's wait for records while a due commit waits for the one before
+COMMIT_WAIT_AFTER_SECONDS = 1.0  # past this since the last commit began, the loop waits for it to end
 
 
 class Rewind(Exception):
@@ -190,13 +193,25 @@ class Checkpoint:
             self.offsets[key] = offset
 
     def due(self, now: float) -> bool:
-        """Something is open and the last commit began at least an interval ago. A light stream's
-        batch, arriving after a pause, is then committed in the same pass that processed it (one
-        wake-up, and its verdicts visible at once); a busy stream commits once an interval."""
-        return self.begun_at is not None and now - self.committed_at >= self.interval
+        """Something is open, the last commit began at least an interval ago and has ended. A light
+        stream's batch, arriving after a pause, is then committed in the same pass that processed it
+        (one wake-up, and its verdicts visible at once); a busy stream commits once an interval. While
+        a commit takes longer than the interval (a busy broker), the loop goes on scoring into the
+        open transaction rather than waiting for it: the next commit begins once it has ended, or,
+        past COMMIT_WAIT_AFTER_SECONDS (a broker away), the loop waits for it, so that an open
+        transaction holds at most about a second of records."""
+        since = now - self.committed_at
+        if self.begun_at is None or since < self.interval:
+            return False
+        return self._committing is None or self._committing.done() or since >= COMMIT_WAIT_AFTER_SECONDS
 
     def seconds_left(self, now: float) -> float:
-        return self.interval if self.begun_at is None else max(0.0, self.committed_at + self.interval - now)
+        """How long the loop may wait for records before a commit is due (a little while one is
+        overdue but the one before it has not ended)."""
+        if self.begun_at is None:
+            return self.interval
+        left = self.committed_at + self.interval - now
+        return max(left, OVERDUE_POLL_SECONDS if self._committing is not None and not self._committing.done() else 0.0)
 
     def commit(self, wait: bool = False) -> None:
         """Steps 1-3 above: the changelog records and the offsets join the open transaction here,

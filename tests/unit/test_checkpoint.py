@@ -185,3 +185,21 @@ def test_a_batch_after_a_pause_is_due_at_once_and_a_busy_stream_commits_once_an_
     checkpoint.processed("transactions", 0, 2)
     assert not checkpoint.due(began + 0.05) and checkpoint.seconds_left(began + 0.05) == pytest.approx(0.05)
     assert checkpoint.due(began + 0.101)
+
+
+def test_a_commit_still_under_way_makes_the_next_wait_rather_than_stop_the_loop_until_a_second_has_passed():
+    checkpoint, _, _ = _checkpoint()  # interval 0.1 s
+    release = threading.Event()
+    checkpoint.producers[0].commit_transaction = lambda timeout: release.wait(5)
+    checkpoint.processed("transactions", 0, 1)
+    checkpoint.commit()
+    began = checkpoint.committed_at
+    checkpoint.processed("transactions", 0, 2)
+    assert not checkpoint.due(began + 0.2), "the commit before has not ended: the loop goes on scoring"
+    assert checkpoint.seconds_left(began + 0.2) > 0, "and waits a little for records rather than spinning"
+    assert checkpoint.due(began + 1.0), "a second on, the loop waits for it as it would for a broker away"
+    release.set()
+    checkpoint.settle()
+    assert checkpoint.due(began + 0.2), "once it has ended, the next commits at once"
+    checkpoint.commit(wait=True)
+    checkpoint.close()
