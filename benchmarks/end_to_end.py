@@ -268,6 +268,7 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
         replay(producer_for(settings.kafka_bootstrap), messages, rate=rate)
         load = machine.stop()
         verdicts.wait_for(len(records), timeout=300)
+        metrics = worker.get("/metrics")[1]
     finally:
         worker.stop()
         verdicts.stop()
@@ -277,6 +278,8 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
     return {"run": run, "rate": rate, "verdicts": len(kept),
             "score_p50": float(np.percentile(to_score, 50)), "score_p99": float(np.percentile(to_score, 99)),
             "visible_p50": float(np.percentile(visible, 50)), "visible_p99": float(np.percentile(visible, 99)),
+            "commits": metrics["fraud_commit_seconds_count"],
+            "commit_ms": 1000 * metrics["fraud_commit_seconds_sum"] / max(1, metrics["fraud_commit_seconds_count"]),
             **load}
 
 
@@ -371,7 +374,8 @@ def main() -> None:
               f"produce->scored p50 / p99, produce->visible (read_committed) p50 / p99")
         for r in latency:
             print(f"  run {r['run']}: {r['score_p50']:.1f} / {r['score_p99']:.1f}   "
-                  f"{r['visible_p50']:.1f} / {r['visible_p99']:.1f}   ({r['verdicts']} verdicts)   "
+                  f"{r['visible_p50']:.1f} / {r['visible_p99']:.1f}   ({r['verdicts']} verdicts; "
+                  f"{r['commits']:.0f} commits of {r['commit_ms']:.0f} ms on average)   "
                   f"while paced: cores idle {100 * r['idle_share']:.0f}%, cores used by the worker "
                   f"{r['worker_cores']:.2f}, the broker {r['broker_cores']:.2f} (its JIT compilers "
                   f"{r['broker_jit_cores']:.2f}, GC {r['broker_gc_cores']:.2f}), "
