@@ -23,7 +23,8 @@ the same span give the CPU per transaction at full load.
 latency, `--latency-runs` consecutive runs (a fresh worker and fresh topics each) at half the batched
 worker's measured rate (or `--latency-rate`) for `--paced-seconds`: per verdict, produce -> scored
 (the verdict's own latency_ms) and produce -> visible to a read_committed consumer (which waits for the transaction to
-commit, every FRAUD_COMMIT_INTERVAL_SECONDS). The first two seconds of each run are left out. While
+commit, every FRAUD_COMMIT_INTERVAL_SECONDS; the worker's commits, how many and how long on average,
+are reported beside it). The first two seconds of each run are left out. While
 each run is paced, the share of the machine's cores left idle and the cores used by the worker, the
 broker (and, within it, its JVM's JIT compilers and garbage collector) and this benchmark itself are
 read from /proc: a tail that grows with the run is a machine with no core to spare. A broker started

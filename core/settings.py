@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     experiment: str = "fraud-scorer"
 
     batch_max: int = 1000
-    batch_within_seconds: float = 0.05  # how long a fetch may wait for a light stream to fill a batch
+    batch_within_seconds: float = 0.2  # how long a fetch may wait for a light stream to fill a batch (4 KB)
     commit_interval_seconds: float = 0.1  # how often the worker's transaction commits
     predict_timeout_seconds: float = 2.0  # how long POST /api/v1/fraud/predict waits for the verdict
     predict_idempotency_seconds: int = 86_400  # how long a predicted transaction id is remembered

@@ -85,13 +85,15 @@ class Step(Protocol):
 
 
 def consumer_config(bootstrap: str, group_id: str, session_timeout_ms: int = 10_000,
-                    batch_wait_ms: int = 50, batch_bytes: int = 4096) -> dict:
+                    batch_wait_ms: int = 200, batch_bytes: int = 4096) -> dict:
     """The group consumer. A fetch returns once `batch_bytes` have arrived (a few dozen transactions)
     or `batch_wait_ms` has passed: a light stream is then taken a batch at a time rather than a
     record at a time, which costs the worker and the broker a request, and the worker a pass of its
     loop, per batch instead of per record. Each pass that wakes the worker from idle costs far more
     than the same work done back to back (benchmarks/wake_cost.py), so at moderate load the wait is
-    what keeps a worker cheap; a busy stream fills `batch_bytes` in milliseconds and is taken at once."""
+    what keeps a worker cheap: with a wait long enough for `batch_bytes` to fill, a worker wakes in
+    proportion to its own traffic, and three workers sharing a stream cost what one does
+    (benchmarks/scale_out.py). A busy stream fills `batch_bytes` in milliseconds and is taken at once."""
     return {
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
