@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     predict_idempotency_seconds: int = 86_400  # how long a predicted transaction id is remembered
     transaction_timeout_ms: int = 10_000
     session_timeout_ms: int = 10_000
+    kafka_debug: str = ""  # librdkafka debug contexts of the worker's group consumer and producers (e.g. cgrp)
     review_threshold: float = 0.5
     decline_threshold: float = 0.9
     xgb_threads: int = 1

@@ -14,12 +14,14 @@ runs the timers. One pass of the loop:
 
 At start it waits for its dependencies (topics and schemas, the model, the transactional producer,
 the followed topics read to their end) and retries while any is unreachable: the API answers
-meanwhile, live but not ready, with the reason.
+meanwhile, live but not ready, with the reason. A group consumer left without the group's
+coordinator is replaced (`Worker._rejoin_if_stuck`).
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import threading
 import time
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
 LAG_EVERY_SECONDS = 2.0
 TICK_SECONDS = 1.0
+STATS_EVERY_MS = 5000  # how often librdkafka reports the group consumer's state
+REJOIN_AFTER_SECONDS = 30.0  # a group consumer without its coordinator this long is replaced
 
 
 @dataclass
@@ -54,6 +58,13 @@ class WorkerStatus:
     lag: dict = field(default_factory=dict)  # transactions partition -> records behind
     commits: int = 0
     rewinds: int = 0
+
+
+def group_state(stats_json: str, now: float) -> tuple[str, float]:
+    """The group consumer's state in librdkafka's statistics ("up" once it knows the group's
+    coordinator) and since when, on the clock of `now` (stateage is in milliseconds)."""
+    cgrp = json.loads(stats_json).get("cgrp") or {}
+    return cgrp.get("state", "unknown"), now - cgrp.get("stateage", 0) / 1000
 
 
 def quiet_garbage_collector() -> None:
@@ -87,6 +98,7 @@ class Worker:
         self._lag_at = 0.0
         self._tick_at = 0.0
         self._asked: list[tuple[Callable, Future]] = []
+        self._group: tuple[str, float] | None = None  # the group consumer's state, since when
         self._asked_lock = threading.Lock()
 
     # What the steps ask of the loop (bound before the loop starts).
@@ -165,22 +177,59 @@ class Worker:
         self.status.waiting_for = ""
         self.status.followed_caught_up = True
         s = self.settings
-        self.consumer = Consumer(consumer_config(s.kafka_bootstrap, s.app_id, s.session_timeout_ms,
-                                                 int(s.batch_within_seconds * 1000)))
+        self.consumer = self._new_consumer()
         self.checkpoint = Checkpoint(producers, self.consumer, self.stores, s.commit_interval_seconds,
                                      on_commit=self.metrics.commit_seconds.observe)
         self.partitions = Partitions(self.consumer, self.checkpoint, self.tables, self.steps, self._new_producer)
         self.partitions.on_change = self._report_assignment
-        p = self.partitions
-        self.consumer.subscribe(sorted(self.steps), on_assign=p.on_assign, on_revoke=p.on_revoke,
-                                on_lost=p.on_lost)
+        self._subscribe()
         log.info("worker %s consuming %s", s.worker_id, ", ".join(sorted(self.steps)))
         return True
 
+    def _new_consumer(self) -> Consumer:
+        s = self.settings
+        config = consumer_config(s.kafka_bootstrap, s.app_id, s.session_timeout_ms, int(s.batch_within_seconds * 1000))
+        return Consumer({**self._debugged(config), "statistics.interval.ms": STATS_EVERY_MS, "stats_cb": self._on_stats})
+
+    def _debugged(self, config: dict) -> dict:
+        """A client's config with FRAUD_KAFKA_DEBUG's librdkafka debug contexts (logged to stderr)."""
+        return {**config, "debug": self.settings.kafka_debug} if self.settings.kafka_debug else config
+
+    def _subscribe(self) -> None:
+        p = self.partitions
+        self.consumer.subscribe(sorted(self.steps), on_assign=p.on_assign, on_revoke=p.on_revoke,
+                                on_lost=p.on_lost)
+
+    def _on_stats(self, stats_json: str) -> None:
+        self._group = group_state(stats_json, time.monotonic())
+
+    def _rejoin_if_stuck(self, now: float) -> None:
+        """Replace a group consumer that has been without the group's coordinator for
+        REJOIN_AFTER_SECONDS. After the broker stopped answering for longer than the session, librdkafka
+        (2.16) can stay for good in its coordinator query ("no broker available for coordinator
+        query" in its cgrp debug log), never joining the group again, once the broker is back: the
+        group stays empty and nothing is scored. A new consumer joins at once; whatever this worker
+        still held is given up first, as when partitions are lost."""
+        if self._group is None or self._group[0] == "up" or now - self._group[1] < REJOIN_AFTER_SECONDS:
+            return
+        log.warning("the group consumer has been in state %s for %.0fs: replacing it", self._group[0],
+                    now - self._group[1])
+        old, self._group = self.consumer, None
+        held = [TopicPartition(t, p) for t, p in sorted(self.partitions.assignment.held)]
+        self.partitions.on_lost(old, held)
+        try:
+            old.close()
+        except Exception as exc:  # noqa: BLE001 - it is dropped either way
+            log.warning("closing the replaced consumer: %s", exc)
+        self.partitions.parked.clear()  # revoked while closing, but given up above: not kept with state
+        self.consumer = self.partitions.consumer = self.checkpoint.consumer = self._new_consumer()
+        self._subscribe()
+
     def _new_producer(self, index: int) -> Producer:
         s = self.settings
-        producer = Producer(producer_config(s.kafka_bootstrap, f"{self.transactional_id}-{index}",
-                                            s.transaction_timeout_ms, linger_ms=1000 * s.commit_interval_seconds))
+        producer = Producer(self._debugged(producer_config(s.kafka_bootstrap, f"{self.transactional_id}-{index}",
+                                                           s.transaction_timeout_ms,
+                                                           linger_ms=1000 * s.commit_interval_seconds)))
         # Fences this worker's previous incarnation and aborts what it left open.
         call_transactional(producer.init_transactions, OP_TIMEOUT)
         return producer
@@ -206,6 +255,7 @@ class Worker:
         if now - self._tick_at > TICK_SECONDS:
             self._tick_at = now
             self._tick()
+            self._rejoin_if_stuck(now)
         if now - self._lag_at > LAG_EVERY_SECONDS:
             self._lag_at = now
             self._measure_lag()
