@@ -205,7 +205,7 @@ class Checkpoint:
         since = now - self.committed_at
         if self.begun_at is None or since < self.interval:
             return False
-        return self._committing is None or self._committing.done() or since >= COMMIT_WAIT_AFTER_SECONDS
+        return not self._commit_under_way() or since >= COMMIT_WAIT_AFTER_SECONDS
 
     def seconds_left(self, now: float) -> float:
         """How long the loop may wait for records before a commit is due (a little while one is
@@ -213,7 +213,10 @@ class Checkpoint:
         if self.begun_at is None:
             return self.interval
         left = self.committed_at + self.interval - now
-        return max(left, OVERDUE_POLL_SECONDS if self._committing is not None and not self._committing.done() else 0.0)
+        return max(left, OVERDUE_POLL_SECONDS if self._commit_under_way() else 0.0)
+
+    def _commit_under_way(self) -> bool:
+        return self._committing is not None and not self._committing.done()
 
     def commit(self, wait: bool = False) -> None:
         """Steps 1-3 above: the changelog records and the offsets join the open transaction here,
@@ -418,6 +421,19 @@ class Partitions:
                     _names(partitions))
         self._release(partitions)
         self.rewind(Rewind("partitions lost"))
+
+    def replace_consumer(self, new: Consumer) -> None:
+        """Give up whatever is held, as when partitions are lost, close the group consumer and go on
+        with `new` (subscribed by the caller, which then owns it). For a consumer that can no longer
+        join the group (streams/worker.py `_rejoin_if_stuck`)."""
+        old = self.consumer
+        self.on_lost(old, [TopicPartition(t, p) for t, p in sorted(self.assignment.held)])
+        try:
+            old.close()
+        except Exception as exc:  # noqa: BLE001 - it is dropped either way
+            log.warning("closing the replaced consumer: %s", exc)
+        self.parked.clear()  # revoked while closing, but given up above: not kept with its state
+        self.consumer = self.checkpoint.consumer = new
 
     # Rewinding.
 

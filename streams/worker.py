@@ -9,8 +9,8 @@ runs the timers. One pass of the loop:
   3. give each partition's records, in offset order, to the step of its topic: scoring
      (streams/scoring.py), the feedback join (streams/feedback.py) or the terminal counts
      (streams/terminals.py); each writes its outputs into the open transaction;
-  4. commit the transaction when FRAUD_COMMIT_INTERVAL_SECONDS have passed since it began
-     (streams/checkpoint.py).
+  4. commit the transaction once the last commit began FRAUD_COMMIT_INTERVAL_SECONDS ago and has
+     ended (streams/checkpoint.py `due`).
 
 At start it waits for its dependencies (topics and schemas, the model, the transactional producer,
 the followed topics read to their end) and retries while any is unreachable: the API answers
@@ -214,15 +214,9 @@ class Worker:
             return
         log.warning("the group consumer has been in state %s for %.0fs: replacing it", self._group[0],
                     now - self._group[1])
-        old, self._group = self.consumer, None
-        held = [TopicPartition(t, p) for t, p in sorted(self.partitions.assignment.held)]
-        self.partitions.on_lost(old, held)
-        try:
-            old.close()
-        except Exception as exc:  # noqa: BLE001 - it is dropped either way
-            log.warning("closing the replaced consumer: %s", exc)
-        self.partitions.parked.clear()  # revoked while closing, but given up above: not kept with state
-        self.consumer = self.partitions.consumer = self.checkpoint.consumer = self._new_consumer()
+        self._group = None
+        self.consumer = self._new_consumer()
+        self.partitions.replace_consumer(self.consumer)
         self._subscribe()
 
     def _new_producer(self, index: int) -> Producer:
