@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ class TableReader:
 
     def add(self, source: Source) -> Source:
         """Start reading a partition; raises KafkaException when the broker cannot be asked where it ends."""
-        low, high = self.offsets.get_watermark_offsets(TopicPartition(source.topic, source.partition),
-                                                       timeout=self.timeout)
+        low, high = self._watermarks(source.topic, source.partition)
         source.end = high
         start = source.start
         # Nothing to read yet: the start is at the end, or the partition holds no record.
@@ -90,7 +89,22 @@ class TableReader:
                                                timeout=self.timeout)[0]
         if found.offset >= 0:
             return found.offset
-        return self.offsets.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout)[1]
+        return self._watermarks(topic, partition)[1]
+
+    def _watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+        """Where a partition begins and ends. librdkafka answers "Unknown partition" from its metadata
+        cache, which it refreshes only every few minutes: after the broker stopped answering, a topic's
+        partitions could stay unknown that long (seen for a changelog after a frozen broker). So that
+        error refreshes the topic's metadata before it is raised; the caller tries again shortly."""
+        try:
+            return self.offsets.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout)
+        except KafkaException as exc:
+            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError._UNKNOWN_PARTITION:
+                try:
+                    self.offsets.list_topics(topic, timeout=self.timeout)
+                except KafkaException as refresh:
+                    log.warning("refreshing the metadata of %s: %s", topic, refresh)
+            raise
 
     def poll(self, max_records: int = 10_000, timeout: float = 0.0) -> int:
         """Read what has arrived, up to `max_records`; returns how many records were applied."""
