@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.baselines import topics_dropped_after  # noqa: E402
+from benchmarks.baselines import collector_paused, topics_dropped_after  # noqa: E402
 from benchmarks.end_to_end import (Verdicts, bench_model, live_transactions, prepared,  # noqa: E402
                                    process_cpu_seconds)
 from streams.produce import producer_for, replay, transaction_messages  # noqa: E402
@@ -83,18 +83,21 @@ def main() -> None:
         load = threading.Thread(target=replay, args=(producer_for(settings.kafka_bootstrap),
                                                      transaction_messages(settings.transactions_topic, codec, background)),
                                 kwargs={"rate": args.load}, daemon=True)
-        cpu_before = process_cpu_seconds(worker.proc.pid)
-        load.start()
-        time.sleep(2)  # the background stream under way first
         headers = bearer(settings, "analyst")
-        for i, (name, base) in enumerate(apis.items()):
+        bodies_of = {}
+        for i, name in enumerate(apis):
             predicted = live_transactions(int(args.rate * args.seconds), seed=4 + i)
-            bodies = [{k: v for k, v in {**r, "transaction_id": f"p{i}-{r['transaction_id']}"}.items()
-                       if k != "timestamp"} for r in predicted]
-            answers = asyncio.run(requests_at(f"{base}/api/v1/fraud/predict", headers, bodies, args.rate))
-            phases[name] = (bodies, answers)
-            time.sleep(3)
-        load.join()
+            bodies_of[name] = [{k: v for k, v in {**r, "transaction_id": f"p{i}-{r['transaction_id']}"}.items()
+                                if k != "timestamp"} for r in predicted]
+        with collector_paused():
+            cpu_before = process_cpu_seconds(worker.proc.pid)
+            load.start()
+            time.sleep(2)  # the background stream under way first
+            for name, base in apis.items():
+                answers = asyncio.run(requests_at(f"{base}/api/v1/fraud/predict", headers, bodies_of[name], args.rate))
+                phases[name] = (bodies_of[name], answers)
+                time.sleep(3)
+            load.join()
         cpu = process_cpu_seconds(worker.proc.pid) - cpu_before
         sent = sum(1 for _, answers in phases.values() for _, status, *_ in answers if status in (200, 504))
         try:

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.baselines import topics_dropped_after  # noqa: E402
+from benchmarks.baselines import collector_paused, topics_dropped_after  # noqa: E402
 from benchmarks.end_to_end import (Verdicts, bench_model, live_transactions, prepared,  # noqa: E402
                                    process_cpu_seconds, thread_cpu_seconds)
 from streams.produce import producer_for, replay, transaction_messages  # noqa: E402
@@ -62,10 +62,11 @@ def paced_run(tmp: Path, model_name: str, n_workers: int, rate: float, seconds: 
         messages = list(transaction_messages(settings.transactions_topic, codec, records))  # encoded beforehand
         before = [process_cpu_seconds(w.proc.pid) for w in workers]
         kafka_before = [kafka_client_cpu_seconds(w.proc.pid) for w in workers]
-        started = time.time()
-        replay(producer_for(settings.kafka_bootstrap), messages, rate=rate)
-        verdicts.wait_for(len(records), timeout=300)
-        elapsed = time.time() - started
+        with collector_paused():
+            started = time.time()
+            replay(producer_for(settings.kafka_bootstrap), messages, rate=rate)
+            verdicts.wait_for(len(records), timeout=300)
+            elapsed = time.time() - started
         cpu = [process_cpu_seconds(w.proc.pid) - b for w, b in zip(workers, before)]
         kafka_cpu = [kafka_client_cpu_seconds(w.proc.pid) - b for w, b in zip(workers, kafka_before)]
     finally:
