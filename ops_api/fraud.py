@@ -52,7 +52,7 @@ class Deliveries:
         while not self._stop.is_set():
             self.producer.poll(1.0)  # returns at once when a delivery report arrives
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
+    async def send(self, topic: str, key: bytes, value: bytes, headers: list | None = None) -> tuple[int, int]:
         """(partition, offset) of the record once the broker has it; DeliveryFailed otherwise."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
@@ -62,7 +62,7 @@ class Deliveries:
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result(result))
 
         try:
-            self.producer.produce(topic, value=value, key=key, on_delivery=delivered)
+            self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
         except (BufferError, KafkaException) as exc:
             raise DeliveryFailed(f"not queued: {exc}") from exc
         err, where = await done

@@ -10,7 +10,8 @@ holds it:
   3. the verdict partition is followed from its current end (`VerdictWaiter`), then the transaction
      is produced to `transactions`, keyed by card, and the claim is marked sent;
   4. the worker owning the card scores it and commits its verdict, keyed by transaction id, in a
-     Kafka transaction; the waiter, reading committed records only, sees it and the request gets it.
+     Kafka transaction, at once rather than at the next commit interval (the record carries the
+     AWAITED header); the waiter, reading committed records only, sees it and the request gets it.
 If the verdict is not visible within FRAUD_PREDICT_TIMEOUT_SECONDS: 504 naming the transaction,
 which is on the topic and will be scored. A retry of a claimed transaction returns the verdict once
 it is known (from Redis, or found on the verdict partition from the claim's time on), and waits for
@@ -43,7 +44,7 @@ from ops_api.fraud import Deliveries, DeliveryFailed
 from ops_api.auth import LIMITED
 from ops_api.web import HTTP, LIMITS, REDIS, SETTINGS, STREAM, json_object, workers
 from schemas.codec import AvroCodec, RegistryUnavailable, SchemaRegistry, load_schema
-from streams.topics import partition_of
+from streams.topics import AWAITED, partition_of
 
 log = logging.getLogger(__name__)
 CLAIM_KEY = "fraud:{}:predict:{}"  # app id, transaction id
@@ -404,7 +405,8 @@ async def decide(app: web.Application, txn: Transaction) -> Answer:
                         earlier = None
             if earlier is None:
                 value = predictor.transactions.encode(record)
-                await predictor.deliveries.send(s.transactions_topic, txn.customer_id.encode(), value)
+                await predictor.deliveries.send(s.transactions_topic, txn.customer_id.encode(), value,
+                                                headers=[(AWAITED, b"1")])
                 timing.mark("send")
                 await _mark_sent(redis, key, claim)
             raw = await asyncio.wait_for(asyncio.shield(expected), s.predict_timeout_seconds)

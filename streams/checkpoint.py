@@ -7,7 +7,8 @@ goes into the open transaction, and so do the offsets of the records whose proce
 transaction commits after a batch once the last commit began `interval` seconds ago or more
 (FRAUD_COMMIT_INTERVAL_SECONDS) and has ended: a busy stream commits once an interval, a light one's
 batch in the pass that processed it, and a commit slower than the interval delays the next one
-rather than the scoring. A commit goes in these steps, the last two in a thread while the next
+rather than the scoring. A transaction holding a record a caller waits on (header AWAITED in
+streams/topics.py, sent by the predict API) commits as soon as the commit before it has ended. A commit goes in these steps, the last two in a thread while the next
 batches go into the other producer's transaction:
 
   1. each store writes one changelog record per key changed since the last commit;
@@ -153,6 +154,7 @@ class Checkpoint:
         self.offsets: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset processed
         self.begun_at: float | None = None  # when the open transaction began (monotonic); None: none open
         self.committed_at = float("-inf")  # when the last commit was handed to its thread (monotonic)
+        self.awaited = False  # the open transaction holds a record a caller waits on (`await_commit`)
         # Producers whose last transaction was begun and not committed: `abort` aborts each of them,
         # or a producer left with a failed commit (or a failed begin) would refuse every later begin.
         self.unfinished: set[int] = set()
@@ -194,6 +196,14 @@ class Checkpoint:
         if offset > self.offsets.get(key, -1):
             self.offsets[key] = offset
 
+    def await_commit(self) -> None:
+        """A caller waits for an output of the open transaction (a synchronous decision, the
+        predict API): commit it as soon as the commit before it has ended, without waiting out
+        the interval. A commit then costs its round trips to the broker, not a wait of up to an
+        interval on top."""
+        self.begin()
+        self.awaited = True
+
     def due(self, now: float) -> bool:
         """Something is open, the last commit began at least an interval ago and has ended. A light
         stream's batch, arriving after a pause, is then committed in the same pass that processed it
@@ -203,7 +213,7 @@ class Checkpoint:
         past COMMIT_WAIT_AFTER_SECONDS (a broker away), the loop waits for it, so that an open
         transaction holds at most about a second of records."""
         since = now - self.committed_at
-        if self.begun_at is None or since < self.interval:
+        if self.begun_at is None or (since < self.interval and not self.awaited):
             return False
         return not self._commit_under_way() or since >= COMMIT_WAIT_AFTER_SECONDS
 
@@ -212,7 +222,7 @@ class Checkpoint:
         overdue but the one before it has not ended)."""
         if self.begun_at is None:
             return self.interval
-        left = self.committed_at + self.interval - now
+        left = 0.0 if self.awaited else self.committed_at + self.interval - now
         return max(left, OVERDUE_POLL_SECONDS if self._commit_under_way() else 0.0)
 
     def _commit_under_way(self) -> bool:
@@ -236,7 +246,7 @@ class Checkpoint:
         except KafkaException as exc:
             raise failure_of(exc, "commit") from exc
         self._committing = self._committer.submit(self._commit, self.current, changelogs, positions, metadata)
-        self.offsets, self.begun_at = {}, None
+        self.offsets, self.begun_at, self.awaited = {}, None, False
         self.committed_at = time.monotonic()
         self.current = 1 - self.current
         if wait:
@@ -293,7 +303,7 @@ class Checkpoint:
         self.offsets.clear()
         for store in self.stores:
             store.forget_pending()
-        self.begun_at = None
+        self.begun_at, self.awaited = None, False
         for index in sorted(self.unfinished):  # the open one, and one whose commit or begin failed
             self.unfinished.discard(index)
             try:
@@ -474,7 +484,7 @@ class Partitions:
         except Rewind:
             pass
         checkpoint.offsets.clear()
-        checkpoint.begun_at = None
+        checkpoint.begun_at, checkpoint.awaited = None, False
         checkpoint.unfinished.clear()
         for store in checkpoint.stores:
             store.forget_pending()

@@ -19,6 +19,10 @@ VERDICT_RETENTION_MS = str(45 * DAY_MS)
 # snapshots every worker follows. Short segments let the cleaner keep them near one record per key.
 COMPACTED = {"cleanup.policy": "compact", "segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.2"}
 
+# A record header saying a caller waits for the record's outputs (the predict API's transactions):
+# the worker commits the transaction holding it without waiting out the commit interval.
+AWAITED = "fraud.awaited"
+
 
 def partition_of(key: str, partitions: int) -> int:
     """The partition the Java client's (and aiokafka's, and our producers' murmur2) default

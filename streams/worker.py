@@ -10,7 +10,8 @@ runs the timers. One pass of the loop:
      (streams/scoring.py), the feedback join (streams/feedback.py) or the terminal counts
      (streams/terminals.py); each writes its outputs into the open transaction;
   4. commit the transaction once the last commit began FRAUD_COMMIT_INTERVAL_SECONDS ago and has
-     ended (streams/checkpoint.py `due`).
+     ended, or, when a caller waits on one of its records (header AWAITED), once the commit before
+     it has ended (streams/checkpoint.py `due`).
 
 At start it waits for its dependencies (topics and schemas, the model, the transactional producer,
 the followed topics read to their end) and retries while any is unreachable: the API answers
@@ -37,6 +38,7 @@ from streams.checkpoint import (OP_TIMEOUT, Checkpoint, Partitions, Rewind, Step
                                 consumer_config, failure_of, producer_config)
 from streams.state import Store
 from streams.tables import Source, TableReader
+from streams.topics import AWAITED
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
@@ -65,6 +67,11 @@ def group_state(stats_json: str, now: float) -> tuple[str, float]:
     coordinator) and since when, on the clock of `now` (stateage is in milliseconds)."""
     cgrp = json.loads(stats_json).get("cgrp") or {}
     return cgrp.get("state", "unknown"), now - cgrp.get("stateage", 0) / 1000
+
+
+def awaited(headers: list | None) -> bool:
+    """Whether a record's headers say a caller waits for its outputs (the predict API's transactions)."""
+    return bool(headers) and any(name == AWAITED for name, _ in headers)
 
 
 def quiet_garbage_collector() -> None:
@@ -281,6 +288,8 @@ class Worker:
             if key not in ready.held or key in ready.preparing:
                 continue  # handed over after it left or was paused: it is read again from its committed offset
             batches.setdefault(key[0], {}).setdefault(key[1], []).append(msg)
+            if awaited(msg.headers()):
+                self.checkpoint.await_commit()
         for topic, partitions in batches.items():
             try:
                 self.steps[topic].process(partitions, self.checkpoint)

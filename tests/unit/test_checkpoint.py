@@ -8,7 +8,7 @@ import threading
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streams.checkpoint import Checkpoint, ProducerFenced, Rewind
+from streams.checkpoint import OVERDUE_POLL_SECONDS, Checkpoint, ProducerFenced, Rewind
 from streams.state import Store
 
 
@@ -202,4 +202,25 @@ def test_a_commit_still_under_way_makes_the_next_wait_rather_than_stop_the_loop_
     checkpoint.settle()
     assert checkpoint.due(began + 0.2), "once it has ended, the next commits at once"
     checkpoint.commit(wait=True)
+    checkpoint.close()
+
+
+def test_a_transaction_a_caller_waits_on_commits_once_the_one_before_has_ended_without_waiting_out_the_interval():
+    checkpoint, _, _ = _checkpoint()  # interval 0.1 s
+    release = threading.Event()
+    checkpoint.producers[0].commit_transaction = lambda timeout: release.wait(5)
+    checkpoint.processed("transactions", 0, 1)
+    checkpoint.commit()
+    began = checkpoint.committed_at
+    checkpoint.processed("transactions", 0, 2)
+    assert not checkpoint.due(began + 0.01) and checkpoint.seconds_left(began + 0.01) == pytest.approx(0.09)
+    checkpoint.await_commit()
+    assert not checkpoint.due(began + 0.01), "commits still go one after the other"
+    assert checkpoint.seconds_left(began + 0.01) == OVERDUE_POLL_SECONDS, "the loop looks again shortly"
+    release.set()
+    checkpoint.settle()
+    assert checkpoint.due(began + 0.01), "the one before has ended: no waiting out the interval"
+    checkpoint.commit(wait=True)
+    checkpoint.processed("transactions", 0, 3)
+    assert not checkpoint.due(checkpoint.committed_at + 0.01), "the next transaction waits out the interval again"
     checkpoint.close()
