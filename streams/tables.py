@@ -85,19 +85,25 @@ class TableReader:
 
     def start_offset_at(self, topic: str, partition: int, timestamp_ms: int) -> int:
         """The first offset of a partition at or after a time (its end when there is none)."""
-        found = self.offsets.offsets_for_times([TopicPartition(topic, partition, timestamp_ms)],
-                                               timeout=self.timeout)[0]
+        found = self._asked(topic, lambda: self.offsets.offsets_for_times(
+            [TopicPartition(topic, partition, timestamp_ms)], timeout=self.timeout))[0]
         if found.offset >= 0:
             return found.offset
         return self._watermarks(topic, partition)[1]
 
     def _watermarks(self, topic: str, partition: int) -> tuple[int, int]:
-        """Where a partition begins and ends. librdkafka answers "Unknown partition" from its metadata
-        cache, which it refreshes only every few minutes: after the broker stopped answering, a topic's
-        partitions could stay unknown that long (seen for a changelog after a frozen broker). So that
-        error refreshes the topic's metadata before it is raised; the caller tries again shortly."""
+        """Where a partition begins and ends."""
+        return self._asked(topic, lambda: self.offsets.get_watermark_offsets(TopicPartition(topic, partition),
+                                                                              timeout=self.timeout))
+
+    def _asked(self, topic: str, question: Callable):
+        """The broker's answer to `question` about a partition of `topic`. librdkafka answers "Unknown
+        partition" from its metadata cache, which it refreshes only every few minutes: after the broker
+        stopped answering, a topic's partitions could stay unknown that long (seen for a changelog
+        after a frozen broker). So that error refreshes the topic's metadata before it is raised; the
+        caller tries again shortly."""
         try:
-            return self.offsets.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.timeout)
+            return question()
         except KafkaException as exc:
             if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError._UNKNOWN_PARTITION:
                 try:
