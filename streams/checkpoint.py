@@ -8,8 +8,9 @@ transaction commits after a batch once the last commit began `interval` seconds 
 (FRAUD_COMMIT_INTERVAL_SECONDS) and has ended: a busy stream commits once an interval, a light one's
 batch in the pass that processed it, and a commit slower than the interval delays the next one
 rather than the scoring. A transaction holding a record a caller waits on (header AWAITED in
-streams/topics.py, sent by the predict API) commits as soon as the commit before it has ended. A commit goes in these steps, the last two in a thread while the next
-batches go into the other producer's transaction:
+streams/topics.py, sent by the predict API) commits as soon as the commit before it has ended. A
+commit goes in these steps, the last two in a thread while the next batches go into the other
+producer's transaction:
 
   1. each store writes one changelog record per key changed since the last commit;
   2. the offsets processed (last offset + 1 per partition) join the transaction, with the consumer's
