@@ -121,9 +121,11 @@ def main() -> None:
     print(f"\n{args.rate:.0f} predict requests/s for {args.seconds:.0f} s to each API in turn, while the stream "
           f"carries {args.load:.0f} transactions/s (one worker, 6 partitions; worker {cpu / seconds:.2f} cores); "
           f"logs in {tmp}")
-    print(f"  stream, produce to visible:       {percentiles(stream)}; the worker's commits took "
+    print(f"  stream, produce to visible:       {percentiles(stream)}; the worker's "
+          f"{commits['fraud_commit_seconds_count']:.0f} commits took "
           f"{1000 * commits['fraud_commit_seconds_sum'] / commits['fraud_commit_seconds_count']:.0f} ms on average "
-          f"(every {settings.commit_interval_seconds * 1000:.0f} ms)")
+          f"(each {settings.commit_interval_seconds * 1000:.0f} ms after the one before, or as soon as it "
+          f"ended for a transaction a caller waits for)")
     for name, (bodies, answers) in phases.items():
         ms = np.array([sec * 1000 for sec, status, *_ in answers if status == 200])
         statuses = Counter(status for _, status, *_ in answers)
