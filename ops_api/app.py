@@ -101,7 +101,11 @@ async def json_errors(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error(exc.status, exc.reason)
+        response = error(exc.status, exc.reason)
+        for name, value in exc.headers.items():  # what the status calls for: Allow on a 405, ...
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
+        return response
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
         log.warning("redis: %s", exc)
         return error(503, "Redis unavailable: retry later")

@@ -41,6 +41,34 @@ QUERIES: dict[tuple[str, str], list[dict]] = {
 }
 SUCCESS = {("POST", "/api/v1/training/train"): "202", ("POST", "/api/v1/training/hyperparameter-tuning"): "202",
            ("POST", "/api/v1/fraud/feedback"): "202", ("POST", "/api/v1/training/models/register"): "201"}
+# What a route answers beyond ERRORS, and why.
+IN_THE_WORKERS = "this API runs without a worker: ask a worker's API"
+MORE_ERRORS: dict[tuple[str, str], dict[str, str]] = {
+    ("GET", "/api/v1/training/jobs/{job_id}"): {"404": "no such job"},
+    ("POST", "/api/v1/training/jobs/{job_id}/cancel"): {"404": "no such job", "409": "the job has already ended"},
+    ("GET", "/api/v1/terminals/{terminal_id}"): {"404": IN_THE_WORKERS},
+    ("POST", "/api/v1/models/promote"): {"404": "no such version", "409": "nothing to promote",
+                                         "502": "MLflow refused the request"},
+    ("POST", "/api/v1/training/models/register"): {"404": "no such run",
+                                                   "409": "the run has not finished, or is registered already",
+                                                   "502": "MLflow refused the request"},
+    ("GET", "/api/v1/training/experiments"): {"502": "MLflow refused the request"},
+    ("POST", "/api/v1/fraud/predict"): {"409": "the transaction id was already sent for another card",
+                                        "504": "sent, and will be scored, but no verdict yet: retry the same request"},
+    ("POST", "/api/v1/fraud/score"): {"421": "no worker holds the card's partition yet: retry once the group settled"},
+    ("POST", "/api/v1/fraud/explain"): {"404": "no verdict for that transaction id",
+                                        "409": "scored by a model version no longer in the registry",
+                                        "421": "no worker holds the card's partition yet: retry once the group settled"},
+    ("POST", "/api/v1/fraud/feedback"): {"502": "the schema registry refused the feedback schema"},
+    ("GET", "/api/v1/fraud/metrics"): {"404": IN_THE_WORKERS},
+    ("GET", "/api/v1/fraud/status"): {"404": IN_THE_WORKERS},
+    ("GET", "/api/v1/fraud/drift"): {"404": IN_THE_WORKERS},
+}
+# Routes that answer something other than a JSON object, by media type.
+MEDIA = {("GET", "/docs"): "text/html", ("GET", "/metrics/prometheus"): "text/plain"}
+# Routes whose 503 carries their usual body (what is down, or why not ready), not an Error.
+UNHEALTHY = {("GET", "/health"): "a component is down: the body says which",
+             ("GET", "/health/ready"): "not ready: the body says why"}
 ERRORS = {"400": "the body does not parse, or a query parameter is out of range",
           "401": "no valid bearer token", "403": "the token's role may not do this",
           "413": "the body is over the size limit", "415": "the body is not application/json",
@@ -78,15 +106,19 @@ def document(routes: list[tuple], settings: Settings, version: str) -> dict:
         if model is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{_add_schema(model, schemas)}"}}}}
-        operation["responses"][SUCCESS.get((method, path), "200")] = {
-            "description": "done", "content": {"application/json": {"schema": {"type": "object"}}}}
-        for status, why in ERRORS.items():
+        media = MEDIA.get((method, path))
+        operation["responses"][SUCCESS.get((method, path), "200")] = {"description": "done", "content": (
+            {media: {"schema": {"type": "string"}}} if media else {"application/json": {"schema": {"type": "object"}}})}
+        for status, why in {**ERRORS, **MORE_ERRORS.get((method, path), {})}.items():
             if status in ("413", "415", "422") and model is None:
                 continue
             if status in ("401", "403", "429") and "security" in operation:
                 continue
             operation["responses"][status] = {"description": why, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Error"}}}}
+        if (method, path) in UNHEALTHY:
+            operation["responses"]["503"] = {"description": UNHEALTHY[(method, path)], "content": {
+                "application/json": {"schema": {"type": "object"}}}}
         paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",

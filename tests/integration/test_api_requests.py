@@ -241,6 +241,18 @@ def test_the_api_describes_every_route_in_a_valid_openapi_3_1_document_served_wi
     assert spec["paths"]["/health/live"]["get"]["security"] == []
     assert spec["paths"]["/api/v1/training/jobs/{job_id}"]["get"]["parameters"][0]["name"] == "job_id"
     assert page_status == 200 and page_type == "text/html" and "POST /api/v1/fraud/predict" in page
+    assert {"409", "504"} <= set(predict["responses"]), "what predict answers beyond the common errors"
+    assert "404" in spec["paths"]["/api/v1/training/jobs/{job_id}"]["get"]["responses"]
+    assert "text/html" in spec["paths"]["/docs"]["get"]["responses"]["200"]["content"]
+    ready_503 = spec["paths"]["/health/ready"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
+    assert ready_503 == {"type": "object"}, "not ready answers its usual body, not an Error"
+
+
+def test_a_method_a_route_does_not_take_gets_405_with_the_allowed_methods(services, tmp_path):
+    settings = unique_settings(tmp_path)
+    [(status, headers, text)] = _calls(settings, [("TRACE", "/api/v1/fraud/drift", {})])
+    assert status == 405 and "GET" in headers.get("Allow", "").split(","), (headers, text)
+    assert json.loads(text)["error"]["status"] == 405
 
 
 def test_each_transaction_of_a_batch_counts_against_the_predict_rate_limit(services, tmp_path):
