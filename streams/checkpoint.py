@@ -292,6 +292,14 @@ class Checkpoint:
         """Stop the commit thread (after `commit(wait=True)`: nothing is under way)."""
         self._committer.shutdown(wait=True)
 
+    def forget_open(self) -> None:
+        """Forget what the open transaction holds here (its offsets, its stores' changes, whether a
+        caller waits on it); its producer still has to abort it."""
+        self.offsets.clear()
+        for store in self.stores:
+            store.forget_pending()
+        self.begun_at, self.awaited = None, False
+
     def abort(self) -> None:
         """Drop the open transaction (outputs and offsets), once the commit under way has ended."""
         fenced = None
@@ -301,10 +309,7 @@ class Checkpoint:
             fenced = exc
         except Rewind:
             pass  # its producer is in `unfinished`: aborted below; the caller rewinds to what was committed
-        self.offsets.clear()
-        for store in self.stores:
-            store.forget_pending()
-        self.begun_at, self.awaited = None, False
+        self.forget_open()
         for index in sorted(self.unfinished):  # the open one, and one whose commit or begin failed
             self.unfinished.discard(index)
             try:
@@ -484,11 +489,8 @@ class Partitions:
             checkpoint.settle()
         except Rewind:
             pass
-        checkpoint.offsets.clear()
-        checkpoint.begun_at, checkpoint.awaited = None, False
+        checkpoint.forget_open()
         checkpoint.unfinished.clear()
-        for store in checkpoint.stores:
-            store.forget_pending()
         for i, producer in enumerate(checkpoint.producers):
             try:
                 producer.purge()

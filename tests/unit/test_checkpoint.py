@@ -187,14 +187,21 @@ def test_a_batch_after_a_pause_is_due_at_once_and_a_busy_stream_commits_once_an_
     assert checkpoint.due(began + 0.101)
 
 
-def test_a_commit_still_under_way_makes_the_next_wait_rather_than_stop_the_loop_until_a_second_has_passed():
-    checkpoint, _, _ = _checkpoint()  # interval 0.1 s
+def _second_transaction_while_the_first_commits() -> tuple[Checkpoint, threading.Event, float]:
+    """A checkpoint (interval 0.1 s) whose first commit is under way until the event is set, with a
+    second transaction open; and when the first commit began."""
+    checkpoint, _, _ = _checkpoint()
     release = threading.Event()
     checkpoint.producers[0].commit_transaction = lambda timeout: release.wait(5)
     checkpoint.processed("transactions", 0, 1)
     checkpoint.commit()
     began = checkpoint.committed_at
     checkpoint.processed("transactions", 0, 2)
+    return checkpoint, release, began
+
+
+def test_a_commit_still_under_way_makes_the_next_wait_rather_than_stop_the_loop_until_a_second_has_passed():
+    checkpoint, release, began = _second_transaction_while_the_first_commits()
     assert not checkpoint.due(began + 0.2), "the commit before has not ended: the loop goes on scoring"
     assert checkpoint.seconds_left(began + 0.2) > 0, "and waits a little for records rather than spinning"
     assert checkpoint.due(began + 1.0), "a second on, the loop waits for it as it would for a broker away"
@@ -206,13 +213,7 @@ def test_a_commit_still_under_way_makes_the_next_wait_rather_than_stop_the_loop_
 
 
 def test_a_transaction_a_caller_waits_on_commits_once_the_one_before_has_ended_without_waiting_out_the_interval():
-    checkpoint, _, _ = _checkpoint()  # interval 0.1 s
-    release = threading.Event()
-    checkpoint.producers[0].commit_transaction = lambda timeout: release.wait(5)
-    checkpoint.processed("transactions", 0, 1)
-    checkpoint.commit()
-    began = checkpoint.committed_at
-    checkpoint.processed("transactions", 0, 2)
+    checkpoint, release, began = _second_transaction_while_the_first_commits()
     assert not checkpoint.due(began + 0.01) and checkpoint.seconds_left(began + 0.01) == pytest.approx(0.09)
     checkpoint.await_commit()
     assert not checkpoint.due(began + 0.01), "commits still go one after the other"
