@@ -31,12 +31,15 @@ read from /proc: a tail that grows with the run is a machine with no core to spa
 minutes before is still compiling its hot code, which takes much of a core on this machine for several
 minutes, and makes the first runs after it slower and more variable: so every measured run comes after
 a paced warm-up (`--warm-up-rate`, 2,000/s), not measured, until the broker's compilers use under
-2 % of a core over 10 s (`--warm-up-seconds`, at most 600).
+2 % of a core over 10 s (`--warm-up-seconds`, at most 600). Each run also reports the largest gap
+between two transactions' produce times: this benchmark pauses its own garbage collector while it
+paces (`--collector-on` leaves it on, whose full collections stop the pacing for a while).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -252,7 +255,8 @@ def warm_up(tmp: Path, model_name: str, records: list[dict], rate: float, max_se
             "broker_jit_cores_first": jit[0], "broker_jit_cores_last": jit[-1]}
 
 
-def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float, run: int) -> dict:
+def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float, run: int,
+                   pause_collector: bool = True) -> dict:
     settings, codec = prepared(tmp, model_name, 1000, [])
     verdicts = Verdicts(settings)
     worker = WorkerProcess(settings, tmp / f"latency-{run}.log").start()
@@ -264,7 +268,7 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
         # Encoded before the run, as a payment system's many producers would hand them over: the
         # paced producer then takes as little of the machine as it can.
         messages = list(transaction_messages(settings.transactions_topic, codec, records))
-        with baselines.collector_paused():
+        with baselines.collector_paused() if pause_collector else contextlib.nullcontext():
             started = time.time()
             machine = MachineLoad(worker.proc.pid)
             replay(producer_for(settings.kafka_bootstrap), messages, rate=rate)
@@ -276,8 +280,9 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
         verdicts.stop()
     kept = [(read, v) for read, v in verdicts.read if v["scored_at"] / 1000 - started > WARM_UP_SECONDS]
     to_score = np.array([v["latency_ms"] for _, v in kept])
+    produced = np.sort([v["scored_at"] - v["latency_ms"] for _, v in kept])  # each record's Kafka timestamp
     visible = np.array([read * 1000 - (v["scored_at"] - v["latency_ms"]) for read, v in kept])
-    return {"run": run, "rate": rate, "verdicts": len(kept),
+    return {"run": run, "rate": rate, "verdicts": len(kept), "produce_gap_ms": float(np.diff(produced).max()),
             "score_p50": float(np.percentile(to_score, 50)), "score_p99": float(np.percentile(to_score, 99)),
             "visible_p50": float(np.percentile(visible, 50)), "visible_p99": float(np.percentile(visible, 99)),
             "commits": metrics["fraud_commit_seconds_count"],
@@ -304,6 +309,8 @@ def main() -> None:
                         help="before any run, pace transactions (not measured) until the broker's JIT "
                              "compilers use under 2%% of a core, at most this long (0: no warm-up)")
     parser.add_argument("--warm-up-rate", type=float, default=2000.0)
+    parser.add_argument("--collector-on", action="store_true",
+                        help="leave this benchmark's garbage collector on while it paces the latency runs")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["raw", "faust-iterate", "faust-eos", "per-event", "batched", "mlflow", "latency"])
     parser.add_argument("--json", help="also write the results here")
@@ -352,7 +359,8 @@ def main() -> None:
         rate = args.latency_rate or batched["records_per_s"] / 2
         paced = live_transactions(int(rate * args.paced_seconds), seed=2)
         for i in range(args.latency_runs):
-            result = worker_latency(tmp, model_name, [dict(r) for r in paced], rate, i + 1)
+            result = worker_latency(tmp, model_name, [dict(r) for r in paced], rate, i + 1,
+                                    pause_collector=not args.collector_on)
             print(json.dumps(result), flush=True)
             latency.append(result)
 
@@ -377,7 +385,8 @@ def main() -> None:
         for r in latency:
             print(f"  run {r['run']}: {r['score_p50']:.1f} / {r['score_p99']:.1f}   "
                   f"{r['visible_p50']:.1f} / {r['visible_p99']:.1f}   ({r['verdicts']} verdicts; "
-                  f"{r['commits']:.0f} commits of {r['commit_ms']:.0f} ms on average)   "
+                  f"{r['commits']:.0f} commits of {r['commit_ms']:.0f} ms on average; largest gap "
+                  f"between produce times {r['produce_gap_ms']:.0f} ms)   "
                   f"while paced: cores idle {100 * r['idle_share']:.0f}%, cores used by the worker "
                   f"{r['worker_cores']:.2f}, the broker {r['broker_cores']:.2f} (its JIT compilers "
                   f"{r['broker_jit_cores']:.2f}, GC {r['broker_gc_cores']:.2f}), "
