@@ -329,8 +329,9 @@ async def info(request: web.Request) -> web.Response:
 
 
 def _confined(request: web.Request, body):
-    """The request with its `data_path` resolved inside FRAUD_DATA_DIR, or the 422 saying why not.
-    Nothing outside that directory is ever opened on a request's behalf."""
+    """The request with its `data_path` resolved inside FRAUD_DATA_DIR, or the error saying why not: 422
+    for a NUL byte, 404 when it names no file inside that directory. Nothing outside it is ever opened
+    on a request's behalf."""
     if not body.data_path:
         return body
     data_dir = request.app[SETTINGS].data_dir.resolve()
@@ -340,10 +341,10 @@ def _confined(request: web.Request, body):
                      fields=[{"field": "data_path", "message": "NUL byte"}])
     path = (data_dir / given).resolve()  # an absolute `given` stays absolute
     if not path.is_relative_to(data_dir):
-        return error(422, "field data_path: must name a file inside the data directory (FRAUD_DATA_DIR), "
+        return error(404, "field data_path: must name a file inside the data directory (FRAUD_DATA_DIR), "
                           "relative to it", fields=[{"field": "data_path", "message": "outside the data directory"}])
     if not path.is_file():
-        return error(422, f"field data_path: no file {given!r} in the data directory",
+        return error(404, f"field data_path: no file {given!r} in the data directory",
                      fields=[{"field": "data_path", "message": "no such file"}])
     return body.model_copy(update={"data_path": str(path)})
 

@@ -12,11 +12,12 @@ import json
 import time
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from core.logs import TRANSACTION_ID
 from core.settings import Settings
 from models.explain import explanation, waterfall_png
+from ops_api.fields import Integer, absent_or
 from ops_api.predict import CLAIM_KEY, PREDICTOR, Transaction, find_verdict_since, what_if
 from ops_api.web import MODEL_SOURCE, REDIS, SETTINGS, error, json_object
 from streams.topics import partition_of
@@ -29,12 +30,14 @@ MODELS = web.AppKey("explain_models", dict)  # version -> LoadedModel, loaded on
 class ExplainRequest(BaseModel):
     """Either a scored transaction's id, or a transaction to explain as it would be scored now."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Exactly one of the two is given (absent, not null: a field sent as null is refused).
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "oneOf": [{"required": ["transaction_id"]}, {"required": ["transaction"]}]})
 
-    transaction_id: str | None = Field(default=None, min_length=1, max_length=128)
-    scored_after: int | None = Field(default=None, ge=0, le=253_402_300_799_999,
-                                     description="epoch ms the verdict was written after; a day ago when absent")
-    transaction: Transaction | None = Field(default=None, description="explained from the card's state now")
+    transaction_id: str = absent_or(min_length=1, max_length=128)
+    scored_after: Integer = absent_or(ge=0, le=253_402_300_799_999,
+                                      description="epoch ms the verdict was written after; a day ago when absent")
+    transaction: Transaction = absent_or(description="explained from the card's state now")
 
     @model_validator(mode="after")
     def _one_of(self):

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.logs import TRANSACTION_ID
 from core.redact import without_addresses
 from core.settings import Settings
+from ops_api.fields import integer
 from ops_api.web import SETTINGS, STREAM, error, json_object
 from schemas.codec import AvroCodec, CodecError, RegistryUnavailable, SchemaRegistry, load_schema
 
@@ -79,14 +80,14 @@ class Deliveries:
 class Label(BaseModel):
     """A label for a scored transaction, as the feedback topic's schema (schemas/feedback.avsc) holds it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     transaction_id: str = Field(min_length=1, max_length=128)
     label: Literal["FRAUD", "LEGIT"]
     source: str = Field(default="analyst", min_length=1, max_length=64,
                         description="chargeback, analyst, customer, ...")
-    reported_at: int | None = Field(default=None, ge=0, le=EPOCH_MS_MAX,
-                                    description="epoch milliseconds; now when absent")
+    reported_at: integer(ge=0, le=EPOCH_MS_MAX) | None = Field(default=None,
+                                                                description="epoch milliseconds; now when absent")
     customer_id: str | None = Field(default=None, max_length=128)
     terminal_id: str | None = Field(default=None, max_length=128)
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.params import TrainParams
 from core.redact import without_addresses
+from ops_api.fields import Integer, absent_or
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +30,33 @@ JOB_TTL_SECONDS = 7 * 86_400
 FINAL = ("succeeded", "failed", "cancelled")
 
 
+# A file's name relative to FRAUD_DATA_DIR (absent, not null, when there is none). The document says it
+# holds no NUL byte; ops_api/app.py `_confined` refuses one, saying so.
+DATA_PATH = {"min_length": 1, "max_length": 1024, "json_schema_extra": {"pattern": "^[^\\u0000]*$"}}
+
+
 class TrainRequest(BaseModel):
     """Body of POST /api/v1/training/train. Trains on the stream's labelled examples (`source:
     examples`), on a file (`data_path`), or by default on a fresh simulated history."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The document states the rule of `_data_path_with_file_only`.
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [
+        {"if": {"required": ["source"], "properties": {"source": {"const": "file"}}},
+         "then": {"required": ["data_path"]}},
+        {"if": {"required": ["source"], "properties": {"source": {"const": "examples"}}},
+         "then": {"not": {"required": ["data_path"]}}}]})
 
     source: Literal["simulated", "file", "examples"] = "simulated"
-    data_path: str | None = Field(None, max_length=1024, description="Parquet or CSV of Transaction "
-                                  "fields plus a 0/1 label, in FRAUD_DATA_DIR")
+    data_path: str = absent_or(**DATA_PATH, description="Parquet or CSV of Transaction fields plus a 0/1 label, "
+                               "in FRAUD_DATA_DIR")
     label_column: str = Field("is_fraud", min_length=1, max_length=200,
                               description="with data_path: the label column")
-    customers: int = Field(1_000, ge=10, le=100_000)
-    terminals: int = Field(2_000, ge=10, le=200_000)
-    days: int = Field(60, ge=7, le=366)
-    seed: int = Field(0, ge=0)
-    n_estimators: int = Field(TrainParams.n_estimators, ge=1, le=5_000)
-    max_depth: int = Field(TrainParams.max_depth, ge=1, le=16)
+    customers: Integer = Field(1_000, ge=10, le=100_000)
+    terminals: Integer = Field(2_000, ge=10, le=200_000)
+    days: Integer = Field(60, ge=7, le=366)
+    seed: Integer = Field(0, ge=0, le=2**32 - 1)
+    n_estimators: Integer = Field(TrainParams.n_estimators, ge=1, le=5_000)
+    max_depth: Integer = Field(TrainParams.max_depth, ge=1, le=16)
     learning_rate: float = Field(TrainParams.learning_rate, gt=0, le=1)
     alerts_per_day: float = Field(TrainParams.alerts_per_day, gt=0, le=1e9,
                                   description="the review threshold the run reports raises about this many alerts a day")
@@ -64,15 +75,15 @@ class TuneRequest(BaseModel):
     """Body of POST /api/v1/training/hyperparameter-tuning: a prequential search on the handbook
     protocol, over a simulated history (its calendar) or your own."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    data_path: str | None = Field(None, max_length=1024, description="Parquet or CSV of Transaction "
-                                  "fields plus is_fraud, in FRAUD_DATA_DIR")
-    trials: int = Field(20, ge=1, le=500)
-    folds: int = Field(4, ge=1, le=8)
-    customers: int = Field(5_000, ge=100, le=100_000)
-    terminals: int = Field(10_000, ge=100, le=200_000)
-    seed: int = Field(0, ge=0)
+    data_path: str = absent_or(**DATA_PATH, description="Parquet or CSV of Transaction fields plus is_fraud, "
+                               "in FRAUD_DATA_DIR")
+    trials: Integer = Field(20, ge=1, le=500)
+    folds: Integer = Field(4, ge=1, le=8)
+    customers: Integer = Field(5_000, ge=100, le=100_000)
+    terminals: Integer = Field(10_000, ge=100, le=200_000)
+    seed: Integer = Field(0, ge=0, le=2**32 - 1)
 
     def command(self) -> list[str]:
         args = ["tune", "--trials", str(self.trials), "--folds", str(self.folds), "--customers",

@@ -43,7 +43,10 @@ SUCCESS = {("POST", "/api/v1/training/train"): "202", ("POST", "/api/v1/training
            ("POST", "/api/v1/fraud/feedback"): "202", ("POST", "/api/v1/training/models/register"): "201"}
 # What a route answers beyond ERRORS, and why.
 IN_THE_WORKERS = "this API runs without a worker: ask a worker's API"
+NO_FILE = "data_path names no file inside the data directory (FRAUD_DATA_DIR)"
 MORE_ERRORS: dict[tuple[str, str], dict[str, str]] = {
+    ("POST", "/api/v1/training/train"): {"404": NO_FILE},
+    ("POST", "/api/v1/training/hyperparameter-tuning"): {"404": NO_FILE},
     ("GET", "/api/v1/training/jobs/{job_id}"): {"404": "no such job"},
     ("POST", "/api/v1/training/jobs/{job_id}/cancel"): {"404": "no such job", "409": "the job has already ended"},
     ("GET", "/api/v1/terminals/{terminal_id}"): {"404": IN_THE_WORKERS},
@@ -104,7 +107,7 @@ def document(routes: list[tuple], settings: Settings, version: str) -> dict:
             operation["parameters"] = parameters
         model = BODIES.get((method, path))
         if model is not None:
-            operation["requestBody"] = {"required": True, "content": {"application/json": {
+            operation["requestBody"] = {"required": _body_required(model), "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{_add_schema(model, schemas)}"}}}}
         media = MEDIA.get((method, path))
         operation["responses"][SUCCESS.get((method, path), "200")] = {"description": "done", "content": (
@@ -144,6 +147,11 @@ def _tag(path: str) -> str:
 
 def _path_parameters(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+
+
+def _body_required(model: type[BaseModel]) -> bool:
+    """A body with no field required may be left out (it reads as {}), unless it must hold one of several."""
+    return any(f.is_required() for f in model.model_fields.values()) or "oneOf" in model.model_json_schema()
 
 
 def _add_schema(model: type[BaseModel], schemas: dict) -> str:

@@ -40,7 +40,8 @@ from core.features import invalid_transaction_reason
 from core.logs import TRANSACTION_ID
 from core.redact import without_addresses
 from core.settings import Settings
-from ops_api.fraud import Deliveries, DeliveryFailed
+from ops_api.fields import integer
+from ops_api.fraud import EPOCH_MS_MAX, Deliveries, DeliveryFailed
 from ops_api.auth import LIMITED
 from ops_api.web import HTTP, LIMITS, REDIS, SETTINGS, STREAM, json_object, workers
 from schemas.codec import AvroCodec, RegistryUnavailable, SchemaRegistry, load_schema
@@ -51,14 +52,13 @@ CLAIM_KEY = "fraud:{}:predict:{}"  # app id, transaction id
 CLAIM_STALE_MS = 30_000  # a claim never marked sent this old has lost its claimer (delivery gives up at 10 s)
 IDLE_PARTITION_SECONDS = 60.0  # a verdict partition nobody waits on this long is let go
 BATCH_MAX = 1000  # transactions in one POST /api/v1/fraud/predict/batch
-EPOCH_MS_MAX = 253_402_300_799_999
 FORWARDED = "X-Fraud-Forwarded"  # a what-if sent on by an API replica to the worker holding the card
 
 
 class Transaction(BaseModel):
     """The Transaction schema (schemas/transaction.avsc) as a request body."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     transaction_id: str = Field(min_length=1, max_length=128)
     customer_id: str = Field(min_length=1, max_length=128, description="the card")
@@ -66,8 +66,8 @@ class Transaction(BaseModel):
     merchant_id: str = Field(min_length=1, max_length=128)
     amount: float = Field(ge=0, allow_inf_nan=False, le=1e15)
     currency: str = Field(default="EUR", min_length=1, max_length=8)
-    timestamp: int | None = Field(default=None, gt=0, le=EPOCH_MS_MAX,
-                                  description="event time, epoch ms; now when absent")
+    timestamp: integer(gt=0, le=EPOCH_MS_MAX) | None = Field(
+        default=None, description="event time, epoch ms; now when absent, at most a day past the server's clock")
     merchant_category: str = Field(default="unknown", max_length=64)
     channel: Literal["POS", "ECOM", "ATM", "MOTO", "OTHER"] = "POS"
     card_present: bool = True
@@ -328,7 +328,7 @@ async def _forwarded(app: web.Application, txn: Transaction, partition: int,
 
 
 class Batch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     transactions: list[dict] = Field(min_length=1, max_length=BATCH_MAX)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
+from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from core.settings import Settings
 from models.registry import RegistryRefused, experiments as list_experiments, register_run
@@ -44,7 +45,7 @@ async def experiments(request: web.Request) -> web.Response:
 
 
 class RegisterRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     run_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")
     through_gate: bool = Field(default=False, description="promote it if it passes the champion gate")
@@ -69,15 +70,18 @@ async def register(request: web.Request) -> web.Response:
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: str | None = Field(default=None, description="a registered version; the challenger's when absent",
-                                examples=["3"])
+    # A version number as a string or a number, as MLflow and its users write it.
+    version: Annotated[str | None, WithJsonSchema({"anyOf": [
+        {"type": "string", "pattern": "^[0-9]{1,9}$"}, {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+        {"type": "null"}]})] = Field(default=None, description="a registered version; the challenger's when absent",
+                                     examples=["3"])
 
     @field_validator("version", mode="before")
     @classmethod
     def _a_version_number(cls, value):
         if value is None:
             return None
-        text = str(value)
+        text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
         if isinstance(value, bool) or not (text.isascii() and text.isdecimal()) or len(text) > 9:
             raise ValueError('a model version number, such as "3"')
         return text

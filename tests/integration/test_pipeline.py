@@ -332,6 +332,9 @@ def test_predict_answers_with_the_verdict_the_stream_wrote_once_and_a_retry_gets
     assert status == 422 and negative["error"]["fields"][0]["field"] == "amount"
     status, missing = worker.post("/api/v1/fraud/predict", {"transaction_id": "sync-none", "amount": 1})
     assert status == 422 and {f["field"] for f in missing["error"]["fields"]} >= {"customer_id", "terminal_id"}
+    in_two_days = int(time.time() * 1000) + 2 * 86_400_000
+    status, future = worker.post("/api/v1/fraud/predict", {**txn, "transaction_id": "sync-late", "timestamp": in_two_days})
+    assert status == 422 and future["error"]["fields"][0]["field"] == "timestamp", future
     assert _wait_for_verdicts(settings, "sync-", 1) == [on_topic], "nothing else was sent"
 
 
