@@ -55,6 +55,7 @@ def test_fuzzed_requests_to_every_operation_get_no_5xx_and_only_the_answers_the_
                "--seed", str(SEED), "--request-timeout", "30", "--report", "junit",
                "--report-junit-path", str(tmp_path / "junit.xml")]
     hooks = {"SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("fuzz_hooks.py"))}
-    run = subprocess.run(command, capture_output=True, text=True, timeout=1200, env={**os.environ, **hooks})
+    run = subprocess.run(command, capture_output=True, text=True, timeout=1200, env={**os.environ, **hooks},
+                         cwd=tmp_path)  # where schemathesis keeps its example database
     print(run.stdout[-3000:])  # the summary: operations, phases, cases, failures dropped by fuzz_hooks.py
     assert run.returncode == 0, f"{run.stdout[-20000:]}\n{run.stderr[-3000:]}\nworker log: {process.log_path}"
