@@ -15,6 +15,7 @@ from ops_api import explain, fraud, predict, registry
 from ops_api.auth import ROLES
 from ops_api.jobs import TrainRequest, TuneRequest
 from ops_api.web import SETTINGS, VERSION
+from schemas.codec import load_schema
 
 ROUTES = web.AppKey("routes", list)
 
@@ -69,6 +70,12 @@ MORE_ERRORS: dict[tuple[str, str], dict[str, str]] = {
 }
 # Routes that answer something other than a JSON object, by media type.
 MEDIA = {("GET", "/docs"): "text/html", ("GET", "/metrics/prometheus"): "text/plain"}
+# Routes that may also answer in another media type, on the caller's Accept.
+MORE_MEDIA = {("POST", "/api/v1/fraud/explain"): "image/png"}
+# The schema of a route's success body, by name in ANSWERS; a route not here answers "a JSON object".
+ANSWERED = {("POST", "/api/v1/fraud/predict"): "Verdict", ("POST", "/api/v1/fraud/score"): "WhatIfVerdict",
+            ("POST", "/api/v1/fraud/predict/batch"): "BatchAnswers", ("POST", "/api/v1/fraud/explain"): "Explanation",
+            ("POST", "/api/v1/fraud/feedback"): "LabelSent"}
 # Routes whose 503 carries their usual body (what is down, or why not ready), not an Error.
 UNHEALTHY = {("GET", "/health"): "a component is down: the body says which",
              ("GET", "/health/ready"): "not ready: the body says why"}
@@ -84,9 +91,68 @@ ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error":
                        "field": {"type": "string"}, "message": {"type": "string"}}}}}}}}
 
 
+def avro_to_json_schema(avro) -> dict:
+    """The JSON Schema of a value of this Avro type as the API writes it in JSON (a timestamp-millis
+    as its epoch milliseconds, a map as an object): every field of a record is present."""
+    if isinstance(avro, list):  # a union
+        return {"anyOf": [avro_to_json_schema(branch) for branch in avro]}
+    if isinstance(avro, str):
+        return {"null": {"type": "null"}, "string": {"type": "string"}, "boolean": {"type": "boolean"},
+                "int": {"type": "integer"}, "long": {"type": "integer"}, "float": {"type": "number"},
+                "double": {"type": "number"}}[avro]
+    kind = avro["type"]
+    if kind == "record":
+        return {"type": "object", "description": avro.get("doc", avro["name"]),
+                "required": [f["name"] for f in avro["fields"]],
+                "properties": {f["name"]: {**avro_to_json_schema(f["type"]), **({"description": f["doc"]} if "doc" in f else {})}
+                               for f in avro["fields"]}}
+    if kind == "enum":
+        return {"type": "string", "enum": list(avro["symbols"])}
+    if kind == "array":
+        return {"type": "array", "items": avro_to_json_schema(avro["items"])}
+    if kind == "map":
+        return {"type": "object", "additionalProperties": avro_to_json_schema(avro["values"])}
+    return avro_to_json_schema(kind)  # a primitive with a logical type
+
+
+def _answers() -> dict[str, dict]:
+    """The success bodies of the fraud routes (ANSWERED), the verdict's from its Avro schema."""
+    ref = "#/components/schemas/{}".format
+    contribution = {"type": "object", "required": ["feature", "value", "contribution"], "properties": {
+        "feature": {"type": "string"}, "value": {"type": ["number", "null"], "description": "null when missing"},
+        "contribution": {"type": "number", "description": "log-odds"}}}
+    return {
+        "Verdict": avro_to_json_schema(load_schema("verdict")),
+        "WhatIfVerdict": {"allOf": [{"$ref": ref("Verdict")}, {"type": "object", "required": ["what_if"],
+                                                                "properties": {"what_if": {"const": True}}}]},
+        "BatchAnswers": {"type": "object", "required": ["results"], "properties": {"results": {
+            "type": "array", "description": "one answer per transaction, in order", "items": {"anyOf": [
+                {"type": "object", "required": ["status", "verdict", "replayed"], "properties": {
+                    "status": {"const": 200}, "verdict": {"$ref": ref("Verdict")},
+                    "replayed": {"type": "boolean", "description": "the verdict of an earlier request"}}},
+                {"type": "object", "required": ["status", "error"], "properties": {
+                    "status": {"type": "integer"}, "error": ERROR_SCHEMA["properties"]["error"]}}]}}}},
+        "Explanation": {"type": "object", "required": [
+            "transaction_id", "score", "decision", "model_name", "model_version", "method", "base_value",
+            "contributions", "score_from_contributions"], "properties": {
+            "transaction_id": {"type": "string"}, "score": {"type": "number"},
+            "decision": {"type": "string", "enum": ["APPROVE", "REVIEW", "DECLINE"]},
+            "model_name": {"type": "string"}, "model_version": {"type": "string"}, "method": {"type": "string"},
+            "base_value": {"type": "number", "description": "log-odds before any feature"},
+            "contributions": {"type": "array", "items": contribution, "description": "largest first"},
+            "calibration": {"type": ["string", "null"]},
+            "score_from_contributions": {"type": "number", "description": "the score the contributions add up to"},
+            "what_if": {"const": True}}},
+        "LabelSent": {"type": "object", "required": ["transaction_id", "label", "topic", "partition", "offset"],
+                      "properties": {"transaction_id": {"type": "string"}, "label": {"enum": ["FRAUD", "LEGIT"]},
+                                     "topic": {"type": "string"}, "partition": {"type": "integer"},
+                                     "offset": {"type": "integer"}}},
+    }
+
+
 def document(routes: list[tuple], settings: Settings, version: str) -> dict:
     """The OpenAPI 3.1 document of `routes` ((method, path, handler, permission, ...))."""
-    schemas: dict[str, dict] = {"Error": ERROR_SCHEMA}
+    schemas: dict[str, dict] = {"Error": ERROR_SCHEMA, **_answers()}
     paths: dict[str, dict] = {}
     open_paths = {p for p in settings.auth_open_paths.split(",") if p}
     for method, path, handler, need, *_ in routes:
@@ -110,8 +176,12 @@ def document(routes: list[tuple], settings: Settings, version: str) -> dict:
             operation["requestBody"] = {"required": _body_required(model), "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{_add_schema(model, schemas)}"}}}}
         media = MEDIA.get((method, path))
-        operation["responses"][SUCCESS.get((method, path), "200")] = {"description": "done", "content": (
-            {media: {"schema": {"type": "string"}}} if media else {"application/json": {"schema": {"type": "object"}}})}
+        answer = ANSWERED.get((method, path))
+        content = ({media: {"schema": {"type": "string"}}} if media else {"application/json": {"schema": (
+            {"$ref": f"#/components/schemas/{answer}"} if answer else {"type": "object"})}})
+        if (method, path) in MORE_MEDIA:
+            content[MORE_MEDIA[(method, path)]] = {"schema": {"type": "string", "format": "binary"}}
+        operation["responses"][SUCCESS.get((method, path), "200")] = {"description": "done", "content": content}
         for status, why in {**ERRORS, **MORE_ERRORS.get((method, path), {})}.items():
             if status in ("413", "415", "422") and model is None:
                 continue
