@@ -35,10 +35,12 @@ from core.settings import Settings
 from core.metrics import Metrics
 from ops_api.auth import ANALYSE, READ, TRAIN, auth_from, authorize
 from ops_api import explain, fraud, openapi, predict, registry
+from ops_api.fraud import EPOCH_MS_MAX
 from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from ops_api.limits import RateLimits
 from ops_api.web import (VERSION, ADMIN, AUTH, DEPENDENCIES, HEARTBEAT_KEY, HTTP, JOBS, LIMITS, METRICS, MODEL_SOURCE,
-                         REDIS, SETTINGS, STARTED_AT, STREAM, error, json_object, workers as known_workers)
+                         REDIS, SETTINGS, STARTED_AT, STREAM, error, json_object, query_integer,
+                         workers as known_workers)
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("fraud.api.access")
@@ -246,11 +248,7 @@ async def terminal(request: web.Request) -> web.Response:
     stream: StreamView | None = request.app[STREAM]
     if stream is None:
         return error(404, "terminal state lives in the workers: ask a worker's API")
-    at = request.query.get("at")
-    try:
-        at_ms = int(at) if at is not None else int(time.time() * 1000)
-    except ValueError:
-        return error(400, f"query parameter at: not an epoch-millisecond integer ({at!r})", field="at")
+    at_ms = query_integer(request, "at", int(time.time() * 1000), 0, EPOCH_MS_MAX)
     return web.json_response(stream.terminal(request.match_info["terminal_id"], at_ms))
 
 
@@ -403,10 +401,8 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     """Recent training and tuning jobs, newest first."""
-    raw = request.query.get("limit", "50")
-    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 500:
-        return error(400, "query parameter limit: an integer from 1 to 500")
-    return web.json_response({"jobs": await request.app[JOBS].list(int(raw))})
+    limit = query_integer(request, "limit", 50, 1, 500)
+    return web.json_response({"jobs": await request.app[JOBS].list(limit)})
 
 
 def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None = None) -> web.Application:

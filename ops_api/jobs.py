@@ -139,29 +139,36 @@ class TrainingJobs:
         self.env = env
         self.max_running = max_running
         self._tasks: set[asyncio.Task] = set()
+        self._starting = 0  # jobs in `start`, between its call and their task
         self._running: set[str] = set()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
 
     def running(self) -> int:
-        """Jobs started by this API process that have not ended."""
-        return len(self._tasks)
+        """Jobs started by this API process that have not ended, counting those being started."""
+        return len(self._tasks) + self._starting
 
     def full(self) -> bool:
         """As many jobs started here and not ended as this API runs at once."""
         return self.running() >= self.max_running
 
     async def start(self, request: TrainRequest | TuneRequest) -> dict:
-        """Record a queued job and run `fraud train` or `fraud tune` for it in a child process."""
-        job_id = uuid.uuid4().hex[:12]
-        kind, command = (("tuning", request.command()) if isinstance(request, TuneRequest)
-                         else ("training", train_command(request)))
-        record = job_record(job_id, kind, request)
-        await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
-        await self.redis.zadd(JOB_INDEX, {job_id: record["created_at"]})
-        await self.redis.zremrangebyscore(JOB_INDEX, 0, record["created_at"] - JOB_TTL_SECONDS)
-        task = asyncio.create_task(self._run(job_id, command))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Record a queued job and run `fraud train` or `fraud tune` for it in a child process. The job
+        counts as running from the call on (before its first await), so a caller that checked `full`
+        just before cannot be overtaken by another request."""
+        self._starting += 1
+        try:
+            job_id = uuid.uuid4().hex[:12]
+            kind, command = (("tuning", request.command()) if isinstance(request, TuneRequest)
+                             else ("training", train_command(request)))
+            record = job_record(job_id, kind, request)
+            await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
+            await self.redis.zadd(JOB_INDEX, {job_id: record["created_at"]})
+            await self.redis.zremrangebyscore(JOB_INDEX, 0, record["created_at"] - JOB_TTL_SECONDS)
+            task = asyncio.create_task(self._run(job_id, command))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        finally:
+            self._starting -= 1
         return record
 
     async def get(self, job_id: str) -> dict | None:

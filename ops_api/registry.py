@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 
 from core.settings import Settings
 from models.registry import RegistryRefused, experiments as list_experiments, register_run
-from ops_api.web import MODEL_SOURCE, SETTINGS, error, json_object
+from ops_api.web import MODEL_SOURCE, SETTINGS, error, json_object, query_integer
 
 log = logging.getLogger(__name__)
 
 
-def _mlflow_failed(exc: Exception) -> web.Response:
+def mlflow_failed(exc: Exception) -> web.Response:
     """The answer for an MLflow error the request could not avoid; details go to the log only."""
     log.warning("mlflow: %s", exc)
     # "API request to ...": MLflow's wording when the server cannot be reached.
@@ -34,13 +34,11 @@ async def _call(fn, *args):
 async def experiments(request: web.Request) -> web.Response:
     """GET /api/v1/training/experiments?runs=N: MLflow experiments, newest first, each with its N
     (default 10, at most 100) most recent runs and their metrics and parameters."""
-    raw = request.query.get("runs", "10")
-    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 100:
-        return error(400, "query parameter runs: an integer from 1 to 100", field="runs")
+    runs = query_integer(request, "runs", 10, 1, 100)
     try:
-        found = await _call(list_experiments, request.app[MODEL_SOURCE].client, int(raw))
+        found = await _call(list_experiments, request.app[MODEL_SOURCE].client, runs)
     except Exception as exc:  # noqa: BLE001 - every MLflow failure is answered, none crashes the API
-        return _mlflow_failed(exc)
+        return mlflow_failed(exc)
     return web.json_response({"experiments": found})
 
 
@@ -61,7 +59,7 @@ async def register(request: web.Request) -> web.Response:
     except RegistryRefused as exc:
         return error(exc.status, str(exc), **({"field": exc.field} if exc.field else {}))
     except Exception as exc:  # noqa: BLE001
-        return _mlflow_failed(exc)
+        return mlflow_failed(exc)
     return web.json_response({"model": s.model_name, "version": done.version, "run_id": body.run_id,
                               "promoted": done.promoted, "alias": s.model_alias if done.promoted else None,
                               "champion_before": done.champion_before, "reason": done.reason}, status=201)
@@ -106,6 +104,6 @@ async def promote(request: web.Request) -> web.Response:
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return error(404, f"field version: {settings.model_name} has no version {version}")
-        return _mlflow_failed(exc)
+        return mlflow_failed(exc)
     return web.json_response({"model": settings.model_name, "alias": settings.model_alias,
                               "version": str(version), "previous_version": previous})

@@ -42,6 +42,17 @@ def error(status: int, message: str, **extra) -> web.Response:
     return web.json_response({"error": {"status": status, "message": message, **extra}}, status=status)
 
 
+def query_integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """Query parameter `name` as an integer from `low` to `high` (`default` when absent); 400 otherwise,
+    whatever its length."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdecimal() and len(raw) <= len(str(high))) or not low <= int(raw) <= high:
+        raise web.HTTPBadRequest(reason=f"query parameter {name}: an integer from {low} to {high}")
+    return int(raw)
+
+
 async def json_object(request: web.Request) -> dict:
     """The body as a JSON object: 415 unless it is sent as application/json, 413 past the size limit,
     400 when it does not parse (numbers of more digits than Python reads, nesting past its stack)."""

@@ -84,6 +84,31 @@ def test_past_the_concurrent_job_limit_a_new_job_gets_429_with_retry_after(servi
     assert results[1][1]["Retry-After"] == "30" and "1 jobs are running" in results[1][2]
 
 
+def test_job_requests_sent_at_once_start_no_more_jobs_than_the_limit(services, tmp_path):
+    settings = unique_settings(tmp_path, max_concurrent_jobs=2)
+    small = {"customers": 50, "terminals": 100, "days": 7, "promote": False}
+
+    async def run():
+        async with TestClient(TestServer(create_api(settings, Metrics()))) as client:
+            headers = {"Authorization": f"Bearer {mint(settings, 'admin', 60)}"}
+            answers = await asyncio.gather(*(client.post(TRAIN, json=small, headers=headers) for _ in range(6)))
+            return sorted(answer.status for answer in answers)
+
+    assert asyncio.run(run()) == [202, 202, 429, 429, 429, 429]
+
+
+def test_query_parameters_out_of_range_or_of_any_length_get_400_naming_them(services, tmp_path):
+    settings = unique_settings(tmp_path)
+    huge = "9" * 5001
+    results = _calls(settings, [
+        ("GET", f"/api/v1/training/jobs?limit={huge}", {}), ("GET", "/api/v1/training/jobs?limit=0", {}),
+        ("GET", "/api/v1/training/jobs?limit=-1", {}), ("GET", f"/api/v1/training/experiments?runs={huge}", {}),
+        ("GET", "/api/v1/training/experiments?runs=101", {}),
+    ])
+    assert [status for status, _, _ in results] == [400] * 5, results
+    assert all("query parameter" in text and ("limit" in text or "runs" in text) for _, _, text in results)
+
+
 def test_a_job_whose_process_cannot_start_is_failed_with_the_reason_not_left_queued(services, tmp_path):
     import redis.asyncio as aioredis
 
