@@ -119,37 +119,25 @@ def authorize(auth: Auth, permissions: dict[tuple[str, str], str], limits: RateL
               limit_classes: dict[tuple[str, str], str] | None = None):
     """The middleware: `permissions` maps (method, route path) to what the caller's role must allow;
     `limits` then counts the request against the caller's token and address (ops_api/limits.py), in
-    the route's class of `limit_classes`, by default the permission it needs."""
+    the route's class of `limit_classes`, by default the permission it needs. With authentication
+    disabled, only the address is counted."""
     limit_classes = {} if limit_classes is None else limit_classes
 
     @web.middleware
     async def middleware(request: web.Request, handler):
         # OPTIONS: a browser's CORS preflight, which carries no token (aiohttp-cors answers it).
-        if not auth.enabled or request.path in auth.open_paths or request.method == "OPTIONS":
+        if request.path in auth.open_paths or request.method == "OPTIONS":
             return await handler(request)
         route = request.match_info.route.resource
         # None: no such route, where any valid token gets its 404 or 405.
         need = permissions.get((request.method, route.canonical)) if route is not None else None
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return _refused(401, "a bearer token is required (Authorization: Bearer <token>)",
-                            f'Bearer realm="{REALM}"')
-        try:
-            claims = auth.claims_of(token.strip())
-            role = claims["role"]
-        except jwt.ExpiredSignatureError:
-            return _refused(401, "the token has expired",
-                            f'Bearer realm="{REALM}", error="invalid_token", error_description="expired"')
-        except jwt.InvalidTokenError as exc:
-            return _refused(401, f"invalid token: {exc}",
-                            f'Bearer realm="{REALM}", error="invalid_token"')
-        if need is not None and need not in ROLES[role]:
-            allowed = sorted(r for r, can in ROLES.items() if need in can)
-            return _refused(403, f"role {role!r} may not {request.method} {request.path}: "
-                                 f"it needs one of {', '.join(allowed)}")
+        callers = [f"address:{request.remote}"]
+        if auth.enabled:
+            refused, caller = _authorized(request, need)
+            if refused is not None:
+                return refused
+            callers.insert(0, caller)
         if limits is not None and need is not None:
-            callers = [f"token:{claims.get('sub', '')}:{role}", f"address:{request.remote}"]
             endpoint = (request.method, route.canonical)
             request[LIMITED] = (limit_classes.get(endpoint, need), " ".join(endpoint), callers)
             refusal = await limits.hit(*request[LIMITED])
@@ -160,5 +148,28 @@ def authorize(auth: Auth, permissions: dict[tuple[str, str], str], limits: RateL
                 response.headers.update(refusal)
                 return response
         return await handler(request)
+
+    def _authorized(request: web.Request, need: str | None) -> tuple[web.Response | None, str]:
+        """(the refusal, "") for a request without a valid token or whose role may not do `need`;
+        else (None, the caller as the rate limits count it)."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _refused(401, "a bearer token is required (Authorization: Bearer <token>)",
+                            f'Bearer realm="{REALM}"'), ""
+        try:
+            claims = auth.claims_of(token.strip())
+            role = claims["role"]
+        except jwt.ExpiredSignatureError:
+            return _refused(401, "the token has expired",
+                            f'Bearer realm="{REALM}", error="invalid_token", error_description="expired"'), ""
+        except jwt.InvalidTokenError as exc:
+            return _refused(401, f"invalid token: {exc}",
+                            f'Bearer realm="{REALM}", error="invalid_token"'), ""
+        if need is not None and need not in ROLES[role]:
+            allowed = sorted(r for r, can in ROLES.items() if need in can)
+            return _refused(403, f"role {role!r} may not {request.method} {request.path}: "
+                                 f"it needs one of {', '.join(allowed)}"), ""
+        return None, f"token:{claims.get('sub', '')}:{role}"
 
     return middleware

@@ -225,6 +225,16 @@ def test_past_its_rate_limit_a_token_gets_429_with_retry_after_on_every_replica_
     assert other_endpoint != 429, "each endpoint has its own count"
 
 
+def test_with_authentication_disabled_a_client_address_is_still_rate_limited(services, tmp_path):
+    settings = unique_settings(tmp_path, rate_limit_read="3/minute", auth="disabled")
+
+    async def run():
+        async with TestClient(TestServer(create_api(settings, Metrics()))) as client:
+            return [(await client.get("/info")).status for _ in range(5)]
+
+    assert asyncio.run(run()) == [200, 200, 200, 429, 429]
+
+
 def test_with_redis_down_requests_are_still_served_limited_per_process_and_health_says_degraded(services, tmp_path):
     settings = unique_settings(tmp_path, rate_limit_read="3/minute", redis_url="redis://127.0.0.1:9/0")
     token = {"Authorization": f"Bearer {mint(settings, 'viewer', 60)}"}
