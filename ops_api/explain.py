@@ -19,6 +19,7 @@ from core.settings import Settings
 from models.explain import explanation, waterfall_png
 from ops_api.fields import Integer, absent_or
 from ops_api.predict import CLAIM_KEY, PREDICTOR, Transaction, find_verdict_since, what_if
+from ops_api.registry import mlflow_failed
 from ops_api.web import MODEL_SOURCE, REDIS, SETTINGS, error, json_object
 from streams.topics import partition_of
 
@@ -65,7 +66,13 @@ async def explain(request: web.Request) -> web.Response:
     if verdict["model_name"] != s.model_name:
         return error(409, f"transaction {transaction_id} was scored by {verdict['model_name']}, "
                           f"not {s.model_name}")
-    model = await _model(request.app, verdict["model_version"])
+    try:
+        model = await _model(request.app, verdict["model_version"])
+    except Exception as exc:  # noqa: BLE001 - MLflow's answer, whatever it is, is the caller's
+        if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            return error(409, f"transaction {transaction_id} was scored by {s.model_name} version "
+                              f"{verdict['model_version']}, no longer in the registry")
+        return mlflow_failed(exc)
     explained = await asyncio.get_running_loop().run_in_executor(None, explanation, model, verdict["features"])
     explained = {"transaction_id": transaction_id, "score": verdict["score"], "decision": verdict["decision"],
                  **explained, **({"what_if": True} if body.transaction is not None else {})}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import inspect
+from typing import get_args
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -13,7 +14,8 @@ from pydantic import BaseModel
 from core.settings import Settings
 from ops_api import explain, fraud, predict, registry
 from ops_api.auth import ROLES
-from ops_api.jobs import TrainRequest, TuneRequest
+from ops_api.fraud import EPOCH_MS_MAX
+from ops_api.jobs import JobStatus, TrainRequest, TuneRequest
 from ops_api.web import SETTINGS, VERSION
 from schemas.codec import load_schema
 
@@ -38,7 +40,7 @@ QUERIES: dict[tuple[str, str], list[dict]] = {
         {"name": "runs", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}}],
     ("GET", "/api/v1/terminals/{terminal_id}"): [
         {"name": "at", "in": "query", "description": "a transaction's time, epoch ms; now when absent",
-         "schema": {"type": "integer"}}],
+         "schema": {"type": "integer", "minimum": 0, "maximum": EPOCH_MS_MAX}}],
 }
 SUCCESS = {("POST", "/api/v1/training/train"): "202", ("POST", "/api/v1/training/hyperparameter-tuning"): "202",
            ("POST", "/api/v1/fraud/feedback"): "202", ("POST", "/api/v1/training/models/register"): "201"}
@@ -61,7 +63,8 @@ MORE_ERRORS: dict[tuple[str, str], dict[str, str]] = {
                                         "504": "sent, and will be scored, but no verdict yet: retry the same request"},
     ("POST", "/api/v1/fraud/score"): {"421": "no worker holds the card's partition yet: retry once the group settled"},
     ("POST", "/api/v1/fraud/explain"): {"404": "no verdict for that transaction id",
-                                        "409": "scored by a model version no longer in the registry",
+                                        "409": "scored by another model, or by a version no longer in the registry",
+                                        "502": "MLflow refused the request",
                                         "421": "no worker holds the card's partition yet: retry once the group settled"},
     ("POST", "/api/v1/fraud/feedback"): {"502": "the schema registry refused the feedback schema"},
     ("GET", "/api/v1/fraud/metrics"): {"404": IN_THE_WORKERS},
@@ -75,7 +78,12 @@ MORE_MEDIA = {("POST", "/api/v1/fraud/explain"): "image/png"}
 # The schema of a route's success body, by name in ANSWERS; a route not here answers "a JSON object".
 ANSWERED = {("POST", "/api/v1/fraud/predict"): "Verdict", ("POST", "/api/v1/fraud/score"): "WhatIfVerdict",
             ("POST", "/api/v1/fraud/predict/batch"): "BatchAnswers", ("POST", "/api/v1/fraud/explain"): "Explanation",
-            ("POST", "/api/v1/fraud/feedback"): "LabelSent"}
+            ("POST", "/api/v1/fraud/feedback"): "LabelSent",
+            ("POST", "/api/v1/training/train"): "Job", ("POST", "/api/v1/training/hyperparameter-tuning"): "Job",
+            ("GET", "/api/v1/training/jobs/{job_id}"): "Job", ("POST", "/api/v1/training/jobs/{job_id}/cancel"): "Job",
+            ("GET", "/api/v1/training/jobs"): "Jobs", ("POST", "/api/v1/models/promote"): "Promoted",
+            ("POST", "/api/v1/training/models/register"): "Registered", ("GET", "/health/live"): "Alive",
+            ("GET", "/health/ready"): "Ready"}
 # Routes whose 503 carries their usual body (what is down, or why not ready), not an Error.
 UNHEALTHY = {("GET", "/health"): "a component is down: the body says which",
              ("GET", "/health/ready"): "not ready: the body says why"}
@@ -116,7 +124,7 @@ def avro_to_json_schema(avro) -> dict:
 
 
 def _answers() -> dict[str, dict]:
-    """The success bodies of the fraud routes (ANSWERED), the verdict's from its Avro schema."""
+    """The success bodies of ANSWERED's routes (the verdict's from its Avro schema), and NotReady."""
     ref = "#/components/schemas/{}".format
     contribution = {"type": "object", "required": ["feature", "value", "contribution"], "properties": {
         "feature": {"type": "string"}, "value": {"type": ["number", "null"], "description": "null when missing"},
@@ -147,6 +155,31 @@ def _answers() -> dict[str, dict]:
                       "properties": {"transaction_id": {"type": "string"}, "label": {"enum": ["FRAUD", "LEGIT"]},
                                      "topic": {"type": "string"}, "partition": {"type": "integer"},
                                      "offset": {"type": "integer"}}},
+        "Job": {"type": "object", "required": ["job_id", "kind", "status", "progress", "message", "request",
+                                               "created_at", "updated_at", "result", "error"], "properties": {
+            "job_id": {"type": "string"}, "kind": {"enum": ["training", "tuning"]},
+            "status": {"enum": list(get_args(JobStatus))},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1}, "message": {"type": ["string", "null"]},
+            "request": {"type": "object", "description": "the request the job was started with"},
+            "created_at": {"type": "number", "description": "epoch seconds"}, "updated_at": {"type": "number"},
+            "result": {"type": ["object", "null"], "description": "once succeeded: the version, or the best parameters"},
+            "error": {"type": ["string", "null"], "description": "once failed: why"}}},
+        "Jobs": {"type": "object", "required": ["jobs"], "properties": {
+            "jobs": {"type": "array", "items": {"$ref": ref("Job")}, "description": "newest first"}}},
+        "Promoted": {"type": "object", "required": ["model", "alias", "version", "previous_version"], "properties": {
+            "model": {"type": "string"}, "alias": {"type": "string"}, "version": {"type": "string"},
+            "previous_version": {"type": ["string", "null"]}}},
+        "Registered": {"type": "object", "required": ["model", "version", "run_id", "promoted", "alias",
+                                                      "champion_before", "reason"], "properties": {
+            "model": {"type": "string"}, "version": {"type": "string"}, "run_id": {"type": "string"},
+            "promoted": {"type": "boolean"}, "alias": {"type": ["string", "null"]},
+            "champion_before": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]}}},
+        "Alive": {"type": "object", "required": ["status"], "properties": {"status": {"const": "alive"}}},
+        "Ready": {"type": "object", "required": ["status"], "properties": {
+            "status": {"const": "ready"}, "role": {"const": "api", "description": "an API without a stream"},
+            "assigned_partitions": {"type": "array", "items": {"type": "string"}}}},
+        "NotReady": {"type": "object", "required": ["status", "reasons"], "properties": {
+            "status": {"const": "not ready"}, "reasons": {"type": "array", "items": {"type": "string"}}}},
     }
 
 
@@ -191,7 +224,8 @@ def document(routes: list[tuple], settings: Settings, version: str) -> dict:
                 "schema": {"$ref": "#/components/schemas/Error"}}}}
         if (method, path) in UNHEALTHY:
             operation["responses"]["503"] = {"description": UNHEALTHY[(method, path)], "content": {
-                "application/json": {"schema": {"type": "object"}}}}
+                "application/json": {"schema": {"$ref": "#/components/schemas/NotReady"} if path == "/health/ready"
+                                     else {"type": "object"}}}}
         paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",

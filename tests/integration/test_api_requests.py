@@ -280,7 +280,13 @@ def test_the_api_describes_every_route_in_a_valid_openapi_3_1_document_served_wi
     assert "404" in spec["paths"]["/api/v1/training/jobs/{job_id}"]["get"]["responses"]
     assert "text/html" in spec["paths"]["/docs"]["get"]["responses"]["200"]["content"]
     ready_503 = spec["paths"]["/health/ready"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
-    assert ready_503 == {"type": "object"}, "not ready answers its usual body, not an Error"
+    assert ready_503 == {"$ref": "#/components/schemas/NotReady"}, "not ready answers its usual body, not an Error"
+    not_ready = spec["components"]["schemas"]["NotReady"]
+    assert not_ready["required"] == ["status", "reasons"]
+    verdict = spec["components"]["schemas"]["Verdict"]
+    assert {"score", "decision", "model_version", "reasons"} <= set(verdict["required"])
+    assert predict["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Verdict"}
 
 
 def test_a_method_a_route_does_not_take_gets_405_with_the_allowed_methods(services, tmp_path):
