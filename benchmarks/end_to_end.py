@@ -175,23 +175,28 @@ def worker_throughput(name: str, tmp: Path, model_name: str, batch_max: int, rec
 
 class MachineLoad:
     """While a paced run lasts: how idle the machine's cores were, how much of a core the worker, the
-    broker and this benchmark (its producer and verdict consumer) each used, and how much of the
-    broker's went to its JVM's JIT compilers and garbage collector, from /proc."""
+    broker and this benchmark (its producer and verdict consumer) each used, how much of the broker's
+    went to its JVM's JIT compilers and garbage collector, and its three busiest kinds of thread,
+    from /proc."""
 
     def __init__(self, worker_pid: int):
         self.pids = {"worker": worker_pid, "broker": broker_pid(), "benchmark": os.getpid()}
         self.started = (time.monotonic(), cpu_idle_and_total(),
                         {k: process_cpu_seconds(p) for k, p in self.pids.items()},
-                        jvm_cpu_seconds(self.pids["broker"]))
+                        jvm_cpu_seconds(self.pids["broker"]), thread_kinds(self.pids["broker"]))
 
     def stop(self) -> dict:
-        at, (idle, total), cpu, jvm = self.started
+        at, (idle, total), cpu, jvm, kinds = self.started
         seconds = time.monotonic() - at
         idle_now, total_now = cpu_idle_and_total()
         load = {f"{k}_cores": (process_cpu_seconds(p) - cpu[k]) / seconds for k, p in self.pids.items()}
         jvm_now = jvm_cpu_seconds(self.pids["broker"])
+        kinds_now = thread_kinds(self.pids["broker"])
+        busiest = sorted(((name, (used - kinds.get(name, 0.0)) / seconds) for name, used in kinds_now.items()),
+                         key=lambda item: -item[1])[:3]
         return {"idle_share": (idle_now - idle) / max(1, total_now - total), **load,
-                **{f"broker_{k}_cores": (jvm_now[k] - jvm[k]) / seconds for k in jvm}}
+                **{f"broker_{k}_cores": (jvm_now[k] - jvm[k]) / seconds for k in jvm},
+                "broker_busiest_threads": busiest}
 
 
 def thread_cpu_seconds(pid: int) -> list[tuple[str, float]]:
@@ -206,6 +211,16 @@ def thread_cpu_seconds(pid: int) -> list[tuple[str, float]]:
         threads.append((stat[stat.index("(") + 1: stat.rindex(")")],
                         (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")))
     return threads
+
+
+def thread_kinds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a process's threads by kind: their names less a trailing number (Linux
+    keeps 15 characters of a name, so "data-plane-kafka-request-handler-3" reads "data-plane-kafk")."""
+    kinds: dict[str, float] = {}
+    for name, seconds in thread_cpu_seconds(pid):
+        kind = name.rstrip("0123456789").rstrip("-_ #") or name
+        kinds[kind] = kinds.get(kind, 0.0) + seconds
+    return kinds
 
 
 def jvm_cpu_seconds(pid: int) -> dict[str, float]:
@@ -390,7 +405,8 @@ def main() -> None:
                   f"while paced: cores idle {100 * r['idle_share']:.0f}%, cores used by the worker "
                   f"{r['worker_cores']:.2f}, the broker {r['broker_cores']:.2f} (its JIT compilers "
                   f"{r['broker_jit_cores']:.2f}, GC {r['broker_gc_cores']:.2f}), "
-                  f"this benchmark {r['benchmark_cores']:.2f}")
+                  f"this benchmark {r['benchmark_cores']:.2f}; the broker's busiest threads: "
+                  + ", ".join(f"{name} {cores:.2f}" for name, cores in r["broker_busiest_threads"]))
     if args.json:
         Path(args.json).write_text(json.dumps({"throughput": results, "warm_up": warmed, "latency": latency},
                                               indent=2))
