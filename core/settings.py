@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
     jwt_secret: str | None = Field(None, repr=False)
     jwt_public_key: str | None = Field(None, repr=False)
-    auth_open_paths: str = "/health/live,/health/ready,/metrics/prometheus,/openapi.json,/docs"  # served without a token
+    # Served without a token: paths, or routes as the API declares them ("/docs/{asset}": the page's script and style).
+    auth_open_paths: str = "/health/live,/health/ready,/metrics/prometheus,/openapi.json,/docs,/docs/{asset}"
     data_dir: Path = ROOT / "data"  # the only place training and tuning requests may read files from
     cors_origins: str = ""  # web origins allowed to call the API from a browser, comma-separated
     api_max_body_bytes: int = 1_048_576  # larger request bodies are refused (413)

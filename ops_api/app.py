@@ -478,6 +478,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         ("GET", "/api/v1/fraud/drift", fraud.drift, READ),
         ("GET", "/openapi.json", openapi.openapi_json, READ),
         ("GET", "/docs", openapi.docs, READ),
+        ("GET", "/docs/{asset}", openapi.docs_asset, READ),
     ]
     app[openapi.ROUTES] = routes
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

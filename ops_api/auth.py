@@ -126,9 +126,10 @@ def authorize(auth: Auth, permissions: dict[tuple[str, str], str], limits: RateL
     @web.middleware
     async def middleware(request: web.Request, handler):
         # OPTIONS: a browser's CORS preflight, which carries no token (aiohttp-cors answers it).
-        if request.path in auth.open_paths or request.method == "OPTIONS":
-            return await handler(request)
         route = request.match_info.route.resource
+        if (request.path in auth.open_paths or request.method == "OPTIONS"
+                or (route is not None and route.canonical in auth.open_paths)):
+            return await handler(request)
         # None: no such route, where any valid token gets its 404 or 405.
         need = permissions.get((request.method, route.canonical)) if route is not None else None
         callers = [f"address:{request.remote}"]

@@ -4,8 +4,10 @@ at GET /openapi.json, and a plain HTML page of it at GET /docs."""
 
 from __future__ import annotations
 
+import functools
 import html
 import inspect
+from pathlib import Path
 from typing import get_args
 
 from aiohttp import web
@@ -16,7 +18,7 @@ from ops_api import explain, fraud, predict, registry
 from ops_api.auth import ROLES
 from ops_api.fraud import EPOCH_MS_MAX
 from ops_api.jobs import JobStatus, TrainRequest, TuneRequest
-from ops_api.web import SETTINGS, VERSION
+from ops_api.web import SETTINGS, VERSION, error
 from schemas.codec import load_schema
 
 ROUTES = web.AppKey("routes", list)
@@ -70,11 +72,13 @@ MORE_ERRORS: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/v1/fraud/metrics"): {"404": IN_THE_WORKERS},
     ("GET", "/api/v1/fraud/status"): {"404": IN_THE_WORKERS},
     ("GET", "/api/v1/fraud/drift"): {"404": IN_THE_WORKERS},
+    ("GET", "/docs/{asset}"): {"404": "not one of the page's assets"},
 }
 # Routes that answer something other than a JSON object, by media type.
-MEDIA = {("GET", "/docs"): "text/html", ("GET", "/metrics/prometheus"): "text/plain"}
+MEDIA = {("GET", "/docs"): "text/html", ("GET", "/metrics/prometheus"): "text/plain",
+         ("GET", "/docs/{asset}"): "text/javascript"}
 # Routes that may also answer in another media type, on the caller's Accept.
-MORE_MEDIA = {("POST", "/api/v1/fraud/explain"): "image/png"}
+MORE_MEDIA = {("POST", "/api/v1/fraud/explain"): "image/png", ("GET", "/docs/{asset}"): "text/css"}
 # The schema of a route's success body, by name in ANSWERS; a route not here answers "a JSON object".
 ANSWERED = {("POST", "/api/v1/fraud/predict"): "Verdict", ("POST", "/api/v1/fraud/score"): "WhatIfVerdict",
             ("POST", "/api/v1/fraud/predict/batch"): "BatchAnswers", ("POST", "/api/v1/fraud/explain"): "Explanation",
@@ -271,8 +275,30 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(document(request.app[ROUTES], request.app[SETTINGS], VERSION))
 
 
+# The interactive page is Swagger UI (5.x, which reads OpenAPI 3.1), its script and style served from
+# the swagger-ui-py package; without script the page still lists every endpoint.
+DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    import swagger_ui
+
+    return (Path(swagger_ui.__file__).parent / "static" / name).read_bytes()
+
+
+async def docs_asset(request: web.Request) -> web.Response:
+    """The docs page's script or style."""
+    name = request.match_info["asset"]
+    if name not in DOCS_ASSETS:
+        return error(404, f"no asset {name!r}: the docs page uses {', '.join(DOCS_ASSETS)}")
+    return web.Response(body=_asset(name), content_type=DOCS_ASSETS[name],
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
 async def docs(request: web.Request) -> web.Response:
-    """This API's endpoints as a page: what each does, who may call it, what its body holds."""
+    """This API's endpoints as an interactive page (Swagger UI: try a request with your token), and as a
+    table: what each does, who may call it, what its body holds, what it may answer."""
     spec = document(request.app[ROUTES], request.app[SETTINGS], VERSION)
     rows = []
     for path, operations in spec["paths"].items():
@@ -283,11 +309,19 @@ async def docs(request: web.Request) -> web.Response:
             rows.append(f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
                         f"<td>{html.escape(op['summary'])}</td>"
                         f"<td>{html.escape(', '.join(op.get('x-roles', ['open'])))}</td>"
-                        f"<td>{html.escape(fields)}</td></tr>")
+                        f"<td>{html.escape(fields)}</td>"
+                        f"<td>{html.escape(', '.join(op['responses']))}</td></tr>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fraud-scorer API</title>"
+            f"<link rel='stylesheet' href='/docs/swagger-ui.css'>"
             f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{border-bottom:1px solid #ddd;padding:4px 8px;"
             f"text-align:left;vertical-align:top}}</style></head><body><h1>fraud-scorer API {html.escape(VERSION)}</h1>"
             f"<p>The machine-readable description: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1). "
-            f"Send <code>Authorization: Bearer &lt;JWT&gt;</code>.</p><table><tr><th>endpoint</th><th>what</th>"
-            f"<th>roles</th><th>body fields</th></tr>{''.join(rows)}</table></body></html>")
+            f"Send <code>Authorization: Bearer &lt;JWT&gt;</code> (<code>fraud token --role R</code>; "
+            f"<em>Authorize</em> below).</p><div id='swagger-ui'></div>"
+            f"<script src='/docs/swagger-ui-bundle.js'></script>"
+            f"<script>if (window.SwaggerUIBundle) {{ SwaggerUIBundle({{url: '/openapi.json', dom_id: '#swagger-ui', "
+            f"persistAuthorization: true}}); document.getElementById('endpoints').open = false; }}</script>"
+            f"<details id='endpoints' open><summary>Every endpoint</summary><table><tr><th>endpoint</th>"
+            f"<th>what</th><th>roles</th><th>body fields</th><th>answers</th></tr>{''.join(rows)}</table></details>"
+            f"</body></html>")
     return web.Response(text=page, content_type="text/html")

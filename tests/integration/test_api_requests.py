@@ -262,9 +262,12 @@ def test_the_api_describes_every_route_in_a_valid_openapi_3_1_document_served_wi
         async with TestClient(TestServer(app)) as client:
             spec = await (await client.get("/openapi.json")).json()
             page = await client.get("/docs")
-            return routes, spec, page.status, page.content_type, await page.text()
+            script = await client.get("/docs/swagger-ui-bundle.js")  # no token: the page's own assets are open
+            assets = (script.status, script.content_type, "SwaggerUIBundle" in await script.text(),
+                      (await client.get("/docs/swagger-ui.css")).status)
+            return routes, spec, page.status, page.content_type, await page.text(), assets
 
-    routes, spec, page_status, page_type, page = asyncio.run(run())
+    routes, spec, page_status, page_type, page, assets = asyncio.run(run())
     validate(spec)
     assert spec["openapi"] == "3.1.0"
     described = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
@@ -276,6 +279,8 @@ def test_the_api_describes_every_route_in_a_valid_openapi_3_1_document_served_wi
     assert spec["paths"]["/health/live"]["get"]["security"] == []
     assert spec["paths"]["/api/v1/training/jobs/{job_id}"]["get"]["parameters"][0]["name"] == "job_id"
     assert page_status == 200 and page_type == "text/html" and "POST /api/v1/fraud/predict" in page
+    assert "SwaggerUIBundle({url: '/openapi.json'" in page and "/docs/swagger-ui-bundle.js" in page
+    assert assets == (200, "text/javascript", True, 200), "Swagger UI's script and style, served by the API"
     assert {"409", "504"} <= set(predict["responses"]), "what predict answers beyond the common errors"
     assert "404" in spec["paths"]["/api/v1/training/jobs/{job_id}"]["get"]["responses"]
     assert "text/html" in spec["paths"]["/docs"]["get"]["responses"]["200"]["content"]
