@@ -51,6 +51,17 @@ def test_bodies_that_are_not_json_too_big_too_deep_or_with_huge_numbers_get_4xx_
     texts = [text for _, _, text in results]
     assert "application/json" in texts[0] and "16384 bytes" in texts[1] and "nested too deeply" in texts[2]
     assert "days" in texts[5] and "label_column" in texts[6]
+    # Within the default size limit (1 MiB), a body nested 100,000 levels deep.
+    [(status, _, text)] = _calls(unique_settings(tmp_path), [
+        ("POST", TRAIN, {"data": "[" * 100_000 + "]" * 100_000, "headers": json_type})])
+    assert status == 400 and "nested too deeply" in text
+
+
+def test_a_burst_of_300_posts_from_one_caller_is_cut_at_the_endpoint_s_rate_limit(services, tmp_path):
+    settings = unique_settings(tmp_path)  # the default limit of training requests: 20 a minute
+    burst = [("POST", TRAIN, {"json": {"n_estimators": 0}}) for _ in range(300)]
+    statuses = [status for status, _, _ in _calls(settings, burst)]
+    assert statuses[:20] == [422] * 20 and statuses[20:] == [429] * 280
 
 
 def test_a_browser_from_a_configured_origin_may_call_and_others_get_no_cors_headers(services, tmp_path):
