@@ -79,7 +79,7 @@ MEDIA = {("GET", "/docs"): "text/html", ("GET", "/metrics/prometheus"): "text/pl
          ("GET", "/docs/{asset}"): "text/javascript"}
 # Routes that may also answer in another media type, on the caller's Accept.
 MORE_MEDIA = {("POST", "/api/v1/fraud/explain"): "image/png", ("GET", "/docs/{asset}"): "text/css"}
-# The schema of a route's success body, by name in ANSWERS; a route not here answers "a JSON object".
+# The schema of a route's success body, by its name in `_answers()`; a route not here answers "a JSON object".
 ANSWERED = {("POST", "/api/v1/fraud/predict"): "Verdict", ("POST", "/api/v1/fraud/score"): "WhatIfVerdict",
             ("POST", "/api/v1/fraud/predict/batch"): "BatchAnswers", ("POST", "/api/v1/fraud/explain"): "Explanation",
             ("POST", "/api/v1/fraud/feedback"): "LabelSent",
