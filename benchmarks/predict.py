@@ -4,7 +4,10 @@ carries its normal load, against that stream's own produce-to-visible latency in
     scripts/services up
     .venv/bin/python benchmarks/predict.py [--rate 100] [--load 1000] [--seconds 30]
 
-One worker (6 partitions) scores a background stream produced at `--load` transactions/s; meanwhile
+First a warm-up, as in end_to_end.py: transactions paced through a worker of their own until the
+broker's JIT compilers are done (a broker just started compiles for a minute or more, and its
+tails are its compilers'). Then one worker (6 partitions) scores a background stream produced at
+`--load` transactions/s; meanwhile
 `--rate` predict requests/s, each a new transaction, go to the worker's API, evenly spaced (a new
 request does not wait for the previous answer). Reported: the requests' latency percentiles and
 statuses; the background transactions' produce-to-visible latency (what a read_committed consumer
@@ -31,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.baselines import collector_paused, topics_dropped_after  # noqa: E402
 from benchmarks.end_to_end import (Verdicts, bench_model, live_transactions, prepared,  # noqa: E402
-                                   process_cpu_seconds)
+                                   process_cpu_seconds, warm_up)
 from streams.produce import producer_for, replay, transaction_messages  # noqa: E402
 from tests.conftest import WorkerProcess, bearer, free_port, settings_env, unique_settings  # noqa: E402
 
@@ -60,10 +63,18 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100, help="predict requests per second")
     parser.add_argument("--load", type=float, default=1000, help="background transactions per second")
     parser.add_argument("--seconds", type=float, default=30, help="of requests, to each API")
+    parser.add_argument("--warm-up-seconds", type=float, default=300,
+                        help="first, pace transactions (not measured) until the broker's JIT compilers use under "
+                             "2%% of a core, at most this long (0: no warm-up), as end_to_end.py does")
+    parser.add_argument("--warm-up-rate", type=float, default=2000.0)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     settings = unique_settings(tmp)
     model_name = bench_model(settings)
+    warmed = None
+    if args.warm_up_seconds > 0:
+        warmed = warm_up(tmp, model_name, live_transactions(int(args.warm_up_rate * 20), seed=5), args.warm_up_rate,
+                         args.warm_up_seconds)
     settings, codec = prepared(tmp, model_name, 1000, [])
     worker = WorkerProcess(settings, tmp / "worker.log").start()
     api_settings = settings.model_copy(update={"api_port": free_port()})
@@ -118,6 +129,10 @@ def main() -> None:
     ours = {b["transaction_id"] for bodies, _ in phases.values() for b in bodies}
     stream = np.array([at * 1000 - (v["scored_at"] - v["latency_ms"]) for at, v in verdicts.read
                        if v["transaction_id"] not in ours])
+    if warmed:
+        print(f"\nwarm-up at {warmed['rate']:.0f}/s for {warmed['seconds']:.0f} s: the broker's JIT compilers used "
+              f"{warmed['broker_jit_cores_first']:.2f} of a core in its first 10 s, {warmed['broker_jit_cores_last']:.2f} "
+              f"in its last")
     print(f"\n{args.rate:.0f} predict requests/s for {args.seconds:.0f} s to each API in turn, while the stream "
           f"carries {args.load:.0f} transactions/s (one worker, 6 partitions; worker {cpu / seconds:.2f} cores); "
           f"logs in {tmp}")
