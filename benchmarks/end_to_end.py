@@ -270,6 +270,19 @@ def warm_up(tmp: Path, model_name: str, records: list[dict], rate: float, max_se
             "broker_jit_cores_first": jit[0], "broker_jit_cores_last": jit[-1]}
 
 
+def commits_of(metrics: dict) -> dict:
+    """How many commits a worker made and how long one took on average, from its JSON /metrics."""
+    count = metrics["fraud_commit_seconds_count"]
+    return {"commits": count, "commit_ms": 1000 * metrics["fraud_commit_seconds_sum"] / max(1, count)}
+
+
+def warm_up_line(warmed: dict) -> str:
+    """What `warm_up` did, in a line."""
+    return (f"warm-up at {warmed['rate']:.0f}/s for {warmed['seconds']:.0f} s: the broker's JIT compilers used "
+            f"{warmed['broker_jit_cores_first']:.2f} of a core in its first 10 s, "
+            f"{warmed['broker_jit_cores_last']:.2f} in its last")
+
+
 def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float, run: int,
                    pause_collector: bool = True) -> dict:
     settings, codec = prepared(tmp, model_name, 1000, [])
@@ -300,9 +313,7 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
     return {"run": run, "rate": rate, "verdicts": len(kept), "produce_gap_ms": float(np.diff(produced).max()),
             "score_p50": float(np.percentile(to_score, 50)), "score_p99": float(np.percentile(to_score, 99)),
             "visible_p50": float(np.percentile(visible, 50)), "visible_p99": float(np.percentile(visible, 99)),
-            "commits": metrics["fraud_commit_seconds_count"],
-            "commit_ms": 1000 * metrics["fraud_commit_seconds_sum"] / max(1, metrics["fraud_commit_seconds_count"]),
-            **load}
+            **commits_of(metrics), **load}
 
 
 def topic_of(tmp: Path, records: list[dict]) -> tuple[str, str]:
@@ -381,9 +392,7 @@ def main() -> None:
 
     faust_eos = next((r for r in results if r["name"].startswith("faust agent, one send")), None)
     if warmed:
-        print(f"\nwarm-up at {warmed['rate']:.0f}/s for {warmed['seconds']:.0f} s: the broker's JIT compilers "
-              f"used {warmed['broker_jit_cores_first']:.2f} of a core in its first 10 s, "
-              f"{warmed['broker_jit_cores_last']:.2f} in its last")
+        print("\n" + warm_up_line(warmed))
     print(f"\none worker, 6 partitions, {len(stream)} transactions; logs in {tmp}")
     print(f"{'throughput':68} {'records/s':>10} {'vs faust send+table':>20} {'CPU ms/txn':>11}")
     for r in results:

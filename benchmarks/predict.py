@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.baselines import collector_paused, topics_dropped_after  # noqa: E402
 from benchmarks.end_to_end import (Verdicts, bench_model, live_transactions, prepared,  # noqa: E402
-                                   process_cpu_seconds, warm_up)
+                                   commits_of, process_cpu_seconds, warm_up, warm_up_line)
 from streams.produce import producer_for, replay, transaction_messages  # noqa: E402
 from tests.conftest import WorkerProcess, bearer, free_port, settings_env, unique_settings  # noqa: E402
 
@@ -115,7 +115,7 @@ def main() -> None:
             verdicts.wait_for(len(background) + sent, timeout=60)
         except TimeoutError as exc:
             print(f"not every verdict arrived: {exc}")
-        commits = worker.get("/metrics")[1]
+        commits = commits_of(worker.get("/metrics")[1])
         retried = {name: asyncio.run(requests_at(f"{apis[name]}/api/v1/fraud/predict", headers, bodies, args.rate * 5))
                    for name, (bodies, _) in phases.items()}
         time.sleep(4)
@@ -130,15 +130,12 @@ def main() -> None:
     stream = np.array([at * 1000 - (v["scored_at"] - v["latency_ms"]) for at, v in verdicts.read
                        if v["transaction_id"] not in ours])
     if warmed:
-        print(f"\nwarm-up at {warmed['rate']:.0f}/s for {warmed['seconds']:.0f} s: the broker's JIT compilers used "
-              f"{warmed['broker_jit_cores_first']:.2f} of a core in its first 10 s, {warmed['broker_jit_cores_last']:.2f} "
-              f"in its last")
+        print("\n" + warm_up_line(warmed))
     print(f"\n{args.rate:.0f} predict requests/s for {args.seconds:.0f} s to each API in turn, while the stream "
           f"carries {args.load:.0f} transactions/s (one worker, 6 partitions; worker {cpu / seconds:.2f} cores); "
           f"logs in {tmp}")
     print(f"  stream, produce to visible:       {percentiles(stream)}; the worker's "
-          f"{commits['fraud_commit_seconds_count']:.0f} commits took "
-          f"{1000 * commits['fraud_commit_seconds_sum'] / commits['fraud_commit_seconds_count']:.0f} ms on average "
+          f"{commits['commits']:.0f} commits took {commits['commit_ms']:.0f} ms on average "
           f"(each {settings.commit_interval_seconds * 1000:.0f} ms after the one before, or as soon as it "
           f"ended for a transaction a caller waits for)")
     for name, (bodies, answers) in phases.items():

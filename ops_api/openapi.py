@@ -89,8 +89,9 @@ ANSWERED = {("POST", "/api/v1/fraud/predict"): "Verdict", ("POST", "/api/v1/frau
             ("POST", "/api/v1/training/models/register"): "Registered", ("GET", "/health/live"): "Alive",
             ("GET", "/health/ready"): "Ready"}
 # Routes whose 503 carries their usual body (what is down, or why not ready), not an Error.
-UNHEALTHY = {("GET", "/health"): "a component is down: the body says which",
-             ("GET", "/health/ready"): "not ready: the body says why"}
+# (why, the body's schema).
+UNHEALTHY = {("GET", "/health"): ("a component is down: the body says which", {"type": "object"}),
+             ("GET", "/health/ready"): ("not ready: the body says why", {"$ref": "#/components/schemas/NotReady"})}
 ERRORS = {"400": "the body does not parse, or a query parameter is out of range",
           "401": "no valid bearer token", "403": "the token's role may not do this",
           "413": "the body is over the size limit", "415": "the body is not application/json",
@@ -127,8 +128,9 @@ def avro_to_json_schema(avro) -> dict:
     return avro_to_json_schema(kind)  # a primitive with a logical type
 
 
+@functools.cache
 def _answers() -> dict[str, dict]:
-    """The success bodies of ANSWERED's routes (the verdict's from its Avro schema), and NotReady."""
+    """The success bodies of ANSWERED's routes (the verdict's from its Avro schema), and NotReady; built once."""
     ref = "#/components/schemas/{}".format
     contribution = {"type": "object", "required": ["feature", "value", "contribution"], "properties": {
         "feature": {"type": "string"}, "value": {"type": ["number", "null"], "description": "null when missing"},
@@ -227,9 +229,8 @@ def document(routes: list[tuple], settings: Settings, version: str) -> dict:
             operation["responses"][status] = {"description": why, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Error"}}}}
         if (method, path) in UNHEALTHY:
-            operation["responses"]["503"] = {"description": UNHEALTHY[(method, path)], "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/NotReady"} if path == "/health/ready"
-                                     else {"type": "object"}}}}
+            why, body = UNHEALTHY[(method, path)]
+            operation["responses"]["503"] = {"description": why, "content": {"application/json": {"schema": body}}}
         paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
