@@ -27,13 +27,20 @@ commit, every FRAUD_COMMIT_INTERVAL_SECONDS; the worker's commits, how many and 
 are reported beside it). The first two seconds of each run are left out. While
 each run is paced, the share of the machine's cores left idle and the cores used by the worker, the
 broker (and, within it, its JVM's JIT compilers and garbage collector) and this benchmark itself are
-read from /proc: a tail that grows with the run is a machine with no core to spare. A broker started
+read from /proc: a tail that grows with the run is a machine with no core to spare. So is what
+waited: the share of the run in which some task stalled for a core or for I/O (/proc/pressure), and
+the time the worker's and the broker's threads spent ready but waiting for a core (schedstat); and
+the scored p99 of each 5 s of the run, which tells a burst from a steady tail. A broker started
 minutes before is still compiling its hot code, which takes much of a core on this machine for several
 minutes, and makes the first runs after it slower and more variable: so every measured run comes after
 a paced warm-up (`--warm-up-rate`, 2,000/s), not measured, until the broker's compilers use under
-2 % of a core over 10 s (`--warm-up-seconds`, at most 600). Each run also reports the largest gap
-between two transactions' produce times: this benchmark pauses its own garbage collector while it
-paces (`--collector-on` leaves it on, whose full collections stop the pacing for a while).
+2 % of a core over 10 s (`--warm-up-seconds`, at most 600); and the latency runs come after a second
+warm-up, the same at their own rate: a broker warmed at 2,000/s compiles again for a rate it has not
+seen (its compilers used 0.15 of a core over the first 10 s at 11,915/s; without this warm-up, the
+first 5 s of the first run had a scored p99 of 166 ms, the rest of it 29-36 ms). Each run also reports
+the largest gap between two transactions' produce times: this benchmark pauses its own garbage
+collector while it paces (`--collector-on` leaves it on, whose full collections stop the pacing for a
+while).
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ from streams.topics import ensure_topics  # noqa: E402
 from tests.conftest import WorkerProcess, unique_settings  # noqa: E402
 
 WARM_UP_SECONDS = 2.0
+SLICE_SECONDS = 5.0  # the scored p99 is also reported per slice of this long
 JIT_SETTLED_CORES = 0.02  # the broker's JIT compilers below this share of a core: its code is compiled
 
 
@@ -177,19 +185,45 @@ class MachineLoad:
     """While a paced run lasts: how idle the machine's cores were, how much of a core the worker, the
     broker and this benchmark (its producer and verdict consumer) each used, how much of the broker's
     went to its JVM's JIT compilers and garbage collector, and its three busiest kinds of thread,
-    from /proc."""
+    from /proc; and what waited: the share of the time some task stalled for a core, and for I/O
+    (the kernel's pressure stall figures), and the worker's and the broker's threads' summed time
+    ready to run but waiting for a core (schedstat), in ms per second."""
 
     def __init__(self, worker_pid: int):
         self.pids = {"worker": worker_pid, "broker": broker_pid(), "benchmark": os.getpid()}
+        self.jit_samples: list[tuple[float, float]] = []  # (time, the broker's JIT CPU seconds so far)
+        self._stopping = threading.Event()
+        threading.Thread(target=self._sample_jit, daemon=True).start()
         self.started = (time.monotonic(), cpu_idle_and_total(),
                         {k: process_cpu_seconds(p) for k, p in self.pids.items()},
-                        jvm_cpu_seconds(self.pids["broker"]), thread_kinds(self.pids["broker"]))
+                        jvm_cpu_seconds(self.pids["broker"]), thread_kinds(self.pids["broker"]),
+                        stall_microseconds(), {k: run_queue_seconds(self.pids[k]) for k in ("worker", "broker")})
+
+    def _sample_jit(self) -> None:
+        while not self._stopping.wait(0 if not self.jit_samples else 1.0):
+            self.jit_samples.append((time.time(), jvm_cpu_seconds(self.pids["broker"])["jit"]))
+
+    def jit_by_slice(self, started: float) -> list[float]:
+        """The broker's JIT compilers' cores in each SLICE_SECONDS from `started` + WARM_UP_SECONDS,
+        the slices the scored p99 is reported by."""
+        at = np.array([t for t, _ in self.jit_samples]) - started - WARM_UP_SECONDS
+        used = np.array([u for _, u in self.jit_samples])
+        out = []
+        for first in np.arange(0, at[-1], SLICE_SECONDS):
+            inside = (at >= first) & (at <= first + SLICE_SECONDS)
+            if inside.sum() >= 2:
+                out.append(float(np.diff(used[inside]).sum() / np.diff(at[inside]).sum()))
+        return out
 
     def stop(self) -> dict:
-        at, (idle, total), cpu, jvm, kinds = self.started
+        self._stopping.set()
+        at, (idle, total), cpu, jvm, kinds, stalls, queued = self.started
         seconds = time.monotonic() - at
         idle_now, total_now = cpu_idle_and_total()
         load = {f"{k}_cores": (process_cpu_seconds(p) - cpu[k]) / seconds for k, p in self.pids.items()}
+        load.update({f"{k}_stall_share": (v - stalls[k]) / 1e6 / seconds for k, v in stall_microseconds().items()})
+        load.update({f"{k}_queued_ms_per_s": 1000 * (run_queue_seconds(self.pids[k]) - v) / seconds
+                     for k, v in queued.items()})
         jvm_now = jvm_cpu_seconds(self.pids["broker"])
         kinds_now = thread_kinds(self.pids["broker"])
         busiest = sorted(((name, (used - kinds.get(name, 0.0)) / seconds) for name, used in kinds_now.items()),
@@ -211,6 +245,26 @@ def thread_cpu_seconds(pid: int) -> list[tuple[str, float]]:
         threads.append((stat[stat.index("(") + 1: stat.rindex(")")],
                         (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")))
     return threads
+
+
+def run_queue_seconds(pid: int) -> float:
+    """Seconds so far that a process's threads were ready to run but waited for a core
+    (/proc/PID/task/TID/schedstat's second field, in ns)."""
+    waited = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            waited += int(open(f"/proc/{pid}/task/{task}/schedstat").read().split()[1])
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+    return waited / 1e9
+
+
+def stall_microseconds() -> dict[str, int]:
+    """The kernel's pressure stall totals so far (µs): time in which some task waited for a core
+    (`cpu`), some for I/O (`io`), and all runnable tasks for I/O at once (`io_full`)."""
+    def total(resource: str, line: int) -> int:
+        return int(open(f"/proc/pressure/{resource}").read().splitlines()[line].rsplit("total=", 1)[1])
+    return {"cpu": total("cpu", 0), "io": total("io", 0), "io_full": total("io", 1)}
 
 
 def thread_kinds(pid: int) -> dict[str, float]:
@@ -301,6 +355,7 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
             machine = MachineLoad(worker.proc.pid)
             replay(producer_for(settings.kafka_bootstrap), messages, rate=rate)
             load = machine.stop()
+            load["broker_jit_cores_by_slice"] = machine.jit_by_slice(started)
             verdicts.wait_for(len(records), timeout=300)
         metrics = worker.get("/metrics")[1]
     finally:
@@ -310,7 +365,10 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
     to_score = np.array([v["latency_ms"] for _, v in kept])
     produced = np.sort([v["scored_at"] - v["latency_ms"] for _, v in kept])  # each record's Kafka timestamp
     visible = np.array([read * 1000 - (v["scored_at"] - v["latency_ms"]) for read, v in kept])
+    # The tail's shape in time: one burst is an event (a pause, a flush), a spread is steady contention.
+    slices = (np.array([v["scored_at"] / 1000 for _, v in kept]) - started - WARM_UP_SECONDS) // SLICE_SECONDS
     return {"run": run, "rate": rate, "verdicts": len(kept), "produce_gap_ms": float(np.diff(produced).max()),
+            "score_p99_by_slice": [float(np.percentile(to_score[slices == s], 99)) for s in np.unique(slices)],
             "score_p50": float(np.percentile(to_score, 50)), "score_p99": float(np.percentile(to_score, 99)),
             "visible_p50": float(np.percentile(visible, 50)), "visible_p99": float(np.percentile(visible, 99)),
             **commits_of(metrics), **load}
@@ -380,10 +438,13 @@ def main() -> None:
                                "name": "mlflow models serve, one request per transaction"})
 
     batched = next((r for r in results if r["name"].startswith("worker, batches")), None)
-    latency = []
+    latency, warmed_for_latency = [], None
     if "latency" not in args.skip and (batched or args.latency_rate):
         rate = args.latency_rate or batched["records_per_s"] / 2
         paced = live_transactions(int(rate * args.paced_seconds), seed=2)
+        if args.warm_up_seconds > 0:  # the broker compiles its code anew for a rate it has not seen yet
+            warmed_for_latency = warm_up(tmp, model_name, paced, rate, args.warm_up_seconds)
+            print(json.dumps(warmed_for_latency), flush=True)
         for i in range(args.latency_runs):
             result = worker_latency(tmp, model_name, [dict(r) for r in paced], rate, i + 1,
                                     pause_collector=not args.collector_on)
@@ -393,6 +454,8 @@ def main() -> None:
     faust_eos = next((r for r in results if r["name"].startswith("faust agent, one send")), None)
     if warmed:
         print("\n" + warm_up_line(warmed))
+    if warmed_for_latency:
+        print("before the latency runs, " + warm_up_line(warmed_for_latency))
     print(f"\none worker, 6 partitions, {len(stream)} transactions; logs in {tmp}")
     print(f"{'throughput':68} {'records/s':>10} {'vs faust send+table':>20} {'CPU ms/txn':>11}")
     for r in results:
@@ -414,10 +477,19 @@ def main() -> None:
                   f"while paced: cores idle {100 * r['idle_share']:.0f}%, cores used by the worker "
                   f"{r['worker_cores']:.2f}, the broker {r['broker_cores']:.2f} (its JIT compilers "
                   f"{r['broker_jit_cores']:.2f}, GC {r['broker_gc_cores']:.2f}), "
-                  f"this benchmark {r['benchmark_cores']:.2f}; the broker's busiest threads: "
-                  + ", ".join(f"{name} {cores:.2f}" for name, cores in r["broker_busiest_threads"]))
+                  f"this benchmark {r['benchmark_cores']:.2f}; stalled for a core {100 * r['cpu_stall_share']:.0f}% "
+                  f"of the time, for I/O {100 * r['io_stall_share']:.0f}% (all at once "
+                  f"{100 * r['io_full_stall_share']:.0f}%); waiting for a core, the worker's threads "
+                  f"{r['worker_queued_ms_per_s']:.0f} ms/s, the broker's {r['broker_queued_ms_per_s']:.0f} ms/s; "
+                  f"the broker's busiest threads: "
+                  + ", ".join(f"{name} {cores:.2f}" for name, cores in r["broker_busiest_threads"])
+                  + f"; per {SLICE_SECONDS:.0f} s, scored p99 "
+                  + " ".join(f"{p:.0f}" for p in r["score_p99_by_slice"])
+                  + ", the broker's JIT compilers' cores "
+                  + " ".join(f"{c:.2f}" for c in r["broker_jit_cores_by_slice"]))
     if args.json:
-        Path(args.json).write_text(json.dumps({"throughput": results, "warm_up": warmed, "latency": latency},
+        Path(args.json).write_text(json.dumps({"throughput": results, "warm_up": warmed,
+                                               "warm_up_for_latency": warmed_for_latency, "latency": latency},
                                               indent=2))
 
 
