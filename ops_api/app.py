@@ -297,12 +297,16 @@ async def status(request: web.Request) -> web.Response:
     else:
         stream_status = (await _worker_summary(app))
     jobs = app[JOBS]
+    try:
+        running = await jobs.running()
+    except (aioredis.ConnectionError, aioredis.TimeoutError):
+        running = None  # Redis cannot say; the dependencies below say it is down
     return web.json_response({
         "service": "fraud-scorer", "version": VERSION, "role": "worker" if stream else "api",
         "worker_id": s.worker_id, "started_at": app[STARTED_AT],
         "uptime_seconds": round(time.time() - app[STARTED_AT], 1), "auth": app[AUTH].describe(),
         "model": _model_status(stream), "stream": stream_status,
-        "jobs": {"running": jobs.running(), "max_concurrent": jobs.max_running},
+        "jobs": {"running": running, "max_concurrent": jobs.max_running},
         "dependencies": {name: result["up"] for name, result in checked["dependencies"].items()},
         "dependencies_checked_at": checked["checked_at"],
     })
@@ -347,25 +351,19 @@ def _confined(request: web.Request, body):
     return body.model_copy(update={"data_path": str(path)})
 
 
-def _too_many_jobs(request: web.Request) -> web.Response | None:
-    """429 while this API process runs as many jobs as it may (FRAUD_MAX_CONCURRENT_JOBS)."""
-    jobs = request.app[JOBS]
-    if not jobs.full():
-        return None
-    response = error(429, f"{jobs.max_running} jobs are running, the most this API runs at once: "
-                          f"retry when one has ended")
-    response.headers["Retry-After"] = "30"
-    return response
-
-
 async def _start_job(request: web.Request, kind: type[TrainRequest] | type[TuneRequest]) -> web.Response:
-    """Validate the body as `kind`, confine its data_path, respect the job limit, start it: 202."""
+    """Validate the body as `kind`, confine its data_path, start it within the deployment's job limit
+    (FRAUD_MAX_CONCURRENT_JOBS, shared by its replicas): 202, or 429 with Retry-After."""
     body = _confined(request, kind.model_validate(await json_object(request)))
     if isinstance(body, web.Response):
         return body
-    if (busy := _too_many_jobs(request)) is not None:
-        return busy
-    job = await request.app[JOBS].start(body)
+    jobs = request.app[JOBS]
+    job = await jobs.start(body)
+    if job is None:
+        response = error(429, f"{jobs.max_running} jobs are running, the most this deployment runs at once: "
+                              f"retry when one has ended")
+        response.headers["Retry-After"] = "30"
+        return response
     request.app[METRICS].training_jobs.inc()
     return web.json_response(job, status=202)
 
@@ -428,7 +426,8 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
         app[REDIS] = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=64, timeout=2, decode_responses=True,
             socket_timeout=2, socket_connect_timeout=2))
-        app[JOBS] = TrainingJobs(app[REDIS], env=dict(os.environ), max_running=settings.max_concurrent_jobs)
+        app[JOBS] = TrainingJobs(app[REDIS], env=dict(os.environ), max_running=settings.max_concurrent_jobs,
+                                 app_id=settings.app_id)
         app[ADMIN] = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT))
         from models.serving import ModelSource

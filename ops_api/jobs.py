@@ -1,7 +1,10 @@
 """Training jobs: requested over HTTP, run as child processes, their state kept in Redis.
 
 Any API replica reads the same job state. A job's process writes its own progress; the replica that
-started it marks it failed if the process dies without saying how it ended.
+started it marks it failed if the process dies without saying how it ended. The replicas of one
+deployment (one FRAUD_APP_ID) share the limit on jobs running at once: each running job holds a slot
+in Redis, claimed atomically when the job starts, given back when it ends, and leased, so the slots
+of a replica that died lapse within LEASE_SECONDS.
 """
 
 from __future__ import annotations
@@ -27,6 +30,15 @@ log = logging.getLogger(__name__)
 JOB_KEY = "fraud:training:job:{}"
 JOB_INDEX = "fraud:training:jobs"
 JOB_TTL_SECONDS = 7 * 86_400
+RUNNING_KEY = "fraud:{}:training:running"  # app id: a sorted set, job id -> when its slot's lease ends
+LEASE_SECONDS = 60.0  # a replica renews its jobs' leases every third of this
+# Drop lapsed slots, then take one if fewer than the limit are held: 1 when taken, else 0.
+CLAIM_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+return 1
+"""
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -134,41 +146,41 @@ class JobStore:
 class TrainingJobs:
     """The API side: create, list, read jobs and run their processes."""
 
-    def __init__(self, redis_client: aioredis.Redis, env: dict[str, str] | None = None, max_running: int = 2):
+    def __init__(self, redis_client: aioredis.Redis, env: dict[str, str] | None = None, max_running: int = 2,
+                 app_id: str = "fraud-scorer"):
         self.redis = redis_client
         self.env = env
         self.max_running = max_running
+        self.slots = RUNNING_KEY.format(app_id)
+        self._claim = redis_client.register_script(CLAIM_SLOT)
         self._tasks: set[asyncio.Task] = set()
-        self._starting = 0  # jobs in `start`, between its call and their task
         self._running: set[str] = set()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
 
-    def running(self) -> int:
-        """Jobs started by this API process that have not ended, counting those being started."""
-        return len(self._tasks) + self._starting
+    async def running(self) -> int:
+        """Jobs running on every replica of this deployment (slots whose lease has not lapsed)."""
+        return await self.redis.zcount(self.slots, time.time(), "+inf")
 
-    def full(self) -> bool:
-        """As many jobs started here and not ended as this API runs at once."""
-        return self.running() >= self.max_running
-
-    async def start(self, request: TrainRequest | TuneRequest) -> dict:
-        """Record a queued job and run `fraud train` or `fraud tune` for it in a child process. The job
-        counts as running from the call on (before its first await), so a caller that checked `full`
-        just before cannot be overtaken by another request."""
-        self._starting += 1
+    async def start(self, request: TrainRequest | TuneRequest) -> dict | None:
+        """Take a slot, record a queued job and run `fraud train` or `fraud tune` for it in a child
+        process; None, with nothing recorded, when the deployment already runs `max_running` jobs."""
+        job_id = uuid.uuid4().hex[:12]
+        now = time.time()
+        if not await self._claim(keys=[self.slots], args=[now, self.max_running, now + LEASE_SECONDS, job_id]):
+            return None
+        kind, command = (("tuning", request.command()) if isinstance(request, TuneRequest)
+                         else ("training", train_command(request)))
+        record = job_record(job_id, kind, request)
         try:
-            job_id = uuid.uuid4().hex[:12]
-            kind, command = (("tuning", request.command()) if isinstance(request, TuneRequest)
-                             else ("training", train_command(request)))
-            record = job_record(job_id, kind, request)
             await self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=JOB_TTL_SECONDS)
             await self.redis.zadd(JOB_INDEX, {job_id: record["created_at"]})
             await self.redis.zremrangebyscore(JOB_INDEX, 0, record["created_at"] - JOB_TTL_SECONDS)
-            task = asyncio.create_task(self._run(job_id, command))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        finally:
-            self._starting -= 1
+        except BaseException:
+            await self._release(job_id)
+            raise
+        task = asyncio.create_task(self._run(job_id, command))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return record
 
     async def get(self, job_id: str) -> dict | None:
@@ -182,9 +194,26 @@ class TrainingJobs:
         raws = await self.redis.mget([JOB_KEY.format(i) for i in ids])
         return [json.loads(r) for r in raws if r]
 
+    async def _release(self, job_id: str) -> None:
+        """Give the job's slot back; with Redis down its lease lapses instead."""
+        try:
+            await self.redis.zrem(self.slots, job_id)
+        except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+            log.warning("job %s: its slot lapses in %.0f s (Redis: %s)", job_id, LEASE_SECONDS, exc)
+
+    async def _renew(self, job_id: str) -> None:
+        """Keep the job's slot while its process runs."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                await self.redis.zadd(self.slots, {job_id: time.time() + LEASE_SECONDS}, xx=True)
+            except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                log.warning("job %s: its slot's lease was not renewed (Redis: %s)", job_id, exc)
+
     async def _run(self, job_id: str, command: list[str]) -> None:
         args = [sys.executable, "-m", "fraud", *command, "--job-id", job_id]
         self._running.add(job_id)
+        lease = asyncio.create_task(self._renew(job_id))
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args, env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
@@ -198,8 +227,10 @@ class TrainingJobs:
             log.error("job %s could not start: %s", job_id, exc)
             return
         finally:
+            lease.cancel()
             self._running.discard(job_id)
             self._processes.pop(job_id, None)
+            await self._release(job_id)
         tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
         if proc.returncode:
             log.warning("job %s exited with %d; its last lines: %s", job_id, proc.returncode, " | ".join(tail))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from core.metrics import Metrics
 from ops_api.app import JOBS, create_api
 from ops_api.auth import mint
-from ops_api.jobs import JOB_KEY, JobStore, TrainingJobs, TrainRequest
+from ops_api.jobs import JOB_KEY, RUNNING_KEY, JobStore, TrainingJobs, TrainRequest
 from tests.conftest import unique_settings
 
 TRAIN = "/api/v1/training/train"
@@ -108,6 +109,40 @@ def test_job_requests_sent_at_once_start_no_more_jobs_than_the_limit(services, t
     assert asyncio.run(run()) == [202, 202, 429, 429, 429, 429]
 
 
+def test_replicas_of_one_deployment_share_its_job_limit_and_a_dead_replicas_slot_lapses(services, tmp_path):
+    settings = unique_settings(tmp_path, max_concurrent_jobs=1)
+    small = {"customers": 50, "terminals": 100, "days": 7, "promote": False}
+    slots = RUNNING_KEY.format(settings.app_id)
+
+    async def run():
+        replicas = [TestClient(TestServer(create_api(settings, Metrics()))) for _ in range(2)]
+        for replica in replicas:
+            await replica.start_server()
+        try:
+            headers = {"Authorization": f"Bearer {mint(settings, 'admin', 60)}"}
+            first = await replicas[0].post(TRAIN, json=small, headers=headers)
+            second = await replicas[1].post(TRAIN, json=small, headers=headers)
+            status = await (await replicas[1].get("/status", headers=headers)).json()
+            job = (await first.json())["job_id"]
+            await replicas[0].post(f"/api/v1/training/jobs/{job}/cancel", headers=headers)
+            for _ in range(100):  # the cancelled job's process ends and gives its slot back
+                if not await replicas[0].app[JOBS].running():
+                    break
+                await asyncio.sleep(0.1)
+            # A replica that died holding a slot: its lease lapsed a second ago.
+            await replicas[0].app[JOBS].redis.zadd(slots, {"dead-replica-job": time.time() - 1})
+            third = await replicas[1].post(TRAIN, json=small, headers=headers)
+            return first.status, second.status, status["jobs"], third.status
+        finally:
+            for replica in replicas:
+                await replica.close()
+
+    first, second, jobs, third = asyncio.run(run())
+    assert (first, second) == (202, 429), "the second replica counts the first one's job"
+    assert jobs == {"running": 1, "max_concurrent": 1}
+    assert third == 202, "the cancelled job's slot was given back and the dead replica's has lapsed"
+
+
 def test_query_parameters_out_of_range_or_of_any_length_get_400_naming_them(services, tmp_path):
     settings = unique_settings(tmp_path)
     huge = "9" * 5001
@@ -127,7 +162,8 @@ def test_a_job_whose_process_cannot_start_is_failed_with_the_reason_not_left_que
 
     async def run():
         client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-        jobs = TrainingJobs(client, env={"BROKEN": "a\x00b"})  # no process starts with this environment
+        broken = {"BROKEN": "a\x00b"}  # no process starts with this environment
+        jobs = TrainingJobs(client, env=broken, app_id=settings.app_id)
         job = await jobs.start(TrainRequest())
         for _ in range(100):
             record = await jobs.get(job["job_id"])
