@@ -13,6 +13,7 @@ from typing import get_args
 from aiohttp import web
 from pydantic import BaseModel
 
+from core.features import TERMINAL_FEATURE_NAMES
 from core.settings import Settings
 from ops_api import explain, fraud, predict, registry
 from ops_api.auth import ROLES
@@ -87,10 +88,15 @@ ANSWERED = {("POST", "/api/v1/fraud/predict"): "Verdict", ("POST", "/api/v1/frau
             ("GET", "/api/v1/training/jobs/{job_id}"): "Job", ("POST", "/api/v1/training/jobs/{job_id}/cancel"): "Job",
             ("GET", "/api/v1/training/jobs"): "Jobs", ("POST", "/api/v1/models/promote"): "Promoted",
             ("POST", "/api/v1/training/models/register"): "Registered", ("GET", "/health/live"): "Alive",
-            ("GET", "/health/ready"): "Ready"}
+            ("GET", "/health/ready"): "Ready", ("GET", "/health"): "Health", ("GET", "/status"): "Status",
+            ("GET", "/status/dependencies"): "CheckedDependencies", ("GET", "/info"): "Info",
+            ("GET", "/metrics"): "Metrics", ("GET", "/api/v1/terminals/{terminal_id}"): "Terminal",
+            ("GET", "/api/v1/fraud/metrics"): "OnlineQuality", ("GET", "/api/v1/fraud/status"): "ScoringStatus",
+            ("GET", "/api/v1/fraud/drift"): "Drift", ("GET", "/api/v1/training/experiments"): "Experiments"}
 # Routes whose 503 carries their usual body (what is down, or why not ready), not an Error.
 # (why, the body's schema).
-UNHEALTHY = {("GET", "/health"): ("a component is down: the body says which", {"type": "object"}),
+UNHEALTHY = {("GET", "/health"): ("no model is loaded: the model component says why",
+                               {"$ref": "#/components/schemas/Health"}),
              ("GET", "/health/ready"): ("not ready: the body says why", {"$ref": "#/components/schemas/NotReady"})}
 ERRORS = {"400": "the body does not parse, or a query parameter is out of range",
           "401": "no valid bearer token", "403": "the token's role may not do this",
@@ -130,8 +136,18 @@ def avro_to_json_schema(avro) -> dict:
 
 @functools.cache
 def _answers() -> dict[str, dict]:
-    """The success bodies of ANSWERED's routes (the verdict's from its Avro schema), and NotReady; built once."""
+    """The success bodies of ANSWERED's routes (the verdict's from its Avro schema), NotReady, and the parts
+    they share; built once."""
     ref = "#/components/schemas/{}".format
+    number, integer, string, boolean = {"type": "number"}, {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
+    epoch_seconds = {"type": "number", "description": "epoch seconds"}
+    partitions = {"type": "array", "items": string, "description": "the partitions held, as topic[partition]"}
+    lag = {"type": "object", "description": "records behind the end, by transactions partition",
+           "additionalProperties": {"type": "integer", "minimum": 0}}
+    # A worker's stream (partitions, lag), as /health and /status show it.
+    held = {"assigned_partitions": partitions, "consumer_lag": lag, "total_lag": {"type": "integer", "minimum": 0}}
+    workers = {"type": "array", "items": {"$ref": ref("Heartbeat")}, "description": "the live workers' heartbeats"}
+    figure = {"type": ["number", "null"], "description": "null with nothing to count"}
     contribution = {"type": "object", "required": ["feature", "value", "contribution"], "properties": {
         "feature": {"type": "string"}, "value": {"type": ["number", "null"], "description": "null when missing"},
         "contribution": {"type": "number", "description": "log-odds"}}}
@@ -186,6 +202,167 @@ def _answers() -> dict[str, dict]:
             "assigned_partitions": {"type": "array", "items": {"type": "string"}}}},
         "NotReady": {"type": "object", "required": ["status", "reasons"], "properties": {
             "status": {"const": "not ready"}, "reasons": {"type": "array", "items": {"type": "string"}}}},
+        # GET /health (200, and 503 when no model is loaded): every component has a status.
+        "Health": {"type": "object", "required": ["status", "components", "auth", "time"], "properties": {
+            "status": {"enum": ["ok", "degraded", "down"], "description": "down (503) when no model is loaded"},
+            "components": {"type": "object", "required": ["kafka", "schema_registry", "redis", "mlflow", "model",
+                                                          "stream"], "properties": {
+                "kafka": {"$ref": ref("DependencyCheck")}, "schema_registry": {"$ref": ref("DependencyCheck")},
+                "redis": {"$ref": ref("DependencyCheck")}, "mlflow": {"$ref": ref("DependencyCheck")},
+                "model": {"$ref": ref("ModelStatus")},
+                "rules": {"type": "object", "description": "a worker's rules",
+                          "required": ["status", "topic", "rules", "invalid_records"], "properties": {
+                              "status": {"enum": ["ok", "loading"]}, "topic": string,
+                              "rules": {"type": "integer", "description": "in force"},
+                              "invalid_records": {"type": "integer", "description": "rule records ignored"}}},
+                "verdicts": {"type": "object", "description": "what a worker follows",
+                             "required": ["status", "terminals", "verdicts_for_feedback", "undecodable_records",
+                                          "preparing"], "properties": {
+                                 "status": {"enum": ["ok", "loading"]},
+                                 "terminals": {"type": "integer", "description": "terminal snapshots held"},
+                                 "verdicts_for_feedback": {"type": "integer",
+                                                           "description": "verdicts held for the feedback join"},
+                                 "undecodable_records": {"type": "integer",
+                                                         "description": "terminal snapshots that did not decode"},
+                                 "preparing": {"type": "array", "items": string,
+                                               "description": "partitions whose state is being read"}}},
+                "stream": {"anyOf": [
+                    {"type": "object", "description": "a worker's partitions and lag",
+                     "required": ["status", *held], "properties": {
+                         "status": {"enum": ["ok", "waiting for partitions"]}, **held}},
+                    {"type": "object", "description": "an API without a stream: the workers, from Redis",
+                     "required": ["status", "latency_ms"], "properties": {
+                         "status": {"enum": ["ok", "no live workers", "down"]}, "workers": workers,
+                         "error": {"type": "string", "description": "when down: why"}, "latency_ms": number}}]},
+                "rate_limits": {"type": "object", "description": "with auth enabled",
+                                "required": ["status", "counted", "limits"], "properties": {
+                                    "status": {"enum": ["ok", "degraded"]}, "counted": string,
+                                    "reason": {"type": "string", "description": "when degraded: why"},
+                                    "limits": {"type": "object", "additionalProperties": string,
+                                               "description": "by class of work, such as 600 per 1 minute"}}}}},
+            "auth": {"$ref": ref("Auth")}, "time": epoch_seconds}},
+        "DependencyCheck": {"type": "object", "required": ["status", "latency_ms"], "properties": {
+            "status": {"enum": ["ok", "down"]}, "error": {"type": "string", "description": "when down: why"},
+            "latency_ms": number, "brokers": {"type": "integer", "description": "Kafka's, when ok"},
+            "subjects": {"type": "integer", "description": "the schema registry's, when ok"}}},
+        "ModelStatus": {"type": "object", "required": ["status"], "properties": {
+            "status": {"enum": ["ok", "degraded", "down", "not in this process"],
+                       "description": "degraded: served from the local cache; not in this process: an API "
+                                      "without a stream"},
+            "name": string, "version": string, "source": {"enum": ["registry", "cache"]},
+            "error": {"type": "string", "description": "when down: why"}, "note": string, "warning": string,
+            "challenger_version": {"type": "string", "description": "when a challenger is scored in shadow"}}},
+        "Auth": {"type": "object", "required": ["mode"], "properties": {
+            "mode": {"enum": ["jwt", "disabled"]}, "algorithm": string,
+            "open_paths": {"type": "array", "items": string}, "warning": string}},
+        "Heartbeat": {"type": "object", "required": ["worker_id", "pid", "at", "api_url", "assigned_partitions",
+                                                     "total_lag", "model_version"], "properties": {
+            "worker_id": string, "pid": integer, "at": epoch_seconds, "api_url": string,
+            "assigned_partitions": partitions, "total_lag": integer, "model_version": {"type": ["string", "null"]}}},
+        # GET /status: the worker's stream, or (an API without one) the workers' heartbeats.
+        "Status": {"type": "object", "required": ["service", "version", "role", "worker_id", "started_at",
+                                                  "uptime_seconds", "auth", "model", "stream", "jobs",
+                                                  "dependencies", "dependencies_checked_at"], "properties": {
+            "service": string, "version": string, "role": {"enum": ["worker", "api"]}, "worker_id": string,
+            "started_at": epoch_seconds, "uptime_seconds": number, "auth": {"$ref": ref("Auth")},
+            "model": {"$ref": ref("ModelStatus")},
+            "stream": {"anyOf": [
+                {"type": "object", "description": "a worker's partitions and lag",
+                 "required": [*held, "caught_up", "waiting_for"], "properties": {
+                     **held, "caught_up": {"type": "boolean", "description": "followed topics and state read"},
+                     "waiting_for": {"type": ["string", "null"], "description": "a dependency not reachable yet"}}},
+                {"type": "object", "description": "an API without a stream: the workers, from Redis",
+                 "required": ["status", "workers"], "properties": {
+                     "status": {"enum": ["ok", "no live workers"]}, "workers": workers}}]},
+            "jobs": {"type": "object", "required": ["running", "max_concurrent"], "description": "this API's",
+                     "properties": {"running": integer, "max_concurrent": integer}},
+            "dependencies": {"type": "object", "additionalProperties": boolean,
+                             "description": "up at the last check, by name"},
+            "dependencies_checked_at": {"type": "number", "description": "epoch seconds; 0 before a check"}}},
+        "CheckedDependencies": {"type": "object", "required": ["checked_at", "dependencies"], "properties": {
+            "checked_at": {"type": "number", "description": "epoch seconds; 0 before a check"},
+            "dependencies": {"type": "object", "description": "by name: kafka, schema_registry, redis, mlflow",
+                             "additionalProperties": {"allOf": [{"$ref": ref("DependencyCheck")}, {
+                                 "type": "object", "required": ["up", "last_error"], "properties": {
+                                     "up": boolean, "last_error": {
+                                         "type": ["object", "null"], "description": "the last failed check",
+                                         "required": ["error", "at"],
+                                         "properties": {"error": string, "at": epoch_seconds}}}}]}}}},
+        "Info": {"type": "object", "required": ["service", "version", "role", "worker_id", "topics", "model",
+                                                "thresholds", "rules", "batch"], "properties": {
+            "service": string, "version": string, "role": {"enum": ["worker", "api"]}, "worker_id": string,
+            "topics": {"type": "object", "required": ["transactions", "verdicts", "feedback", "dead_letters"],
+                       "additionalProperties": string},
+            "model": {"type": "object", "required": ["name", "alias", "live_version"], "properties": {
+                "name": string, "alias": string,
+                "live_version": {"type": ["string", "null"], "description": "null without a stream or a model"}}},
+            "thresholds": {"$ref": ref("Thresholds")},
+            "rules": {"type": "object", "required": ["topic", "in_force"], "properties": {
+                "topic": string, "in_force": {"type": ["integer", "null"], "description": "null without a stream"}}},
+            "batch": {"type": "object", "required": ["max", "within_seconds"],
+                      "properties": {"max": integer, "within_seconds": number}}}},
+        "Thresholds": {"type": "object", "required": ["review", "decline"], "properties": {
+            "review": number, "decline": number}},
+        "Metrics": {"type": "object", "additionalProperties": number,
+                    "description": "each sample by name{label=value,...}: counters' _total, histograms' _count "
+                                   "and _sum, gauges"},
+        "Terminal": {"type": "object", "required": ["terminal_id", "at", "known", "last_day", "features"],
+                     "properties": {
+            "terminal_id": string, "at": {"type": "integer", "description": "epoch ms"},
+            "known": {"type": "boolean", "description": "whether this worker holds the terminal's counts"},
+            "last_day": {"type": ["integer", "null"], "description": "UTC day (epoch ms // 1 day) of the latest"},
+            "features": {"type": "object", "required": list(TERMINAL_FEATURE_NAMES),
+                         "properties": {name: number for name in TERMINAL_FEATURE_NAMES},
+                         "description": "all 0 for a terminal not known"}}},
+        "OnlineQuality": {"type": "object", "required": ["champion", "challenger"],
+                          "additionalProperties": {"$ref": ref("ModelQuality")},
+                          "description": "by model, over the quality window of matured labels"},
+        "ModelQuality": {"type": "object", "required": ["labels", "frauds", "average_precision", "review", "decline"],
+                         "properties": {
+            "labels": integer, "frauds": integer, "average_precision": figure,
+            **{name: {"type": "object", "required": ["threshold", "precision", "recall"], "properties": {
+                "threshold": number, "precision": figure, "recall": figure}} for name in ("review", "decline")}}},
+        "ScoringStatus": {"type": "object", "required": ["model", "thresholds", "rules", "stream"], "properties": {
+            "model": {"type": "object", "required": ["name", "champion", "challenger", "error"], "properties": {
+                "name": string,
+                "champion": {"anyOf": [{"$ref": ref("ServedVersion")}, {"type": "null"}]},
+                "challenger": {"anyOf": [{"$ref": ref("ServedVersion")}, {"type": "null"}]},
+                "error": {"type": ["string", "null"], "description": "the last failure to load or follow one"}}},
+            "thresholds": {"$ref": ref("Thresholds")},
+            "rules": {"type": "object", "required": ["topic", "in_force", "caught_up", "invalid_records"],
+                      "properties": {"topic": string, "in_force": integer, "caught_up": boolean,
+                                     "invalid_records": integer}},
+            "stream": {"type": "object", "required": [*held, "caught_up"],
+                       "properties": {**held, "caught_up": boolean}}}},
+        "ServedVersion": {"type": "object", "required": ["alias", "version", "run_id", "source"], "properties": {
+            "alias": string, "version": string, "run_id": {"type": ["string", "null"]},
+            "source": {"enum": ["registry", "cache"]}}},
+        "Drift": {"type": "object", "required": ["model_version", "window_seconds", "transactions", "inputs",
+                                                 "model_name", "alert_psi"], "properties": {
+            "model_version": string, "window_seconds": number,
+            "transactions": {"type": "integer", "description": "scored in the window"},
+            "inputs": {"type": "object", "description": "by model input, and the score",
+                       "additionalProperties": {"type": "object", "required": [
+                           "psi", "missing_share", "reference_missing_share"], "properties": {
+                           "psi": figure, "missing_share": figure, "reference_missing_share": number}}},
+            "model_name": string,
+            "alert_psi": {"type": "number", "description": "the alert's threshold, over 15 minutes"}}},
+        "Experiments": {"type": "object", "required": ["experiments"], "properties": {"experiments": {
+            "type": "array", "description": "newest first", "items": {
+                "type": "object", "required": ["experiment_id", "name", "created_at", "runs"], "properties": {
+                    "experiment_id": string, "name": string,
+                    "created_at": {"type": ["integer", "null"], "description": "epoch ms; null when MLflow has none"},
+                    "runs": {"type": "array", "items": {"$ref": ref("Run")}, "description": "newest first"}}}}}},
+        "Run": {"type": "object", "required": ["run_id", "run_name", "status", "started_at", "ended_at", "metrics",
+                                               "params", "champion_version"], "properties": {
+            "run_id": string, "run_name": {"type": ["string", "null"]},
+            "status": {"type": "string", "description": "RUNNING, SCHEDULED, FINISHED, FAILED or KILLED"},
+            "started_at": {"type": "integer", "description": "epoch ms"},
+            "ended_at": {"type": ["integer", "null"], "description": "epoch ms; null while it runs"},
+            "metrics": {"type": "object", "additionalProperties": number, "description": "each one's latest value"},
+            "params": {"type": "object", "additionalProperties": string},
+            "champion_version": {"type": ["string", "null"],
+                                 "description": "the champion its training was compared with"}}},
     }
 
 
