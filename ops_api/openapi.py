@@ -274,8 +274,10 @@ def _answers() -> dict[str, dict]:
                 {"type": "object", "description": "an API without a stream: the workers, from Redis",
                  "required": ["status", "workers"], "properties": {
                      "status": {"enum": ["ok", "no live workers"]}, "workers": workers}}]},
-            "jobs": {"type": "object", "required": ["running", "max_concurrent"], "description": "this API's",
-                     "properties": {"running": integer, "max_concurrent": integer}},
+            "jobs": {"type": "object", "required": ["running", "max_concurrent"],
+                     "description": "the deployment's: its replicas share the limit", "properties": {
+                         "running": {"type": ["integer", "null"], "description": "null when Redis cannot say"},
+                         "max_concurrent": integer}},
             "dependencies": {"type": "object", "additionalProperties": boolean,
                              "description": "up at the last check, by name"},
             "dependencies_checked_at": {"type": "number", "description": "epoch seconds; 0 before a check"}}},

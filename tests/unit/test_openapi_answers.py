@@ -43,7 +43,7 @@ CACHED = SimpleNamespace(name="fraud-xgb", version="3", source="cache", run_id="
 
 
 class Redis:
-    """Redis as the API uses it: ping, the workers' heartbeats (set, scan_iter, mget)."""
+    """Redis as the API uses it: ping, the workers' heartbeats (set, scan_iter, mget), the jobs running."""
 
     def __init__(self):
         self.values: dict[str, str] = {}
@@ -62,8 +62,22 @@ class Redis:
     async def mget(self, keys):
         return [self.values.get(key) for key in keys]
 
+    def register_script(self, script):  # the job limit's slot claim
+        async def claim(keys, args):
+            return 1
+        return claim
+
+    async def zcount(self, key, low, high):  # the jobs running
+        return 0
+
 
 class RedisDown:
+    def register_script(self, script):
+        return None
+
+    async def zcount(self, key, low, high):
+        raise aioredis.ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+
     async def ping(self):
         raise aioredis.ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
 
@@ -234,6 +248,13 @@ async def test_a_worker_status_body_matches_its_schema():
     status, body = await answer(app, api.status, "/status")
     assert status == 200 and body["role"] == "worker" and body["stream"]["waiting_for"]
     assert body["dependencies"] == {"kafka": True, "schema_registry": False, "redis": True, "mlflow": False}
+    check(app, "/status", body)
+
+
+async def test_a_worker_status_body_with_redis_down_says_the_jobs_running_are_unknown_and_matches_its_schema():
+    app = an_api(worker_stream(), redis=RedisDown())
+    status, body = await answer(app, api.status, "/status")
+    assert status == 200 and body["jobs"] == {"running": None, "max_concurrent": 2}
     check(app, "/status", body)
 
 
