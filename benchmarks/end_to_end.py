@@ -3,7 +3,7 @@
     scripts/services up
     .venv/bin/python benchmarks/end_to_end.py [--transactions 50000] [--latency-runs 3] [--paced-seconds 20]
                                               [--latency-rate R] [--warm-up-seconds 600] [--warm-up-rate 2000]
-                                              [--skip ...]
+                                              [--burden-partitions N] [--skip ...]
 
 One run measures, on the same broker and the same transactions (simulated cards and terminals, event
 times shifted to now, Avro as a payment system would produce them, 6 partitions):
@@ -40,7 +40,8 @@ seen (its compilers used 0.15 of a core over the first 10 s at 11,915/s; without
 first 5 s of the first run had a scored p99 of 166 ms, the rest of it 29-36 ms). Each run also reports
 the largest gap between two transactions' produce times: this benchmark pauses its own garbage
 collector while it paces (`--collector-on` leaves it on, whose full collections stop the pacing for a
-while).
+while). `--burden-partitions N` first makes N other partitions on the broker, with some records each,
+as a broker that has run for a while holds them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -374,6 +376,26 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
             **commits_of(metrics), **load}
 
 
+def burden(bootstrap: str, partitions: int, records_per_partition: int = 200) -> None:
+    """Other topics on the broker, as one that has run for a while holds them: `partitions` partitions
+    in topics of 6, every other topic compacted like a changelog, each partition with some records of
+    ~150 B. Named like the benchmark's own, so they are deleted when it ends."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [baselines.unique("baseline-burden") for _ in range(partitions // 6)]
+    for start in range(0, len(names), 100):
+        made = admin.create_topics([NewTopic(name, 6, 1, config={"cleanup.policy": "compact"} if i % 2 else {})
+                                    for i, name in enumerate(names[start:start + 100], start)])
+        for future in made.values():
+            future.result(60)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
+    for name in names:
+        for key, value in baselines.synthetic_records(6 * records_per_partition, keys=600):
+            producer.produce(name, value, key)
+        producer.poll(0)
+        if producer.flush(60):
+            raise RuntimeError(f"records not delivered to {name}")
+
+
 def topic_of(tmp: Path, records: list[dict]) -> tuple[str, str]:
     """A topic holding the records' Avro bytes, keyed by card, for the topic-to-topic baselines."""
     settings, _ = prepared(tmp, "unused", 1000, records)
@@ -397,11 +419,15 @@ def main() -> None:
                         help="leave this benchmark's garbage collector on while it paces the latency runs")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["raw", "faust-iterate", "faust-eos", "per-event", "batched", "mlflow", "latency"])
+    parser.add_argument("--burden-partitions", type=int, default=0,
+                        help="first make this many other partitions on the broker, with some records each")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     settings = unique_settings(tmp)
+    if args.burden_partitions:
+        burden(settings.kafka_bootstrap, args.burden_partitions)
     model_name = f"bench-xgb-{uuid.uuid4().hex[:6]}"
     history = simulate(SimulationConfig(customers=1000, terminals=2000, days=60, seed=0))
     trained = train_and_register(history, tracking_uri=settings.mlflow_uri, model_name=model_name,
