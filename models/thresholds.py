@@ -60,9 +60,9 @@ def on_recent_traffic(model, history, alerts_per_day: float, recent_days: float 
     featurised in time order, as the stream would have, and the recent ones scored."""
     from core.features import feature_matrix
     from models.simulate import transaction_records
-    from models.train import with_entity_ids
+    from models.history import in_event_order
 
-    history = with_entity_ids(history).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    history = in_event_order(history)
     labels = history["is_fraud"].to_numpy()
     timestamps = history["timestamp"].to_numpy()
     records = transaction_records(history)

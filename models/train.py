@@ -21,6 +21,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from core.drift import reference_of
 from models.calibration import IDENTITY, Calibration, brier, reliability_plot
 from models.calibration import choose as choose_calibration
+from models.history import in_event_order
 from models.params import TrainParams
 from models.thresholds import for_alerts_per_day
 from models.simulate import transaction_records
@@ -155,7 +156,7 @@ def train_and_register(
 
     if "is_fraud" not in history.columns:
         raise TrainingError("history has no is_fraud label column")
-    history = with_entity_ids(history).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    history = in_event_order(history)
     attributes = attribute_keys(history)
     progress(0.05, f"computing features for {len(history)} transactions"
                    + (f" (attributes: {', '.join(attributes)})" if attributes else ""))
@@ -165,19 +166,6 @@ def train_and_register(
                           feature_names=model_feature_names(attributes),
                           tracking_uri=tracking_uri, model_name=model_name, experiment=experiment,
                           params=params, alias=alias, promote=promote, progress=progress, tags=tags)
-
-
-ENTITY_IDS = {"customer_id": "card", "terminal_id": "terminal"}
-
-
-def with_entity_ids(history: pd.DataFrame) -> pd.DataFrame:
-    """The history with a card and a terminal id on every row: a history without one of the columns
-    gets a single constant id for it, and a warning that those features then say nothing."""
-    missing = [column for column in ENTITY_IDS if column not in history.columns]
-    for column in missing:
-        log.warning("history has no %s column: its transactions count as those of one %s, so the %s "
-                    "features carry no information", column, ENTITY_IDS[column], ENTITY_IDS[column])
-    return history.assign(**{column: "unknown" for column in missing}) if missing else history
 
 
 def register_model(

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from models.params import TrainParams
-from models.train import class_weights, split_by_time, train_model, with_entity_ids
+from models.history import with_entity_ids
+from models.train import class_weights, split_by_time, train_model
 
 T0 = 1_522_540_800_000
 
@@ -28,7 +29,7 @@ def history(**columns):
 def test_a_history_without_card_or_terminal_ids_gets_one_constant_id_and_a_warning(customer_id, terminal_id,
                                                                                     warned, caplog):
     given = history(customer_id=customer_id, terminal_id=terminal_id)
-    with caplog.at_level(logging.WARNING, logger="models.train"):
+    with caplog.at_level(logging.WARNING, logger="models.history"):
         filled = with_entity_ids(given)
     assert filled["customer_id"].tolist() == (["C1", "C2", "C1"] if customer_id else ["unknown"] * 3)
     assert filled["terminal_id"].tolist() == (["T1", "T1", "T2"] if terminal_id else ["unknown"] * 3)
@@ -46,7 +47,7 @@ def test_a_csv_without_entity_ids_loads_and_featurises(tmp_path, caplog):
 
     path = tmp_path / "history.csv"
     history(customer_id=False, terminal_id=False).to_csv(path, index=False)
-    with caplog.at_level(logging.WARNING, logger="models.train"):
+    with caplog.at_level(logging.WARNING, logger="models.history"):
         frame = with_entity_ids(_load_history(str(path)))
     X = feature_matrix(transaction_records(frame), frame["is_fraud"].to_numpy())
     assert X[:, FEATURE_NAMES.index("customer_nb_tx_1d")].tolist() == [1.0, 2.0, 3.0]  # one card
