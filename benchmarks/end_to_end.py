@@ -81,7 +81,7 @@ def live_transactions(count: int, seed: int = 1) -> list[dict]:
     """Simulated transactions (5,000 cards, 10,000 terminals) with the event times of a live stream:
     in order, a millisecond apart, the last one now."""
     records = transaction_records(simulate(SimulationConfig(customers=5000, terminals=10000, days=30, seed=seed)))
-    records = records[-count:]
+    records = records[-count:] if count > 0 else []
     now = int(time.time() * 1000)
     for i, r in enumerate(records):
         r["timestamp"] = now - (len(records) - 1 - i)

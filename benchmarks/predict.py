@@ -55,6 +55,8 @@ async def requests_at(url: str, headers: dict, bodies: list[dict], rate: float) 
 
 
 def percentiles(ms: np.ndarray) -> str:
+    if not len(ms):
+        return "none"
     return " ".join(f"p{q} {np.percentile(ms, q):.0f}" for q in (50, 95, 99)) + f" max {ms.max():.0f} ms"
 
 
@@ -144,8 +146,9 @@ def main() -> None:
         same = sum(1 for (_, s1, a, _), (_, s2, b, _) in zip(answers, retried[name]) if s1 == s2 == 200 and a == b)
         once = Counter(per_id.get(b["transaction_id"], 0) for b in bodies)
         print(f"  predict through {name}:")
-        print(f"    answers {percentiles(ms)}; statuses {dict(statuses)}; "
-              f"p99 / stream visible p99 {np.percentile(ms, 99) / np.percentile(stream, 99):.2f}x")
+        ratio = (f"; p99 / stream visible p99 {np.percentile(ms, 99) / np.percentile(stream, 99):.2f}x"
+                 if len(ms) and len(stream) else "")
+        print(f"    answers {percentiles(ms)}; statuses {dict(statuses)}{ratio}")
         for step in ("claim", "send", "verdict"):
             spent = np.array([t[step] for _, status, _, t in answers if status == 200 and step in t])
             if len(spent):
