@@ -54,8 +54,9 @@ def _run(run) -> dict:
 
 def register_run(client, model_name: str, alias: str, run_id: str, through_gate: bool) -> Registered:
     """Register run `run_id`'s model as a new version of `model_name`; with `through_gate`, move
-    `alias` to it if it passes the champion gate. RegistryRefused for an unknown or unfinished run,
-    a run without a model, or one already registered."""
+    `alias` to it if it passes the champion gate. RegistryRefused: 404 for an unknown run, 409 for a
+    run whose state forbids it (unfinished, without a model, without the metric the gate judges, or
+    registered already)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -70,10 +71,10 @@ def register_run(client, model_name: str, alias: str, run_id: str, through_gate:
     if existing:
         raise RegistryRefused(409, f"run {run_id} is already {model_name} version {existing[0].version}", "run_id")
     if through_gate and "average_precision" not in run.data.metrics:
-        raise RegistryRefused(422, f"run {run_id} logged no average_precision: the gate has nothing to judge",
+        raise RegistryRefused(409, f"run {run_id} logged no average_precision: the gate has nothing to judge",
                               "through_gate")
     if not _has_model(client, run):
-        raise RegistryRefused(422, f"run {run_id} logged no model named {MODEL_ARTIFACT!r}", "run_id")
+        raise RegistryRefused(409, f"run {run_id} logged no model named {MODEL_ARTIFACT!r}", "run_id")
     try:
         client.get_registered_model(model_name)
     except MlflowException as exc:

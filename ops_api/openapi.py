@@ -59,7 +59,7 @@ MORE_ERRORS: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/api/v1/models/promote"): {"404": "no such version", "409": "nothing to promote",
                                          "502": "MLflow refused the request"},
     ("POST", "/api/v1/training/models/register"): {"404": "no such run",
-                                                   "409": "the run has not finished, or is registered already",
+                                                   "409": "the run has not finished, logged no model (or, through the gate, no average_precision), or is registered already",
                                                    "502": "MLflow refused the request"},
     ("GET", "/api/v1/training/experiments"): {"502": "MLflow refused the request"},
     ("POST", "/api/v1/fraud/predict"): {"409": "the transaction id was already sent for another card",

@@ -116,7 +116,8 @@ def test_a_finished_run_is_registered_and_promoted_only_through_the_gate_it_pass
     assert client.get_model_version_by_alias(settings.model_name, settings.model_alias).version == better_body["version"]
     assert len({stale_body["version"], plain_body["version"], better_body["version"], champion}) == 4
     statuses = [status for status, _ in results[3:8]]
-    assert statuses == [409, 409, 422, 404, 422], results[3:8]
+    assert statuses == [409, 409, 409, 404, 422], results[3:8]
+    assert "logged no model" in results[5][1]["error"]["message"]
     assert f"version {better_body['version']}" in results[3][1]["error"]["message"]
     assert results[7][1]["error"]["fields"][0]["field"] == "run_id"
 
