@@ -10,8 +10,11 @@ production exactly what it saw in training.
 Terminal features (the handbook's, on a finer clock): the terminal's transactions in the w days
 (4*w buckets of 6 hours, UTC) that end 29 buckets before the transaction's own bucket, their count and
 the share of them labelled fraud. Labels take 7 days to arrive, and 29 buckets back is the nearest
-window end at which every transaction read is more than 7 days older than the one scored. A
-`TerminalCounts` holds a terminal's transactions and frauds per bucket: the terminal agent adds to it,
+window end at which every transaction read is more than 7 days older than the one scored. Then the
+terminal's ordinary frauds in the 7- and 30-day windows: frauds whose amount was ordinary for their
+card (at most twice its 30-day average), which the card does not explain and so point at the
+terminal. A `TerminalCounts` holds a terminal's transactions, frauds and ordinary frauds per bucket:
+the terminal agent adds to it,
 every scorer reads snapshots of it. Training computes the same numbers for a whole history at once
 (`terminal_matrix`).
 """
@@ -67,8 +70,14 @@ TERMINAL_RING_BUCKETS = 45 * TERMINAL_BUCKETS_PER_DAY
 # The days before a transaction's day D that any feature reads: a terminal's 30-day window starts 148
 # buckets before the transaction's, on day D-37 at the earliest.
 LOOKBACK_DAYS = TERMINAL_DELAY_DAYS + HISTORY_DAYS
+# A fraud label whose transaction's amount was at most this many times its card's 30-day average
+# (`amount_to_avg_30d`) is "ordinary" for the card: nothing about the card explains it, so it points at
+# the terminal (a compromised terminal's frauds look like any other transaction of their cards).
+ORDINARY_FRAUD_RATIO = 2.0
+ORDINARY_FRAUD_WINDOWS_DAYS = (7, 30)
 TERMINAL_FEATURE_NAMES: tuple[str, ...] = tuple(
-    f"terminal_{kind}_{days}d" for days in WINDOWS_DAYS for kind in ("nb_tx", "risk"))
+    f"terminal_{kind}_{days}d" for days in WINDOWS_DAYS for kind in ("nb_tx", "risk")) + tuple(
+    f"terminal_ordinary_frauds_{days}d" for days in ORDINARY_FRAUD_WINDOWS_DAYS)
 FEATURE_NAMES: tuple[str, ...] = CUSTOMER_FEATURE_NAMES + TERMINAL_FEATURE_NAMES
 N_FEATURES = len(FEATURE_NAMES)
 # Upstream numeric attributes (the Transaction's `attributes` map) a model was trained with follow
@@ -78,7 +87,8 @@ ATTRIBUTE_PREFIX = "attribute_"
 HANDBOOK_FEATURE_NAMES: tuple[str, ...] = tuple(
     name for name in FEATURE_NAMES
     if name not in ("card_present", "channel_ecom", "seconds_since_previous", "amount_zscore_30d",
-                    "distinct_terminals_1d", "amount_to_avg_30d", "max_amount_to_avg_14d"))
+                    "distinct_terminals_1d", "amount_to_avg_30d", "max_amount_to_avg_14d")
+    and not name.startswith("terminal_ordinary_frauds_"))
 
 HOURS_PER_DAY = 24
 if array("I").itemsize != 4 or array("q").itemsize != 8:
@@ -443,28 +453,31 @@ class CardState:
 
 
 _NO_BUCKET = -1
-_TERMINAL_VERSION = 2
+_TERMINAL_VERSION = 3  # 3 added the ordinary frauds; a version 2 record reads with none
 _TERMINAL_HEADER = struct.Struct("<Bq")  # version, latest bucket
-TERMINAL_COUNTS_BYTES = _TERMINAL_HEADER.size + 2 * 4 * TERMINAL_RING_BUCKETS
+_TERMINAL_RINGS = {2: 2, 3: 3}  # version -> rings of uint32 it holds
+TERMINAL_COUNTS_BYTES = _TERMINAL_HEADER.size + _TERMINAL_RINGS[_TERMINAL_VERSION] * 4 * TERMINAL_RING_BUCKETS
 _WINDOWS_BUCKETS = tuple(days * TERMINAL_BUCKETS_PER_DAY for days in WINDOWS_DAYS)
 
 
 class TerminalCounts:
-    """A terminal's transactions and frauds per 6-hour UTC bucket (t // 6 h) over the 45 days up to the
-    latest bucket seen, and its terminal features (TERMINAL_FEATURE_NAMES order).
+    """A terminal's transactions, frauds and ordinary frauds (`is_ordinary_fraud`) per 6-hour UTC bucket
+    (t // 6 h) over the 45 days up to the latest bucket seen, and its terminal features
+    (TERMINAL_FEATURE_NAMES order).
 
     The terminal agent adds to it; scorers read snapshots of it (`from_bytes`). The features of one
     bucket are computed once and kept until the next `add`, so the many transactions of a terminal in
     six hours cost one lookup.
     """
 
-    __slots__ = ("_head", "_transactions", "_frauds", "_cached_bucket", "_cached")
+    __slots__ = ("_head", "_transactions", "_frauds", "_ordinary", "_cached_bucket", "_cached")
 
     def __init__(self) -> None:
         self._head = _NO_BUCKET
         # Built by repetition, the rings take no spare capacity (bytes would give them some).
         self._transactions = array("I", (0,)) * TERMINAL_RING_BUCKETS
         self._frauds = array("I", (0,)) * TERMINAL_RING_BUCKETS
+        self._ordinary = array("I", (0,)) * TERMINAL_RING_BUCKETS
         self._cached_bucket: int | None = None
         self._cached: tuple[float, ...] = ()
 
@@ -473,24 +486,31 @@ class TerminalCounts:
         """The UTC day (epoch ms // 1 day) of the latest bucket counted, or None for a terminal with none."""
         return None if self._head == _NO_BUCKET else self._head // TERMINAL_BUCKETS_PER_DAY
 
-    def add(self, timestamp_ms: int, fraud: bool = False) -> None:
-        """Count a transaction at `timestamp_ms`, or with `fraud` the fraud label of one. A bucket older
-        than the 180 held counts nowhere."""
+    def add(self, timestamp_ms: int, fraud: bool = False, ordinary: bool = False) -> None:
+        """Count a transaction at `timestamp_ms`, or with `fraud` the fraud label of one (with `ordinary`,
+        an ordinary fraud as well). A bucket older than the 180 held counts nowhere."""
         bucket = timestamp_ms // TERMINAL_BUCKET_MS
         head = self._head
         if bucket > head:
-            _clear(self._transactions, head + 1, bucket)
-            _clear(self._frauds, head + 1, bucket)
+            for ring in (self._transactions, self._frauds, self._ordinary):
+                _clear(ring, head + 1, bucket)
             self._head = bucket
         elif bucket <= head - TERMINAL_RING_BUCKETS:
             return
-        (self._frauds if fraud else self._transactions)[bucket % TERMINAL_RING_BUCKETS] += 1
+        at = bucket % TERMINAL_RING_BUCKETS
+        if not fraud:
+            self._transactions[at] += 1
+        else:
+            self._frauds[at] += 1
+            if ordinary:
+                self._ordinary[at] += 1
         self._cached_bucket = None
 
     def features(self, timestamp_ms: int) -> tuple[float, ...]:
         """Count and fraud share of the terminal's transactions in the 4*w buckets q-29-4w+1 .. q-29 (q the
         bucket of `timestamp_ms`), for w in WINDOWS_DAYS: each of them more than 7 days before
-        `timestamp_ms`. A share is 0 without transactions and at most 1."""
+        `timestamp_ms`; then the ordinary frauds in the same windows, for w in ORDINARY_FRAUD_WINDOWS_DAYS.
+        A share is 0 without transactions and at most 1."""
         bucket = timestamp_ms // TERMINAL_BUCKET_MS
         if bucket == self._cached_bucket:
             return self._cached
@@ -504,45 +524,63 @@ class TerminalCounts:
         else:
             transactions = _buckets(self._transactions, first, last)
             frauds = _buckets(self._frauds, first, last)
-            count = fraud_count = 0
+            ordinary = _buckets(self._ordinary, first, last)
+            count = fraud_count = ordinary_count = 0
+            ordinary_values: list[float] = []
             stop = len(transactions)
-            for buckets in _WINDOWS_BUCKETS:  # shortest first: each window adds the buckets before the last
+            for days, buckets in zip(WINDOWS_DAYS, _WINDOWS_BUCKETS):  # shortest first: each adds the buckets before
                 start = max(0, end - buckets + 1 - first)
                 count += sum(transactions[start:stop])
                 fraud_count += sum(frauds[start:stop])
+                ordinary_count += sum(ordinary[start:stop])
                 stop = min(stop, start)
                 values += (float(count), min(1.0, fraud_count / count) if count else 0.0)
+                if days in ORDINARY_FRAUD_WINDOWS_DAYS:
+                    ordinary_values.append(float(ordinary_count))
+            values += ordinary_values
         self._cached_bucket, self._cached = bucket, tuple(values)
         return self._cached
 
     def to_bytes(self) -> bytes:
         """The counts in TERMINAL_COUNTS_BYTES bytes, little-endian: version, latest bucket (int64), then
-        the transactions and the frauds per bucket as uint32, in ring order (bucket modulo 180)."""
-        return (_TERMINAL_HEADER.pack(_TERMINAL_VERSION, self._head)
-                + _little_endian(self._transactions) + _little_endian(self._frauds))
+        the transactions, the frauds and the ordinary frauds per bucket as uint32, in ring order (bucket
+        modulo 180)."""
+        return (_TERMINAL_HEADER.pack(_TERMINAL_VERSION, self._head) + _little_endian(self._transactions)
+                + _little_endian(self._frauds) + _little_endian(self._ordinary))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "TerminalCounts":
-        """The counts `to_bytes` wrote; ValueError when `data` is not one."""
-        if len(data) != TERMINAL_COUNTS_BYTES or data[0] != _TERMINAL_VERSION:
+        """The counts `to_bytes` wrote (or a version 2 record, without ordinary frauds); ValueError when
+        `data` is not one."""
+        size = 4 * TERMINAL_RING_BUCKETS
+        rings = _TERMINAL_RINGS.get(data[0]) if data else None
+        if rings is None or len(data) != _TERMINAL_HEADER.size + rings * size:
             raise ValueError(f"not terminal counts (version {_TERMINAL_VERSION}, {TERMINAL_COUNTS_BYTES} "
                              f"bytes): {len(data)} bytes starting {bytes(data[:4])!r}")
         counts = cls()
         counts._head = _TERMINAL_HEADER.unpack_from(data)[1]
-        at, size = _TERMINAL_HEADER.size, 4 * TERMINAL_RING_BUCKETS
-        counts._transactions[:] = _from_little_endian("I", data[at: at + size])
-        counts._frauds[:] = _from_little_endian("I", data[at + size: at + 2 * size])
+        at = _TERMINAL_HEADER.size
+        for i, ring in enumerate((counts._transactions, counts._frauds, counts._ordinary)[:rings]):
+            ring[:] = _from_little_endian("I", data[at + i * size: at + (i + 1) * size])
         return counts
 
 
 _TERMINAL_KEY_STRIDE = 1 << 32  # terminal code * stride + bucket: one sorted key space, terminals apart
 
 
-def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: Sequence[int]) -> np.ndarray:
+def is_ordinary_fraud(amount_to_avg_30d: float | None) -> bool:
+    """Whether a fraud's transaction was ordinary for its card (ORDINARY_FRAUD_RATIO); a fraud whose
+    ratio is unknown is not."""
+    return amount_to_avg_30d is not None and amount_to_avg_30d <= ORDINARY_FRAUD_RATIO
+
+
+def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: Sequence[int],
+                    ordinary: Sequence[bool] | None = None) -> np.ndarray:
     """TERMINAL_FEATURE_NAMES of each row of a labelled history (rows in the order given): what
     `TerminalCounts.features` gives for it once the terminal's transactions and fraud labels (`labels`,
-    1 for fraud) up to it have been added in event-time order. Integer counts per (terminal, bucket) and
-    their cumulative sums give every window at once, the same numbers bit for bit."""
+    1 for fraud; `ordinary`, true for a fraud that is an ordinary one, none when not given) up to it
+    have been added in event-time order. Integer counts per (terminal, bucket) and their cumulative sums
+    give every window at once, the same numbers bit for bit."""
     n = len(timestamps)
     out = np.zeros((n, len(TERMINAL_FEATURE_NAMES)), dtype=np.float64)
     if not n:
@@ -552,6 +590,9 @@ def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: S
     keys = code * _TERMINAL_KEY_STRIDE + np.asarray(timestamps, dtype=np.int64) // TERMINAL_BUCKET_MS
     unique_keys, inverse = np.unique(keys, return_inverse=True)
     fraud = np.asarray(labels).astype(bool)
+    ordinary_fraud = fraud & (np.zeros(n, dtype=bool) if ordinary is None else np.asarray(ordinary, dtype=bool))
+    cumulative_ordinary = np.concatenate(([0], np.cumsum(np.bincount(inverse[ordinary_fraud],
+                                                                     minlength=len(unique_keys)))))
     cumulative_transactions = np.concatenate(([0], np.cumsum(np.bincount(inverse, minlength=len(unique_keys)))))
     cumulative_frauds = np.concatenate(([0], np.cumsum(np.bincount(inverse[fraud], minlength=len(unique_keys)))))
     last = keys - TERMINAL_DELAY_BUCKETS
@@ -562,6 +603,9 @@ def terminal_matrix(terminal_ids: Sequence, timestamps: Sequence[int], labels: S
         frauds = cumulative_frauds[up_to_last] - cumulative_frauds[before_first]
         out[:, 2 * column] = count
         out[:, 2 * column + 1] = np.where(count > 0, np.minimum(1.0, frauds / np.maximum(count, 1)), 0.0)
+        if WINDOWS_DAYS[column] in ORDINARY_FRAUD_WINDOWS_DAYS:
+            at = 2 * len(WINDOWS_DAYS) + ORDINARY_FRAUD_WINDOWS_DAYS.index(WINDOWS_DAYS[column])
+            out[:, at] = cumulative_ordinary[up_to_last] - cumulative_ordinary[before_first]
     return out
 
 
@@ -606,7 +650,8 @@ def feature_matrix(transactions: Sequence[Mapping], labels: Sequence[int], attri
     """Features of a labelled history of transactions, in `model_feature_names(attributes)` order.
 
     Give the transactions in event-time order (the order the stream would see them): each card's are
-    replayed through a `CardState` as the stream does. `labels` (1 for fraud) feed the terminal risks,
+    replayed through a `CardState` as the stream does. `labels` (1 for fraud) feed the terminal risks
+    (and, with each row's own `amount_to_avg_30d`, the ordinary frauds),
     which only read transactions more than 7 days old (`terminal_matrix`). `progress`, when given, hears
     how many card rows are done: a callable(done, total), or a tqdm-like bar (its `update(n)`).
     """
@@ -624,9 +669,11 @@ def feature_matrix(transactions: Sequence[Mapping], labels: Sequence[int], attri
         if progress is not None:
             done = min(n, start + _PROGRESS_EVERY)
             progress.update(done - start) if hasattr(progress, "update") else progress(done, n)
+    card_matrix = np.frombuffer(cards, dtype=np.float64).reshape(n, N_CUSTOMER_FEATURES)
+    ordinary = card_matrix[:, CUSTOMER_FEATURE_NAMES.index("amount_to_avg_30d")] <= ORDINARY_FRAUD_RATIO
     terminals = terminal_matrix([t["terminal_id"] for t in transactions],
-                                [t["timestamp"] for t in transactions], labels)
-    return np.hstack([np.frombuffer(cards, dtype=np.float64).reshape(n, N_CUSTOMER_FEATURES), terminals,
+                                [t["timestamp"] for t in transactions], labels, ordinary)
+    return np.hstack([card_matrix, terminals,
                       attribute_matrix(transactions, attributes)])
 
 

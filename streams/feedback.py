@@ -10,7 +10,8 @@ A matched label:
 - updates the online quality of the champion and of the challenger that scored it (streams/quality.py);
 - writes a labelled example (`fraud-labelled-examples`, compacted by transaction id): the features as
   they were served, for training;
-- for a fraud, a terminal fraud event (`fraud-terminal-events`, by terminal partition) that the
+- for a fraud, a terminal fraud event (`fraud-terminal-events`, by terminal partition; whether it was
+  ordinary for its card, from the verdict's `amount_to_avg_30d`) that the
   terminal's counts add from then on (streams/terminals.py).
 A label may overtake its verdict (both written moments apart): a label younger than
 FRAUD_FEEDBACK_MATCH_WAIT_SECONDS whose verdict is not known yet is read again shortly after; an
@@ -23,6 +24,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Callable, Mapping
 
+from core.features import is_ordinary_fraud
 from core.metrics import Metrics
 from schemas.codec import AvroCodec
 from streams.checkpoint import Checkpoint
@@ -155,5 +157,6 @@ class FeedbackStep:
         checkpoint.produce(self.topics["examples"], self.codecs["examples"].encode(example), tid.encode())
         if fraud and terminal_id:
             return {"transaction_id": tid, "terminal_id": terminal_id, "transaction_timestamp": at,
-                    "reported_at": label["reported_at"]}
+                    "reported_at": label["reported_at"],
+                    "ordinary": is_ordinary_fraud(example["features"].get("amount_to_avg_30d"))}
         return None

@@ -137,7 +137,7 @@ class TerminalStep:
                     counts = rows.get(terminal_id)
                     if counts is None:
                         counts = rows[terminal_id] = TerminalCounts()
-                    counts.add(at, fraud)
+                    counts.add(at, fraud, fraud and item.get("ordinary", False))  # absent: written before it
                     changed.add(terminal_id)
                     if clock.saw(terminal_id, at, now):
                         publish.add(terminal_id)

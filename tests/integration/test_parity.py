@@ -72,6 +72,8 @@ def test_a_replayed_history_gets_the_features_training_computes_and_its_labelled
     assert np.isnan(stream[:, -1]).sum() == np.isnan(expected[:, -1]).sum() > 0
     terminal_risk = names.index("terminal_risk_30d")
     assert (expected[:, terminal_risk] > 0).sum() > 100, "the history must exercise the terminal risks"
+    ordinary = names.index("terminal_ordinary_frauds_30d")
+    assert (expected[:, ordinary] > 0).sum() > 100, "the history must exercise the ordinary frauds"
     mismatched = ~np.isclose(stream, expected, rtol=1e-9, atol=1e-9, equal_nan=True)
     rows, cols = np.nonzero(mismatched)
     assert not mismatched.any(), (

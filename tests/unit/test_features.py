@@ -11,7 +11,7 @@ import pytest
 from core.features import (CARD_STATE_MAX_BYTES, CUSTOMER_FEATURE_NAMES, DAY_MS, FEATURE_NAMES, HOUR_MS,
                            NO_PREVIOUS_SECONDS, TERMINAL_BUCKET_MS, TERMINAL_COUNTS_BYTES, TERMINAL_FEATURE_NAMES,
                            TERMINAL_RING_BUCKETS, CardState, TerminalCounts, calendar_features, feature_matrix,
-                           invalid_transaction_reason, model_feature_names, model_inputs, terminal_matrix)
+                           invalid_transaction_reason, is_ordinary_fraud, model_feature_names, model_inputs, terminal_matrix)
 
 T0 = 1_522_540_800_000  # 2018-04-01 00:00 UTC, a Sunday
 MINUTE_MS = 60_000
@@ -327,8 +327,8 @@ def test_terminal_features_read_no_label_of_a_transaction_7_days_old_or_newer(in
     t = at(40, 6) + into_bucket
     counts = TerminalCounts()
     counts.add(t - age)
-    counts.add(t - age, fraud=True)
-    expected = (1.0, 1.0) * 3 if counted else (0.0,) * 6
+    counts.add(t - age, fraud=True, ordinary=True)
+    expected = (1.0, 1.0) * 3 + (1.0, 1.0) if counted else (0.0,) * 8
     assert counts.features(t) == expected
 
 
@@ -367,8 +367,8 @@ def test_terminal_counts_forget_buckets_older_than_the_180_they_hold():
     assert counts.features(at(8))[0] == 1.0       # day 0 is still held...
     counts.add(at(45))
     assert counts.features(at(8))[0] == 0.0       # ...and its first bucket no longer: day 45 took it
-    counts.add(at(0), fraud=True)                 # a label for a bucket no longer held counts nowhere
-    assert counts.features(at(8)) == (0.0,) * 6
+    counts.add(at(0), fraud=True, ordinary=True)  # a label for a bucket no longer held counts nowhere
+    assert counts.features(at(8)) == (0.0,) * 8
     assert counts.last_day == at(45) // DAY_MS
 
 
@@ -379,7 +379,9 @@ def test_terminal_features_of_a_bucket_are_reused_until_the_next_add():
     assert counts.features(at(8, 5, 59)) is first
     assert counts.features(at(8, 6)) is not first and counts.features(at(8, 6))[2:] == first[2:]
     counts.add(at(0), fraud=True)
-    assert counts.features(at(8, 5, 59)) == (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    assert counts.features(at(8, 5, 59)) == (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
+    counts.add(at(0), fraud=True, ordinary=True)
+    assert counts.features(at(8, 5, 59)) == (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
 
 def test_a_terminal_s_last_day_is_the_day_of_its_latest_bucket():
@@ -396,34 +398,47 @@ def test_terminal_counts_read_back_from_their_bytes_are_the_same():
         for _ in range(hour % 4):
             counts.add(at(0, hour))
         if hour % 25 == 0:
-            counts.add(at(0, hour), fraud=True)
+            counts.add(at(0, hour), fraud=True, ordinary=hour % 50 == 0)
     data = counts.to_bytes()
     copy = TerminalCounts.from_bytes(data)
-    assert len(data) == TERMINAL_COUNTS_BYTES and data[0] == 2 and copy.to_bytes() == data
+    assert len(data) == TERMINAL_COUNTS_BYTES and data[0] == 3 and copy.to_bytes() == data
     assert copy.last_day == counts.last_day == at(49) // DAY_MS
     for hour in range(40 * 24, 60 * 24, 3):
         assert copy.features(at(0, hour)) == counts.features(at(0, hour))
     assert TerminalCounts.from_bytes(TerminalCounts().to_bytes()).last_day is None
 
 
-def test_terminal_counts_bytes_are_a_version_the_latest_bucket_and_two_rings_of_uint32():
+def test_terminal_counts_bytes_are_a_version_the_latest_bucket_and_three_rings_of_uint32():
     counts = TerminalCounts()
     counts.add(T0 + 1)  # bucket 70488, the ring's 108th
     counts.add(T0 + 2)
     counts.add(T0 + 3, fraud=True)
+    counts.add(T0 + 4, fraud=True, ordinary=True)
     data = counts.to_bytes()
     assert TERMINAL_BUCKET_MS == 21_600_000 and TERMINAL_RING_BUCKETS == 180
-    assert TERMINAL_COUNTS_BYTES == 1 + 8 + 2 * 4 * 180 == len(data)
-    assert data[:9] == bytes.fromhex("02" "5813010000000000")
-    transactions, frauds = data[9: 9 + 720], data[9 + 720:]
+    assert TERMINAL_COUNTS_BYTES == 1 + 8 + 3 * 4 * 180 == len(data)
+    assert data[:9] == bytes.fromhex("03" "5813010000000000")
+    transactions, frauds, ordinary = data[9: 9 + 720], data[9 + 720: 9 + 1440], data[9 + 1440:]
     assert transactions == bytes(4 * 108) + bytes.fromhex("02000000") + bytes(4 * 71)
-    assert frauds == bytes(4 * 108) + bytes.fromhex("01000000") + bytes(4 * 71)
+    assert frauds == bytes(4 * 108) + bytes.fromhex("02000000") + bytes(4 * 71)
+    assert ordinary == bytes(4 * 108) + bytes.fromhex("01000000") + bytes(4 * 71)
+
+
+def test_terminal_counts_written_before_ordinary_frauds_read_with_none():
+    counts = TerminalCounts()
+    counts.add(at(0))
+    counts.add(at(0), fraud=True, ordinary=True)
+    version_2 = bytes.fromhex("02") + counts.to_bytes()[1: 9 + 2 * 4 * 180]
+    old = TerminalCounts.from_bytes(version_2)
+    assert old.features(at(8)) == (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
+    assert counts.features(at(8)) == (1.0,) * 8
 
 
 @pytest.mark.parametrize("data", [
     b"",
     bytes.fromhex("01") + bytes(8 + 2 * 4 * 45),         # the daily counts of version 1
     bytes.fromhex("01") + bytes(TERMINAL_COUNTS_BYTES - 1),
+    bytes.fromhex("02") + bytes(TERMINAL_COUNTS_BYTES - 1),  # version 2 held two rings
     TerminalCounts().to_bytes()[:-4],
     TerminalCounts().to_bytes() + bytes(4),
 ])
@@ -437,15 +452,16 @@ def test_a_terminal_s_counts_take_the_same_space_whatever_its_volume():
     for i in range(200_000):  # 46 days, one every 20 seconds, one in 50 a fraud
         busy.add(at(0) + i * 20_000)
         if i % 50 == 0:
-            busy.add(at(0) + i * 20_000, fraud=True)
+            busy.add(at(0) + i * 20_000, fraud=True, ordinary=i % 100 == 0)
     quiet.add(at(46))
     for counts in (busy, quiet):
-        assert len(counts.to_bytes()) == TERMINAL_COUNTS_BYTES <= 1500
+        assert len(counts.to_bytes()) == TERMINAL_COUNTS_BYTES <= 2200
         in_memory = sys.getsizeof(counts) + sum(sys.getsizeof(getattr(counts, name))
-                                                for name in ("_transactions", "_frauds"))
-        assert in_memory <= 1700
+                                                for name in ("_transactions", "_frauds", "_ordinary"))
+        assert in_memory <= 2500
     assert sys.getsizeof(TerminalCounts.from_bytes(busy.to_bytes())._transactions) == 80 + 4 * 180
-    assert busy.features(at(46, 12))[4:] == (30 * 24 * 180, 0.02)
+    assert busy.features(at(46, 12))[4:6] == (30 * 24 * 180, 0.02)
+    assert busy.features(at(46, 12))[6:] == pytest.approx((7 * 24 * 180 / 100, 30 * 24 * 180 / 100), abs=1)
 
 
 def test_terminal_matrix_keeps_terminals_apart_and_rows_in_the_order_given():
@@ -481,10 +497,14 @@ def test_feature_matrix_is_bit_for_bit_what_the_stream_computes_event_by_event()
         terminal = terminals.setdefault(record["terminal_id"], TerminalCounts())
         row = card.features_then_add(record) + list(terminal.features(record["timestamp"]))
         terminal.add(record["timestamp"])
-        if label:  # the fraud label: in the stream it arrives later, but before any window reads its bucket
-            terminal.add(record["timestamp"], fraud=True)
+        if label:  # the fraud label: in the stream it arrives later, but before any window reads its bucket,
+            # ordinary or not by the amount-to-average its verdict carries
+            ordinary = is_ordinary_fraud(row[FEATURE_NAMES.index("amount_to_avg_30d")])
+            terminal.add(record["timestamp"], fraud=True, ordinary=ordinary)
         assert np.array_equal(np.asarray(row).view(np.int64), batch[i].view(np.int64)), i
     assert batch[:, FEATURE_NAMES.index("terminal_risk_30d")].max() > 0
+    ordinary = batch[:, FEATURE_NAMES.index("terminal_ordinary_frauds_30d")]
+    assert 0 < ordinary.max() < batch[:, FEATURE_NAMES.index("terminal_nb_tx_30d")].max()
 
 
 def test_featurises_a_history_in_which_one_card_has_100_000_transactions_and_one_terminal_500_000_within_30_days_in_seconds():
