@@ -29,7 +29,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Annotated, Literal, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -43,7 +43,7 @@ from core.settings import Settings
 from ops_api.fields import integer
 from ops_api.fraud import EPOCH_MS_MAX, Deliveries, DeliveryFailed
 from ops_api.auth import LIMITED
-from ops_api.web import HTTP, LIMITS, REDIS, SETTINGS, STREAM, json_object, workers
+from ops_api.web import HTTP, LIMITS, REDIS, SETTINGS, STREAM, field_errors, json_object, workers
 from schemas.codec import AvroCodec, RegistryUnavailable, SchemaRegistry, load_schema
 from streams.topics import AWAITED, partition_of
 
@@ -53,6 +53,8 @@ CLAIM_STALE_MS = 30_000  # a claim never marked sent this old has lost its claim
 IDLE_PARTITION_SECONDS = 60.0  # a verdict partition nobody waits on this long is let go
 BATCH_MAX = 1000  # transactions in one POST /api/v1/fraud/predict/batch
 FORWARDED = "X-Fraud-Forwarded"  # a what-if sent on by an API replica to the worker holding the card
+AttributeName = Annotated[str, Field(min_length=1, max_length=128)]
+AttributeValue = Annotated[float, Field(allow_inf_nan=False, ge=-1e15, le=1e15)]
 
 
 class Transaction(BaseModel):
@@ -72,7 +74,9 @@ class Transaction(BaseModel):
     channel: Literal["POS", "ECOM", "ATM", "MOTO", "OTHER"] = "POS"
     card_present: bool = True
     country: str = Field(default="", max_length=8)
-    attributes: dict[str, float] = Field(default_factory=dict, max_length=64)
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict, max_length=64, description="upstream numeric attributes the model may read; "
+        "an attribute absent is missing to the model")
 
     def record(self, now_ms: int) -> dict:
         return {**self.model_dump(), "timestamp": self.timestamp if self.timestamp is not None else now_ms}
@@ -350,9 +354,8 @@ async def predict_batch(request: web.Request) -> web.Response:
         try:
             valid.append((i, Transaction.model_validate(item)))
         except ValidationError as exc:
-            fields = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-            answers[i] = Answer.failed(422, "invalid transaction: " + "; ".join(
-                f"{f['field']}: {f['message']}" for f in fields), fields=fields)
+            message, fields = field_errors(exc)
+            answers[i] = Answer.failed(422, "invalid transaction: " + message, fields=fields)
     decided = await asyncio.gather(*(decide(request.app, txn) for _, txn in valid))
     for (i, _), answer in zip(valid, decided):
         answers[i] = answer

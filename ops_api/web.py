@@ -8,6 +8,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
+from pydantic import ValidationError
 
 from core.metrics import Metrics
 from core.settings import Settings
@@ -40,6 +41,18 @@ async def workers(app: web.Application) -> list[dict]:
 
 def error(status: int, message: str, **extra) -> web.Response:
     return web.json_response({"error": {"status": status, "message": message, **extra}}, status=status)
+
+
+def field_errors(exc: ValidationError) -> tuple[str, list[dict]]:
+    """A pydantic refusal as one message and a list of {field, message}, each field its dotted path (a
+    part longer than 64 characters, an over-long key, cut to its first 32 and an ellipsis)."""
+    fields = [{"field": ".".join(_part(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()]
+    return "; ".join(f"{f['field']}: {f['message']}" for f in fields), fields
+
+
+def _part(part) -> str:
+    text = str(part)
+    return text if len(text) <= 64 else text[:32] + "…"
 
 
 def query_integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:

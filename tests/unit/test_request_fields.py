@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ops_api.explain import ExplainRequest
 from ops_api.fields import Integer, absent_or, integer
 from ops_api.jobs import TrainRequest
+from ops_api.predict import Transaction
+from ops_api.web import field_errors
 
 
 class Body(BaseModel):
@@ -59,3 +61,25 @@ def test_a_training_request_names_a_file_exactly_when_its_source_is_a_file():
     for body in ({"source": "file"}, {"source": "examples", "data_path": "h.csv"}, {"data_path": ""}):
         with pytest.raises(ValidationError):
             TrainRequest.model_validate(body)
+
+
+TRANSACTION = {"transaction_id": "t1", "customer_id": "c1", "terminal_id": "x1", "merchant_id": "m1", "amount": 12.5}
+
+
+@pytest.mark.parametrize("attributes", [{"k" * 200_000: 1.0}, {"": 1.0}, {"risk": float("nan")},
+                                        {"risk": float("inf")}, {"risk": 1e16}, {"risk": "0.5"},
+                                        {f"a{i}": 1.0 for i in range(65)}])
+def test_a_transaction_s_attributes_refuse_long_or_empty_names_values_that_are_not_finite_and_more_than_64(
+        attributes):
+    with pytest.raises(ValidationError) as refused:
+        Transaction.model_validate({**TRANSACTION, "attributes": attributes})
+    message, fields = field_errors(refused.value)
+    assert fields[0]["field"].startswith("attributes") and len(message) < 300
+
+
+def test_a_transaction_s_attributes_take_short_names_and_finite_numbers_and_the_document_says_so():
+    assert Transaction.model_validate({**TRANSACTION, "attributes": {"risk": 0.5, "n": 3}}).attributes == {
+        "risk": 0.5, "n": 3.0}
+    schema = Transaction.model_json_schema()["properties"]["attributes"]
+    assert schema["propertyNames"] == {"minLength": 1, "maxLength": 128} and schema["maxProperties"] == 64
+    assert schema["additionalProperties"]["type"] == "number"
