@@ -39,7 +39,7 @@ from ops_api.fraud import EPOCH_MS_MAX
 from ops_api.jobs import FINAL, TrainingJobs, TrainRequest, TuneRequest
 from ops_api.limits import RateLimits
 from ops_api.web import (VERSION, ADMIN, AUTH, DEPENDENCIES, HEARTBEAT_KEY, HTTP, JOBS, LIMITS, METRICS, MODEL_SOURCE,
-                         REDIS, SETTINGS, STARTED_AT, STREAM, error, json_object, query_integer,
+                         REDIS, SETTINGS, STARTED_AT, STREAM, error, field_errors, json_object, query_integer,
                          workers as known_workers)
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,8 @@ async def json_errors(request: web.Request, handler):
     try:
         return await handler(request)
     except ValidationError as exc:
-        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-                  for e in exc.errors()]
-        return error(422, "invalid request: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields),
-                     fields=fields)
+        message, fields = field_errors(exc)
+        return error(422, "invalid request: " + message, fields=fields)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
