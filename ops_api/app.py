@@ -192,8 +192,7 @@ async def health(request: web.Request) -> web.Response:
     else:
         _, workers = await _timed("workers", _worker_summary(app))
         components["stream"] = workers
-    if app[AUTH].enabled:
-        components["rate_limits"] = app[LIMITS].describe()
+    components["rate_limits"] = app[LIMITS].describe()  # by token and address, or by address without auth
     states = {c.get("status") for c in components.values()} - {"loading"}
     overall = "down" if components["model"].get("status") == "down" else (
         "ok" if states <= {"ok", "not in this process"} else "degraded")

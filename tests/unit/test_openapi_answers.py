@@ -215,6 +215,7 @@ async def test_a_worker_health_body_on_the_cached_model_matches_its_schema():
     status, body = await answer(app, api.health, "/health")
     assert status == 200 and body["components"]["model"]["status"] == "degraded"
     assert {"note", "warning"} <= set(body["components"]["model"])
+    assert body["components"]["rate_limits"]["status"] == "ok"  # without auth, addresses are still limited
     check(app, "/health", body)
 
 
