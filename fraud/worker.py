@@ -202,7 +202,7 @@ class ApiService(Service):
     async def _serve(self) -> None:
         s = self.scorer
         if s.settings.api_port:
-            await serve(create_api(s.settings, s.metrics, s.stream_view()), s.settings.api_host,
+            await serve(create_api(s.settings, s.metrics, s.stream_view(), s.model_source), s.settings.api_host,
                         s.settings.api_port)
 
 

@@ -400,8 +400,11 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response({"jobs": await request.app[JOBS].list(limit)})
 
 
-def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None = None) -> web.Application:
-    """The API; AuthNotConfigured when there is no key to check tokens with and auth is not disabled."""
+def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None = None,
+               model_source=None) -> web.Application:
+    """The API; AuthNotConfigured when there is no key to check tokens with and auth is not disabled.
+    A worker passes its stream and its model source (models/serving.py `ModelSource`); a standalone API
+    builds a model source of its own."""
     auth = auth_from(settings)
     permissions: dict[tuple[str, str], str] = {}
     limit_classes: dict[tuple[str, str], str] = {}
@@ -427,10 +430,13 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
                                  app_id=settings.app_id)
         app[ADMIN] = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT))
-        from models.serving import ModelSource
+        if model_source is None:
+            from models.serving import ModelSource
 
-        app[MODEL_SOURCE] = ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias,
-                                        settings.model_cache_dir)
+            app[MODEL_SOURCE] = ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias,
+                                            settings.model_cache_dir)
+        else:
+            app[MODEL_SOURCE] = model_source
         deliveries = fraud.Deliveries(settings.kafka_bootstrap)
         app[fraud.FEEDBACK] = fraud.FeedbackTopic(settings, deliveries)
         app[predict.PREDICTOR] = predict.Predictor(settings, deliveries)
