@@ -16,11 +16,12 @@ from tests.integration.conftest import produce_transactions, train_version
 pytestmark = pytest.mark.integration
 
 AMOUNT_INPUTS = {"amount", "customer_avg_amount_1d", "customer_avg_amount_7d", "customer_avg_amount_30d"}
-# Inputs that neither amounts nor labels feed (the terminal risks need the feedback this test does
-# not send; the terminal counts arrive through the terminal snapshots, behind the cards).
+# Inputs that labels do not feed and that tripling every amount leaves as they were: the counts, and
+# the amount against the card's own habits (the terminal risks need the feedback this test does not
+# send; the terminal counts arrive through the terminal snapshots, behind the cards).
 STEADY_INPUTS = {"during_weekend", "during_night", "card_present", "channel_ecom", "customer_nb_tx_1d",
                  "customer_nb_tx_7d", "customer_nb_tx_30d", "seconds_since_previous", "amount_zscore_30d",
-                 "distinct_terminals_1d"}
+                 "distinct_terminals_1d", "amount_to_avg_30d", "max_amount_to_avg_14d"}
 
 
 def test_tripled_amounts_cross_the_psi_alert_on_the_amount_inputs_only(services, small_history, tmp_path):
