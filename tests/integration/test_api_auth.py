@@ -10,6 +10,7 @@ import jwt
 import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
+from mlflow import MlflowClient
 
 from core.metrics import Metrics
 from ops_api.app import create_api
@@ -17,6 +18,7 @@ from ops_api.auth import mint
 from ops_api.jobs import JOB_INDEX
 from ops_api.predict import CLAIM_KEY
 from tests.conftest import unique_settings
+from tests.integration.conftest import train_version
 
 # A body per POST route: `valid` would change something (start a job, move an alias) if it got
 # through; `invalid` is refused by validation (or names nothing that exists), so a caller who is
@@ -78,7 +80,8 @@ def _callers(settings) -> dict[str, dict]:
 
 def _traces(settings) -> dict:
     """What a request let through by mistake would leave: jobs in Redis' index of every job, predict
-    claims of the BODIES' transactions, records on the transactions and feedback topics."""
+    claims of the BODIES' transactions, records on the transactions and feedback topics, the model's
+    registered versions and aliases."""
     from confluent_kafka import Consumer, TopicPartition
 
     store = redis.Redis.from_url(settings.redis_url, decode_responses=True)
@@ -90,10 +93,13 @@ def _traces(settings) -> dict:
         records[topic] = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                              for p in partitions)
     consumer.close()
-    return {"jobs": set(store.zrange(JOB_INDEX, 0, -1)), "claims": claims, "records": records}
+    mlflow = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+    versions = sorted(v.version for v in mlflow.search_model_versions(f"name='{settings.model_name}'"))
+    return {"jobs": set(store.zrange(JOB_INDEX, 0, -1)), "claims": claims, "records": records,
+            "versions": versions, "aliases": mlflow.get_registered_model(settings.model_name).aliases}
 
 
-async def _matrix(settings) -> list[tuple]:
+async def _matrix(settings, bodies: dict) -> list[tuple]:
     app = create_api(settings, Metrics())
     routes = _routes(app)
     async with TestClient(TestServer(app)) as client:
@@ -103,7 +109,7 @@ async def _matrix(settings) -> list[tuple]:
                 open_path = {path, route} & set(settings.auth_open_paths.split(","))
                 allowed = caller in ROLE_NAMES and (
                     caller in MAY_LABEL if route in LABELLING else method == "GET" or caller in MAY_CHANGE_MODELS)
-                valid, invalid = BODIES.get(route, (None, None))
+                valid, invalid = bodies.get(route, (None, None))
                 body = invalid if allowed else valid  # a refused caller sends what would change things
                 resp = await client.request(method, path, headers=headers, json=body)
                 seen.append((caller, method, path, resp.status, open_path, allowed,
@@ -111,10 +117,19 @@ async def _matrix(settings) -> list[tuple]:
     return seen
 
 
-def test_every_route_answers_401_403_or_serves_as_the_caller_s_token_and_role_allow(services, tmp_path):
+def test_every_route_answers_401_403_or_serves_as_the_caller_s_token_and_role_allow(services, small_history,
+                                                                                   tmp_path):
     settings = unique_settings(tmp_path)
+    # A version with no alias, and the run it came from: a refused promote or register of them
+    # would move the champion alias or add a version.
+    version = train_version(settings, small_history, promote=False, n_estimators=5)
+    run_id = MlflowClient(tracking_uri=settings.mlflow_uri).get_model_version(settings.model_name, version).run_id
+    bodies = {**BODIES, "/api/v1/models/promote": ({"version": version}, BODIES["/api/v1/models/promote"][1]),
+              "/api/v1/training/models/register": ({"run_id": run_id, "through_gate": False},
+                                                   BODIES["/api/v1/training/models/register"][1])}
     before = _traces(settings)
-    seen = asyncio.run(_matrix(settings))
+    assert before["versions"] == [version] and before["aliases"] == {}
+    seen = asyncio.run(_matrix(settings, bodies))
     after = _traces(settings)
     assert {path for _, _, path, *_ in seen} >= {"/health", "/api/v1/training/train", "/api/v1/models/promote"}
     for caller, method, path, status, open_path, allowed, challenge, text in seen:
@@ -130,6 +145,7 @@ def test_every_route_answers_401_403_or_serves_as_the_caller_s_token_and_role_al
             assert status == 403, where
             assert "needs one of" in text, where
     assert after["jobs"] == before["jobs"], "a refused request started a job"
+    assert (after["versions"], after["aliases"]) == ([version], {}), "a refused request changed the registry"
     assert after["claims"] == [] and set(after["records"].values()) <= {0}, f"a refused request sent something: {after}"
 
 
