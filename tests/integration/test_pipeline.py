@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import xgboost as xgb
 from mlflow import MlflowClient
 
 from schemas.codec import load_schema
@@ -401,6 +402,16 @@ def test_a_batch_gets_one_answer_per_transaction_in_order_and_each_transaction_o
         "batch-0", "batch-1", "batch-2"]
 
 
+def _registered_booster(settings, version: str) -> xgb.Booster:
+    import mlflow.artifacts
+    import mlflow.xgboost
+
+    uri = MlflowClient(tracking_uri=settings.mlflow_uri).get_model_version_download_uri(settings.model_name, version)
+    model = mlflow.xgboost.load_model(mlflow.artifacts.download_artifacts(artifact_uri=uri,
+                                                                          tracking_uri=settings.mlflow_uri))
+    return model.get_booster() if hasattr(model, "get_booster") else model
+
+
 def test_explain_gives_each_feature_s_exact_contribution_to_a_scored_transaction_and_a_waterfall_png(stack):
     import urllib.request
 
@@ -416,6 +427,13 @@ def test_explain_gives_each_feature_s_exact_contribution_to_a_scored_transaction
     assert why["model_version"] == version and why["method"] == "TreeSHAP (exact)"
     assert why["score_from_contributions"] == pytest.approx(verdict["score"], abs=1e-4)
     assert {c["feature"] for c in why["contributions"]} == set(verdict["features"])
+    # Exact TreeSHAP adds up to the margin XGBoost itself gives the verdict's features, with the
+    # version as MLflow stores it.
+    booster = _registered_booster(settings, version)
+    row = np.array([[math.nan if verdict["features"][n] is None else verdict["features"][n]
+                     for n in booster.feature_names]], dtype=np.float32)
+    margin = float(booster.predict(xgb.DMatrix(row, feature_names=booster.feature_names), output_margin=True)[0])
+    assert why["base_value"] + sum(c["contribution"] for c in why["contributions"]) == pytest.approx(margin, abs=1e-4)
     margins = [abs(c["contribution"]) for c in why["contributions"]]
     assert margins == sorted(margins, reverse=True)
 
