@@ -400,6 +400,13 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response({"jobs": await request.app[JOBS].list(limit)})
 
 
+def _own_model_source(settings: Settings):
+    """A standalone API's model source (models/serving.py), for explain, register and experiments."""
+    from models.serving import ModelSource
+
+    return ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias, settings.model_cache_dir)
+
+
 def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None = None,
                model_source=None) -> web.Application:
     """The API; AuthNotConfigured when there is no key to check tokens with and auth is not disabled.
@@ -430,13 +437,7 @@ def create_api(settings: Settings, metrics: Metrics, stream: StreamView | None =
                                  app_id=settings.app_id)
         app[ADMIN] = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT))
-        if model_source is None:
-            from models.serving import ModelSource
-
-            app[MODEL_SOURCE] = ModelSource(settings.mlflow_uri, settings.model_name, settings.model_alias,
-                                            settings.model_cache_dir)
-        else:
-            app[MODEL_SOURCE] = model_source
+        app[MODEL_SOURCE] = model_source if model_source is not None else _own_model_source(settings)
         deliveries = fraud.Deliveries(settings.kafka_bootstrap)
         app[fraud.FEEDBACK] = fraud.FeedbackTopic(settings, deliveries)
         app[predict.PREDICTOR] = predict.Predictor(settings, deliveries)
