@@ -25,7 +25,8 @@ worker's measured rate (or `--latency-rate`) for `--paced-seconds`: per verdict,
 (the verdict's own latency_ms) and produce -> visible to a read_committed consumer (which waits for the transaction to
 commit, every FRAUD_COMMIT_INTERVAL_SECONDS; the worker's commits, how many and how long on average,
 are reported beside it). The first two seconds of each run are left out. While
-each run is paced, the share of the machine's cores left idle and the cores used by the worker, the
+each run is paced, the share of the machine's cores left idle, spent in the kernel, and taken by the
+hypervisor for other guests (steal: this machine is a virtual one), the cores used by the worker, the
 broker (and, within it, its JVM's JIT compilers and garbage collector) and this benchmark itself are
 read from /proc: a tail that grows with the run is a machine with no core to spare. So is what
 waited: the share of the run in which some task stalled for a core or for I/O (/proc/pressure), and
@@ -184,7 +185,8 @@ def worker_throughput(name: str, tmp: Path, model_name: str, batch_max: int, rec
 
 
 class MachineLoad:
-    """While a paced run lasts: how idle the machine's cores were, how much of a core the worker, the
+    """While a paced run lasts: how idle the machine's cores were (and how much of their time went to
+    the kernel and to the hypervisor's other guests), how much of a core the worker, the
     broker and this benchmark (its producer and verdict consumer) each used, how much of the broker's
     went to its JVM's JIT compilers and garbage collector, and its three busiest kinds of thread,
     from /proc; and what waited: the share of the time some task stalled for a core, and for I/O
@@ -196,7 +198,7 @@ class MachineLoad:
         self.jit_samples: list[tuple[float, float]] = []  # (time, the broker's JIT CPU seconds so far)
         self._stopping = threading.Event()
         threading.Thread(target=self._sample_jit, daemon=True).start()
-        self.started = (time.monotonic(), cpu_idle_and_total(),
+        self.started = (time.monotonic(), cpu_ticks(),
                         {k: process_cpu_seconds(p) for k, p in self.pids.items()},
                         jvm_cpu_seconds(self.pids["broker"]), thread_kinds(self.pids["broker"]),
                         stall_microseconds(), {k: run_queue_seconds(self.pids[k]) for k in ("worker", "broker")})
@@ -219,9 +221,10 @@ class MachineLoad:
 
     def stop(self) -> dict:
         self._stopping.set()
-        at, (idle, total), cpu, jvm, kinds, stalls, queued = self.started
+        at, ticks, cpu, jvm, kinds, stalls, queued = self.started
         seconds = time.monotonic() - at
-        idle_now, total_now = cpu_idle_and_total()
+        ticks_now = cpu_ticks()
+        spent = {k: ticks_now[k] - ticks[k] for k in ticks}
         load = {f"{k}_cores": (process_cpu_seconds(p) - cpu[k]) / seconds for k, p in self.pids.items()}
         load.update({f"{k}_stall_share": (v - stalls[k]) / 1e6 / seconds for k, v in stall_microseconds().items()})
         load.update({f"{k}_queued_ms_per_s": 1000 * (run_queue_seconds(self.pids[k]) - v) / seconds
@@ -230,7 +233,8 @@ class MachineLoad:
         kinds_now = thread_kinds(self.pids["broker"])
         busiest = sorted(((name, (used - kinds.get(name, 0.0)) / seconds) for name, used in kinds_now.items()),
                          key=lambda item: -item[1])[:3]
-        return {"idle_share": (idle_now - idle) / max(1, total_now - total), **load,
+        shares = {f"{k}_share": v / max(1, spent["total"]) for k, v in spent.items() if k != "total"}
+        return {**shares, **load,
                 **{f"broker_{k}_cores": (jvm_now[k] - jvm[k]) / seconds for k in jvm},
                 "broker_busiest_threads": busiest}
 
@@ -290,9 +294,12 @@ def jvm_cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
-def cpu_idle_and_total() -> tuple[int, int]:
-    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    return fields[3] + fields[4], sum(fields)
+def cpu_ticks() -> dict[str, int]:
+    """The machine's CPU time so far, in ticks (/proc/stat): idle (with I/O wait), in the kernel (system
+    and interrupts), taken by the hypervisor for other guests (steal), and in all."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in open("/proc/stat").readline().split()[1:9])
+    return {"idle": idle + iowait, "kernel": system + irq + softirq, "steal": steal,
+            "total": user + nice + system + idle + iowait + irq + softirq + steal}
 
 
 def broker_pid() -> int:
@@ -500,7 +507,9 @@ def main() -> None:
                   f"{r['visible_p50']:.1f} / {r['visible_p99']:.1f}   ({r['verdicts']} verdicts; "
                   f"{r['commits']:.0f} commits of {r['commit_ms']:.0f} ms on average; largest gap "
                   f"between produce times {r['produce_gap_ms']:.0f} ms)   "
-                  f"while paced: cores idle {100 * r['idle_share']:.0f}%, cores used by the worker "
+                  f"while paced: cores idle {100 * r['idle_share']:.0f}%, in the kernel "
+                  f"{100 * r['kernel_share']:.0f}%, taken by the hypervisor {100 * r['steal_share']:.0f}%; "
+                  f"cores used by the worker "
                   f"{r['worker_cores']:.2f}, the broker {r['broker_cores']:.2f} (its JIT compilers "
                   f"{r['broker_jit_cores']:.2f}, GC {r['broker_gc_cores']:.2f}), "
                   f"this benchmark {r['benchmark_cores']:.2f}; stalled for a core {100 * r['cpu_stall_share']:.0f}% "
