@@ -134,31 +134,39 @@ def avro_to_json_schema(avro) -> dict:
     return avro_to_json_schema(kind)  # a primitive with a logical type
 
 
+# JSON schema pieces the answers share.
+_ref = "#/components/schemas/{}".format
+_number, _integer, _string, _boolean = {"type": "number"}, {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
+_epoch_seconds = {"type": "number", "description": "epoch seconds"}
+_partitions = {"type": "array", "items": _string, "description": "the partitions held, as topic[partition]"}
+_lag = {"type": "object", "description": "records behind the end, by transactions partition",
+        "additionalProperties": {"type": "integer", "minimum": 0}}
+# A worker's stream (partitions, lag), as /health and /status show it.
+_held = {"assigned_partitions": _partitions, "consumer_lag": _lag, "total_lag": {"type": "integer", "minimum": 0}}
+_workers = {"type": "array", "items": {"$ref": _ref("Heartbeat")}, "description": "the live workers' heartbeats"}
+_figure = {"type": ["number", "null"], "description": "null with nothing to count"}
+
+
 @functools.cache
 def _answers() -> dict[str, dict]:
     """The success bodies of ANSWERED's routes (the verdict's from its Avro schema), NotReady, and the parts
     they share; built once."""
-    ref = "#/components/schemas/{}".format
-    number, integer, string, boolean = {"type": "number"}, {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
-    epoch_seconds = {"type": "number", "description": "epoch seconds"}
-    partitions = {"type": "array", "items": string, "description": "the partitions held, as topic[partition]"}
-    lag = {"type": "object", "description": "records behind the end, by transactions partition",
-           "additionalProperties": {"type": "integer", "minimum": 0}}
-    # A worker's stream (partitions, lag), as /health and /status show it.
-    held = {"assigned_partitions": partitions, "consumer_lag": lag, "total_lag": {"type": "integer", "minimum": 0}}
-    workers = {"type": "array", "items": {"$ref": ref("Heartbeat")}, "description": "the live workers' heartbeats"}
-    figure = {"type": ["number", "null"], "description": "null with nothing to count"}
+    return {**_scoring_answers(), **_training_answers(), **_health_answers(), **_status_answers()}
+
+
+def _scoring_answers() -> dict[str, dict]:
+    """The answers of predict, score, batch, explain and feedback."""
     contribution = {"type": "object", "required": ["feature", "value", "contribution"], "properties": {
         "feature": {"type": "string"}, "value": {"type": ["number", "null"], "description": "null when missing"},
         "contribution": {"type": "number", "description": "log-odds"}}}
     return {
         "Verdict": avro_to_json_schema(load_schema("verdict")),
-        "WhatIfVerdict": {"allOf": [{"$ref": ref("Verdict")}, {"type": "object", "required": ["what_if"],
-                                                                "properties": {"what_if": {"const": True}}}]},
+        "WhatIfVerdict": {"allOf": [{"$ref": _ref("Verdict")}, {"type": "object", "required": ["what_if"],
+                                                                 "properties": {"what_if": {"const": True}}}]},
         "BatchAnswers": {"type": "object", "required": ["results"], "properties": {"results": {
             "type": "array", "description": "one answer per transaction, in order", "items": {"anyOf": [
                 {"type": "object", "required": ["status", "verdict", "replayed"], "properties": {
-                    "status": {"const": 200}, "verdict": {"$ref": ref("Verdict")},
+                    "status": {"const": 200}, "verdict": {"$ref": _ref("Verdict")},
                     "replayed": {"type": "boolean", "description": "the verdict of an earlier request"}}},
                 {"type": "object", "required": ["status", "error"], "properties": {
                     "status": {"type": "integer"}, "error": ERROR_SCHEMA["properties"]["error"]}}]}}}},
@@ -177,6 +185,12 @@ def _answers() -> dict[str, dict]:
                       "properties": {"transaction_id": {"type": "string"}, "label": {"enum": ["FRAUD", "LEGIT"]},
                                      "topic": {"type": "string"}, "partition": {"type": "integer"},
                                      "offset": {"type": "integer"}}},
+    }
+
+
+def _training_answers() -> dict[str, dict]:
+    """The answers of training jobs, the registry and the experiments."""
+    return {
         "Job": {"type": "object", "required": ["job_id", "kind", "status", "progress", "message", "request",
                                                "created_at", "updated_at", "result", "error"], "properties": {
             "job_id": {"type": "string"}, "kind": {"enum": ["training", "tuning"]},
@@ -187,7 +201,7 @@ def _answers() -> dict[str, dict]:
             "result": {"type": ["object", "null"], "description": "once succeeded: the version, or the best parameters"},
             "error": {"type": ["string", "null"], "description": "once failed: why"}}},
         "Jobs": {"type": "object", "required": ["jobs"], "properties": {
-            "jobs": {"type": "array", "items": {"$ref": ref("Job")}, "description": "newest first"}}},
+            "jobs": {"type": "array", "items": {"$ref": _ref("Job")}, "description": "newest first"}}},
         "Promoted": {"type": "object", "required": ["model", "alias", "version", "previous_version"], "properties": {
             "model": {"type": "string"}, "alias": {"type": "string"}, "version": {"type": "string"},
             "previous_version": {"type": ["string", "null"]}}},
@@ -196,6 +210,28 @@ def _answers() -> dict[str, dict]:
             "model": {"type": "string"}, "version": {"type": "string"}, "run_id": {"type": "string"},
             "promoted": {"type": "boolean"}, "alias": {"type": ["string", "null"]},
             "champion_before": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]}}},
+        "Experiments": {"type": "object", "required": ["experiments"], "properties": {"experiments": {
+            "type": "array", "description": "newest first", "items": {
+                "type": "object", "required": ["experiment_id", "name", "created_at", "runs"], "properties": {
+                    "experiment_id": _string, "name": _string,
+                    "created_at": {"type": ["integer", "null"], "description": "epoch ms; null when MLflow has none"},
+                    "runs": {"type": "array", "items": {"$ref": _ref("Run")}, "description": "newest first"}}}}}},
+        "Run": {"type": "object", "required": ["run_id", "run_name", "status", "started_at", "ended_at", "metrics",
+                                               "params", "champion_version"], "properties": {
+            "run_id": _string, "run_name": {"type": ["string", "null"]},
+            "status": {"type": "string", "description": "RUNNING, SCHEDULED, FINISHED, FAILED or KILLED"},
+            "started_at": {"type": "integer", "description": "epoch ms"},
+            "ended_at": {"type": ["integer", "null"], "description": "epoch ms; null while it runs"},
+            "metrics": {"type": "object", "additionalProperties": _number, "description": "each one's latest value"},
+            "params": {"type": "object", "additionalProperties": _string},
+            "champion_version": {"type": ["string", "null"],
+                                 "description": "the champion its training was compared with"}}},
+    }
+
+
+def _health_answers() -> dict[str, dict]:
+    """The answers of the health routes and what they are made of."""
+    return {
         "Alive": {"type": "object", "required": ["status"], "properties": {"status": {"const": "alive"}}},
         "Ready": {"type": "object", "required": ["status"], "properties": {
             "status": {"const": "ready"}, "role": {"const": "api", "description": "an API without a stream"},
@@ -207,12 +243,12 @@ def _answers() -> dict[str, dict]:
             "status": {"enum": ["ok", "degraded", "down"], "description": "down (503) when no model is loaded"},
             "components": {"type": "object", "required": ["kafka", "schema_registry", "redis", "mlflow", "model",
                                                           "stream"], "properties": {
-                "kafka": {"$ref": ref("DependencyCheck")}, "schema_registry": {"$ref": ref("DependencyCheck")},
-                "redis": {"$ref": ref("DependencyCheck")}, "mlflow": {"$ref": ref("DependencyCheck")},
-                "model": {"$ref": ref("ModelStatus")},
+                "kafka": {"$ref": _ref("DependencyCheck")}, "schema_registry": {"$ref": _ref("DependencyCheck")},
+                "redis": {"$ref": _ref("DependencyCheck")}, "mlflow": {"$ref": _ref("DependencyCheck")},
+                "model": {"$ref": _ref("ModelStatus")},
                 "rules": {"type": "object", "description": "a worker's rules",
                           "required": ["status", "topic", "rules", "invalid_records"], "properties": {
-                              "status": {"enum": ["ok", "loading"]}, "topic": string,
+                              "status": {"enum": ["ok", "loading"]}, "topic": _string,
                               "rules": {"type": "integer", "description": "in force"},
                               "invalid_records": {"type": "integer", "description": "rule records ignored"}}},
                 "verdicts": {"type": "object", "description": "what a worker follows",
@@ -224,147 +260,137 @@ def _answers() -> dict[str, dict]:
                                                            "description": "verdicts held for the feedback join"},
                                  "undecodable_records": {"type": "integer",
                                                          "description": "terminal snapshots that did not decode"},
-                                 "preparing": {"type": "array", "items": string,
+                                 "preparing": {"type": "array", "items": _string,
                                                "description": "partitions whose state is being read"}}},
                 "stream": {"anyOf": [
                     {"type": "object", "description": "a worker's partitions and lag",
-                     "required": ["status", *held], "properties": {
-                         "status": {"enum": ["ok", "waiting for partitions"]}, **held}},
+                     "required": ["status", *_held], "properties": {
+                         "status": {"enum": ["ok", "waiting for partitions"]}, **_held}},
                     {"type": "object", "description": "an API without a stream: the workers, from Redis",
                      "required": ["status", "latency_ms"], "properties": {
-                         "status": {"enum": ["ok", "no live workers", "down"]}, "workers": workers,
-                         "error": {"type": "string", "description": "when down: why"}, "latency_ms": number}}]},
+                         "status": {"enum": ["ok", "no live workers", "down"]}, "workers": _workers,
+                         "error": {"type": "string", "description": "when down: why"}, "latency_ms": _number}}]},
                 "rate_limits": {"type": "object", "description": "with auth enabled",
                                 "required": ["status", "counted", "limits"], "properties": {
-                                    "status": {"enum": ["ok", "degraded"]}, "counted": string,
+                                    "status": {"enum": ["ok", "degraded"]}, "counted": _string,
                                     "reason": {"type": "string", "description": "when degraded: why"},
-                                    "limits": {"type": "object", "additionalProperties": string,
+                                    "limits": {"type": "object", "additionalProperties": _string,
                                                "description": "by class of work, such as 600 per 1 minute"}}}}},
-            "auth": {"$ref": ref("Auth")}, "time": epoch_seconds}},
+            "auth": {"$ref": _ref("Auth")}, "time": _epoch_seconds}},
         "DependencyCheck": {"type": "object", "required": ["status", "latency_ms"], "properties": {
             "status": {"enum": ["ok", "down"]}, "error": {"type": "string", "description": "when down: why"},
-            "latency_ms": number, "brokers": {"type": "integer", "description": "Kafka's, when ok"},
+            "latency_ms": _number, "brokers": {"type": "integer", "description": "Kafka's, when ok"},
             "subjects": {"type": "integer", "description": "the schema registry's, when ok"}}},
         "ModelStatus": {"type": "object", "required": ["status"], "properties": {
             "status": {"enum": ["ok", "degraded", "down", "not in this process"],
                        "description": "degraded: served from the local cache; not in this process: an API "
                                       "without a stream"},
-            "name": string, "version": string, "source": {"enum": ["registry", "cache"]},
-            "error": {"type": "string", "description": "when down: why"}, "note": string, "warning": string,
+            "name": _string, "version": _string, "source": {"enum": ["registry", "cache"]},
+            "error": {"type": "string", "description": "when down: why"}, "note": _string, "warning": _string,
             "challenger_version": {"type": "string", "description": "when a challenger is scored in shadow"}}},
         "Auth": {"type": "object", "required": ["mode"], "properties": {
-            "mode": {"enum": ["jwt", "disabled"]}, "algorithm": string,
-            "open_paths": {"type": "array", "items": string}, "warning": string}},
+            "mode": {"enum": ["jwt", "disabled"]}, "algorithm": _string,
+            "open_paths": {"type": "array", "items": _string}, "warning": _string}},
         "Heartbeat": {"type": "object", "required": ["worker_id", "pid", "at", "api_url", "assigned_partitions",
                                                      "total_lag", "model_version"], "properties": {
-            "worker_id": string, "pid": integer, "at": epoch_seconds, "api_url": string,
-            "assigned_partitions": partitions, "total_lag": integer, "model_version": {"type": ["string", "null"]}}},
+            "worker_id": _string, "pid": _integer, "at": _epoch_seconds, "api_url": _string,
+            "assigned_partitions": _partitions, "total_lag": _integer, "model_version": {"type": ["string", "null"]}}},
+    }
+
+
+def _status_answers() -> dict[str, dict]:
+    """The answers of status, service info, terminals, quality and drift."""
+    return {
         # GET /status: the worker's stream, or (an API without one) the workers' heartbeats.
         "Status": {"type": "object", "required": ["service", "version", "role", "worker_id", "started_at",
                                                   "uptime_seconds", "auth", "model", "stream", "jobs",
                                                   "dependencies", "dependencies_checked_at"], "properties": {
-            "service": string, "version": string, "role": {"enum": ["worker", "api"]}, "worker_id": string,
-            "started_at": epoch_seconds, "uptime_seconds": number, "auth": {"$ref": ref("Auth")},
-            "model": {"$ref": ref("ModelStatus")},
+            "service": _string, "version": _string, "role": {"enum": ["worker", "api"]}, "worker_id": _string,
+            "started_at": _epoch_seconds, "uptime_seconds": _number, "auth": {"$ref": _ref("Auth")},
+            "model": {"$ref": _ref("ModelStatus")},
             "stream": {"anyOf": [
                 {"type": "object", "description": "a worker's partitions and lag",
-                 "required": [*held, "caught_up", "waiting_for"], "properties": {
-                     **held, "caught_up": {"type": "boolean", "description": "followed topics and state read"},
+                 "required": [*_held, "caught_up", "waiting_for"], "properties": {
+                     **_held, "caught_up": {"type": "boolean", "description": "followed topics and state read"},
                      "waiting_for": {"type": ["string", "null"], "description": "a dependency not reachable yet"}}},
                 {"type": "object", "description": "an API without a stream: the workers, from Redis",
                  "required": ["status", "workers"], "properties": {
-                     "status": {"enum": ["ok", "no live workers"]}, "workers": workers}}]},
+                     "status": {"enum": ["ok", "no live workers"]}, "workers": _workers}}]},
             "jobs": {"type": "object", "required": ["running", "max_concurrent"],
                      "description": "the deployment's: its replicas share the limit", "properties": {
                          "running": {"type": ["integer", "null"], "description": "null when Redis cannot say"},
-                         "max_concurrent": integer}},
-            "dependencies": {"type": "object", "additionalProperties": boolean,
+                         "max_concurrent": _integer}},
+            "dependencies": {"type": "object", "additionalProperties": _boolean,
                              "description": "up at the last check, by name"},
             "dependencies_checked_at": {"type": "number", "description": "epoch seconds; 0 before a check"}}},
         "CheckedDependencies": {"type": "object", "required": ["checked_at", "dependencies"], "properties": {
             "checked_at": {"type": "number", "description": "epoch seconds; 0 before a check"},
             "dependencies": {"type": "object", "description": "by name: kafka, schema_registry, redis, mlflow",
-                             "additionalProperties": {"allOf": [{"$ref": ref("DependencyCheck")}, {
+                             "additionalProperties": {"allOf": [{"$ref": _ref("DependencyCheck")}, {
                                  "type": "object", "required": ["up", "last_error"], "properties": {
-                                     "up": boolean, "last_error": {
+                                     "up": _boolean, "last_error": {
                                          "type": ["object", "null"], "description": "the last failed check",
                                          "required": ["error", "at"],
-                                         "properties": {"error": string, "at": epoch_seconds}}}}]}}}},
+                                         "properties": {"error": _string, "at": _epoch_seconds}}}}]}}}},
         "Info": {"type": "object", "required": ["service", "version", "role", "worker_id", "topics", "model",
                                                 "thresholds", "rules", "batch"], "properties": {
-            "service": string, "version": string, "role": {"enum": ["worker", "api"]}, "worker_id": string,
+            "service": _string, "version": _string, "role": {"enum": ["worker", "api"]}, "worker_id": _string,
             "topics": {"type": "object", "required": ["transactions", "verdicts", "feedback", "dead_letters"],
-                       "additionalProperties": string},
+                       "additionalProperties": _string},
             "model": {"type": "object", "required": ["name", "alias", "live_version"], "properties": {
-                "name": string, "alias": string,
+                "name": _string, "alias": _string,
                 "live_version": {"type": ["string", "null"], "description": "null without a stream or a model"}}},
-            "thresholds": {"$ref": ref("Thresholds")},
+            "thresholds": {"$ref": _ref("Thresholds")},
             "rules": {"type": "object", "required": ["topic", "in_force"], "properties": {
-                "topic": string, "in_force": {"type": ["integer", "null"], "description": "null without a stream"}}},
+                "topic": _string, "in_force": {"type": ["integer", "null"], "description": "null without a stream"}}},
             "batch": {"type": "object", "required": ["max", "within_seconds"],
-                      "properties": {"max": integer, "within_seconds": number}}}},
+                      "properties": {"max": _integer, "within_seconds": _number}}}},
         "Thresholds": {"type": "object", "required": ["review", "decline"], "properties": {
-            "review": number, "decline": number}},
-        "Metrics": {"type": "object", "additionalProperties": number,
+            "review": _number, "decline": _number}},
+        "Metrics": {"type": "object", "additionalProperties": _number,
                     "description": "each sample by name{label=value,...}: counters' _total, histograms' _count "
                                    "and _sum, gauges"},
         "Terminal": {"type": "object", "required": ["terminal_id", "at", "known", "last_day", "features"],
                      "properties": {
-            "terminal_id": string, "at": {"type": "integer", "description": "epoch ms"},
+            "terminal_id": _string, "at": {"type": "integer", "description": "epoch ms"},
             "known": {"type": "boolean", "description": "whether this worker holds the terminal's counts"},
             "last_day": {"type": ["integer", "null"], "description": "UTC day (epoch ms // 1 day) of the latest"},
             "features": {"type": "object", "required": list(TERMINAL_FEATURE_NAMES),
-                         "properties": {name: number for name in TERMINAL_FEATURE_NAMES},
+                         "properties": {name: _number for name in TERMINAL_FEATURE_NAMES},
                          "description": "all 0 for a terminal not known"}}},
         "OnlineQuality": {"type": "object", "required": ["champion", "challenger"],
-                          "additionalProperties": {"$ref": ref("ModelQuality")},
+                          "additionalProperties": {"$ref": _ref("ModelQuality")},
                           "description": "by model, over the quality window of matured labels"},
         "ModelQuality": {"type": "object", "required": ["labels", "frauds", "average_precision", "review", "decline"],
                          "properties": {
-            "labels": integer, "frauds": integer, "average_precision": figure,
+            "labels": _integer, "frauds": _integer, "average_precision": _figure,
             **{name: {"type": "object", "required": ["threshold", "precision", "recall"], "properties": {
-                "threshold": number, "precision": figure, "recall": figure}} for name in ("review", "decline")}}},
+                "threshold": _number, "precision": _figure, "recall": _figure}} for name in ("review", "decline")}}},
         "ScoringStatus": {"type": "object", "required": ["model", "thresholds", "rules", "stream"], "properties": {
             "model": {"type": "object", "required": ["name", "champion", "challenger", "error"], "properties": {
-                "name": string,
-                "champion": {"anyOf": [{"$ref": ref("ServedVersion")}, {"type": "null"}]},
-                "challenger": {"anyOf": [{"$ref": ref("ServedVersion")}, {"type": "null"}]},
+                "name": _string,
+                "champion": {"anyOf": [{"$ref": _ref("ServedVersion")}, {"type": "null"}]},
+                "challenger": {"anyOf": [{"$ref": _ref("ServedVersion")}, {"type": "null"}]},
                 "error": {"type": ["string", "null"], "description": "the last failure to load or follow one"}}},
-            "thresholds": {"$ref": ref("Thresholds")},
+            "thresholds": {"$ref": _ref("Thresholds")},
             "rules": {"type": "object", "required": ["topic", "in_force", "caught_up", "invalid_records"],
-                      "properties": {"topic": string, "in_force": integer, "caught_up": boolean,
-                                     "invalid_records": integer}},
-            "stream": {"type": "object", "required": [*held, "caught_up"],
-                       "properties": {**held, "caught_up": boolean}}}},
+                      "properties": {"topic": _string, "in_force": _integer, "caught_up": _boolean,
+                                     "invalid_records": _integer}},
+            "stream": {"type": "object", "required": [*_held, "caught_up"],
+                       "properties": {**_held, "caught_up": _boolean}}}},
         "ServedVersion": {"type": "object", "required": ["alias", "version", "run_id", "source"], "properties": {
-            "alias": string, "version": string, "run_id": {"type": ["string", "null"]},
+            "alias": _string, "version": _string, "run_id": {"type": ["string", "null"]},
             "source": {"enum": ["registry", "cache"]}}},
         "Drift": {"type": "object", "required": ["model_version", "window_seconds", "transactions", "inputs",
                                                  "model_name", "alert_psi"], "properties": {
-            "model_version": string, "window_seconds": number,
+            "model_version": _string, "window_seconds": _number,
             "transactions": {"type": "integer", "description": "scored in the window"},
             "inputs": {"type": "object", "description": "by model input, and the score",
                        "additionalProperties": {"type": "object", "required": [
                            "psi", "missing_share", "reference_missing_share"], "properties": {
-                           "psi": figure, "missing_share": figure, "reference_missing_share": number}}},
-            "model_name": string,
+                           "psi": _figure, "missing_share": _figure, "reference_missing_share": _number}}},
+            "model_name": _string,
             "alert_psi": {"type": "number", "description": "the alert's threshold, over 15 minutes"}}},
-        "Experiments": {"type": "object", "required": ["experiments"], "properties": {"experiments": {
-            "type": "array", "description": "newest first", "items": {
-                "type": "object", "required": ["experiment_id", "name", "created_at", "runs"], "properties": {
-                    "experiment_id": string, "name": string,
-                    "created_at": {"type": ["integer", "null"], "description": "epoch ms; null when MLflow has none"},
-                    "runs": {"type": "array", "items": {"$ref": ref("Run")}, "description": "newest first"}}}}}},
-        "Run": {"type": "object", "required": ["run_id", "run_name", "status", "started_at", "ended_at", "metrics",
-                                               "params", "champion_version"], "properties": {
-            "run_id": string, "run_name": {"type": ["string", "null"]},
-            "status": {"type": "string", "description": "RUNNING, SCHEDULED, FINISHED, FAILED or KILLED"},
-            "started_at": {"type": "integer", "description": "epoch ms"},
-            "ended_at": {"type": ["integer", "null"], "description": "epoch ms; null while it runs"},
-            "metrics": {"type": "object", "additionalProperties": number, "description": "each one's latest value"},
-            "params": {"type": "object", "additionalProperties": string},
-            "champion_version": {"type": ["string", "null"],
-                                 "description": "the champion its training was compared with"}}},
     }
 
 
