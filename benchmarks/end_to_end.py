@@ -95,9 +95,9 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 class Verdicts:
-    """A read_committed consumer of a verdict topic, in a thread: (read time, verdict) pairs. Its
-    fetches return within 10 ms of a transaction committing (librdkafka's default waits up to 500 ms
-    on a quiet partition): what a consumer that cares about latency would set."""
+    """A read_committed consumer of a verdict topic, in a thread: (read time, verdict) pairs. A
+    read_committed fetch returns as soon as a commit's markers are written, whatever its wait; the
+    10 ms wait only sets how soon an empty fetch is asked again (librdkafka's default is 500 ms)."""
 
     def __init__(self, settings):
         self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
