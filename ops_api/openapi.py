@@ -151,7 +151,8 @@ _figure = {"type": ["number", "null"], "description": "null with nothing to coun
 def _answers() -> dict[str, dict]:
     """The success bodies of ANSWERED's routes (the verdict's from its Avro schema), NotReady, and the parts
     they share; built once."""
-    return {**_scoring_answers(), **_training_answers(), **_health_answers(), **_status_answers()}
+    return {**_scoring_answers(), **_training_answers(), **_health_answers(), **_status_answers(),
+            **_quality_answers()}
 
 
 def _scoring_answers() -> dict[str, dict]:
@@ -299,7 +300,7 @@ def _health_answers() -> dict[str, dict]:
 
 
 def _status_answers() -> dict[str, dict]:
-    """The answers of status, service info, terminals, quality and drift."""
+    """The answers of status, dependencies, service info and metrics."""
     return {
         # GET /status: the worker's stream, or (an API without one) the workers' heartbeats.
         "Status": {"type": "object", "required": ["service", "version", "role", "worker_id", "started_at",
@@ -350,6 +351,12 @@ def _status_answers() -> dict[str, dict]:
         "Metrics": {"type": "object", "additionalProperties": _number,
                     "description": "each sample by name{label=value,...}: counters' _total, histograms' _count "
                                    "and _sum, gauges"},
+    }
+
+
+def _quality_answers() -> dict[str, dict]:
+    """The answers of terminals, online quality, the scoring status and drift."""
+    return {
         "Terminal": {"type": "object", "required": ["terminal_id", "at", "known", "last_day", "features"],
                      "properties": {
             "terminal_id": _string, "at": {"type": "integer", "description": "epoch ms"},
