@@ -97,13 +97,13 @@ def process_cpu_seconds(pid: int) -> float:
 class Verdicts:
     """A read_committed consumer of a verdict topic, in a thread: (read time, verdict) pairs. A
     read_committed fetch returns as soon as a commit's markers are written, whatever its wait; the
-    10 ms wait only sets how soon an empty fetch is asked again (librdkafka's default is 500 ms)."""
+    wait (10 ms unless told) only sets how soon an empty fetch is asked again (librdkafka's default: 500)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, wait_ms: int = 10):
         self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
                                   "group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest",
                                   "isolation.level": "read_committed", "enable.auto.commit": False,
-                                  "fetch.wait.max.ms": 10})
+                                  "fetch.wait.max.ms": wait_ms})
         self.consumer.subscribe([settings.verdicts_topic])
         self.codec = AvroCodec(SchemaRegistry(settings.schema_registry_url), load_schema("verdict"), "bench")
         self.read: list[tuple[float, object]] = []  # (read time, value; decoded once stopped)
@@ -347,9 +347,9 @@ def warm_up_line(warmed: dict) -> str:
 
 
 def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float, run: int,
-                   pause_collector: bool = True) -> dict:
+                   pause_collector: bool = True, linger_ms: float = 5.0, reader_wait_ms: int = 10) -> dict:
     settings, codec = prepared(tmp, model_name, 1000, [])
-    verdicts = Verdicts(settings)
+    verdicts = Verdicts(settings, reader_wait_ms)
     worker = WorkerProcess(settings, tmp / f"latency-{run}.log").start()
     try:
         worker.wait_ready(timeout=180)
@@ -362,7 +362,7 @@ def worker_latency(tmp: Path, model_name: str, records: list[dict], rate: float,
         with baselines.collector_paused() if pause_collector else contextlib.nullcontext():
             started = time.time()
             machine = MachineLoad(worker.proc.pid)
-            replay(producer_for(settings.kafka_bootstrap), messages, rate=rate)
+            replay(producer_for(settings.kafka_bootstrap, linger_ms), messages, rate=rate)
             load = machine.stop()
             load["broker_jit_cores_by_slice"] = machine.jit_by_slice(started)
             verdicts.wait_for(len(records), timeout=300)
@@ -424,6 +424,10 @@ def main() -> None:
     parser.add_argument("--warm-up-rate", type=float, default=2000.0)
     parser.add_argument("--collector-on", action="store_true",
                         help="leave this benchmark's garbage collector on while it paces the latency runs")
+    parser.add_argument("--producer-linger-ms", type=float, default=5.0,
+                        help="the latency runs' producer's linger.ms (librdkafka sends a request per partition)")
+    parser.add_argument("--reader-wait-ms", type=int, default=10,
+                        help="the latency runs' read_committed reader's fetch.wait.max.ms")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["raw", "faust-iterate", "faust-eos", "per-event", "batched", "mlflow", "latency"])
     parser.add_argument("--burden-partitions", type=int, default=0,
@@ -480,7 +484,8 @@ def main() -> None:
             print(json.dumps(warmed_for_latency), flush=True)
         for i in range(args.latency_runs):
             result = worker_latency(tmp, model_name, [dict(r) for r in paced], rate, i + 1,
-                                    pause_collector=not args.collector_on)
+                                    pause_collector=not args.collector_on, linger_ms=args.producer_linger_ms,
+                                    reader_wait_ms=args.reader_wait_ms)
             print(json.dumps(result), flush=True)
             latency.append(result)
 

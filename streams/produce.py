@@ -20,10 +20,10 @@ DAY_MS = 86_400_000
 Message = tuple[str, bytes, bytes, bool]  # topic, key, value, is_transaction
 
 
-def producer_for(bootstrap: str) -> Producer:
+def producer_for(bootstrap: str, linger_ms: float = 5.0) -> Producer:
     # murmur2 is the Java client's (and aiokafka's) partitioner: keys land where the rest of the
     # Kafka ecosystem, faust included, would put them; librdkafka's default hashes differently.
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "enable.idempotence": True,
                      "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
                      "partitioner": "murmur2_random"})
 
