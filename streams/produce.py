@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from models.simulate import transaction_records
 from schemas.codec import AvroCodec
 
-FLUSH_EVERY = 10_000
+FLUSH_EVERY = 10_000  # an unpaced replay waits for its records every so many (a paced one never stops)
 PACE_SECONDS = 0.001  # a paced replay sends what falls due within this in one go
 DAY_MS = 86_400_000
 
@@ -63,7 +63,10 @@ def replay(producer: Producer, messages: Iterable[Message], *, rate: float = 0.0
            on_sent: Callable[[int], None] = lambda n: None) -> int:
     """Produce `messages`, pacing transactions at `rate` per second (0: as fast as possible), a
     millisecond's worth at a time: the producer sleeps at most a thousand times a second, whatever the
-    rate. Returns the number of transactions sent."""
+    rate. Returns the number of transactions sent. An unpaced replay waits for the broker to have its
+    records every FLUSH_EVERY transactions, so a large history is not queued whole in memory; a paced
+    one only polls for delivery reports: a flush would stop its pacing until every record in flight
+    is acknowledged, and the transactions due meanwhile would then go out as a burst."""
     started = time.monotonic()
     sent = 0
     for topic, key, value, is_transaction in messages:
@@ -78,7 +81,7 @@ def replay(producer: Producer, messages: Iterable[Message], *, rate: float = 0.0
         if sent % 100 == 0:
             producer.poll(0)
             on_sent(100)
-        if sent % FLUSH_EVERY == 0:
+        if sent % FLUSH_EVERY == 0 and rate <= 0:
             producer.flush()
     remaining = producer.flush(30)
     if remaining:

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from streams.produce import DAY_MS, history_messages
+from streams.produce import DAY_MS, FLUSH_EVERY, history_messages, replay
 
 
 class PlainCodec:
@@ -33,3 +33,30 @@ def test_without_feedback_only_transactions_are_sent_keyed_by_card():
                             "merchant_category": ["5411"], "channel": ["POS"], "card_present": [True],
                             "country": ["BE"], "is_fraud": [1]})
     assert [(t, k) for t, k, _, _ in history_messages(history, ("tx", PlainCodec()))] == [("tx", b"a")]
+
+
+class CountingProducer:
+    """Counts what the replay asks of the producer: records, and the flushes that wait for them."""
+
+    def __init__(self):
+        self.produced = 0
+        self.flushes = 0
+
+    def produce(self, topic, value=None, key=None):
+        self.produced += 1
+
+    def poll(self, timeout):
+        return 0
+
+    def flush(self, timeout=None):
+        self.flushes += 1
+        return 0
+
+
+def test_an_unpaced_replay_waits_for_its_records_every_so_many_and_a_paced_one_only_at_its_end():
+    messages = [("tx", b"k", b"v", True)] * (2 * FLUSH_EVERY + 5)
+    unpaced, paced = CountingProducer(), CountingProducer()
+    assert replay(unpaced, messages) == len(messages)
+    assert replay(paced, messages, rate=1e9) == len(messages)
+    assert (unpaced.produced, unpaced.flushes) == (len(messages), 3)
+    assert (paced.produced, paced.flushes) == (len(messages), 1)
