@@ -20,7 +20,8 @@ The worker's rate runs from its first verdict to the moment the last verdict is 
 read_committed consumer and its terminal step has counted every transaction; its CPU seconds over
 the same span give the CPU per transaction at full load.
 
-latency, `--latency-runs` consecutive runs (a fresh worker and fresh topics each) at half the batched
+latency, `--latency-runs` consecutive runs (a fresh worker and fresh topics each, the topics deleted
+once the run ends, so that no run meets a broker burdened by the ones before it) at half the batched
 worker's measured rate (or `--latency-rate`) for `--paced-seconds`: per verdict, produce -> scored
 (the verdict's own latency_ms) and produce -> visible to a read_committed consumer (which waits for the transaction to
 commit, every FRAUD_COMMIT_INTERVAL_SECONDS; the worker's commits, how many and how long on average,
@@ -483,9 +484,10 @@ def main() -> None:
             warmed_for_latency = warm_up(tmp, model_name, paced, rate, args.warm_up_seconds)
             print(json.dumps(warmed_for_latency), flush=True)
         for i in range(args.latency_runs):
-            result = worker_latency(tmp, model_name, [dict(r) for r in paced], rate, i + 1,
-                                    pause_collector=not args.collector_on, linger_ms=args.producer_linger_ms,
-                                    reader_wait_ms=args.reader_wait_ms)
+            with baselines.topics_dropped_after():  # each run meets the broker as the one before it did
+                result = worker_latency(tmp, model_name, [dict(r) for r in paced], rate, i + 1,
+                                        pause_collector=not args.collector_on, linger_ms=args.producer_linger_ms,
+                                        reader_wait_ms=args.reader_wait_ms)
             print(json.dumps(result), flush=True)
             latency.append(result)
 
