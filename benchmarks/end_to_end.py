@@ -484,7 +484,7 @@ def main() -> None:
             warmed_for_latency = warm_up(tmp, model_name, paced, rate, args.warm_up_seconds)
             print(json.dumps(warmed_for_latency), flush=True)
         for i in range(args.latency_runs):
-            with baselines.topics_dropped_after():  # each run meets the broker as the one before it did
+            with baselines.topics_dropped_after():  # the run's topics go when it ends, before the next run
                 result = worker_latency(tmp, model_name, [dict(r) for r in paced], rate, i + 1,
                                         pause_collector=not args.collector_on, linger_ms=args.producer_linger_ms,
                                         reader_wait_ms=args.reader_wait_ms)
